@@ -1,0 +1,294 @@
+"""Finding and loading a Sana transformer from any published layout (sana-spec §1.2, §1.4, §7).
+
+Layouts: a whole diffusers repo (``transformer/`` + ``scheduler/``), a transformer folder (``config.json`` +
+``diffusion_pytorch_model[.fp16|.bf16].safetensors`` or a sharded index), a single file in diffusers keys or in the
+original NVlabs keys (safetensors or ``.pth``). The variant is read off the tensors; what they cannot tell comes from
+``config.json``, else from the caller's options, else from the file name, else from documented defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from .errors import SanaError
+from .transformer import DEFAULT_FLOW_SHIFT, INTERPOLATION_SCALE, PRESETS, SanaConfig, SanaTransformer
+from .weights import WEIGHT_SUFFIXES, dominant_dtype, load_into, read_weights, strip_prefix
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_WRAPPER_PREFIXES = ("model.diffusion_model.", "transformer.", "model.", "module.", "net.")
+_VARIANT_ORDER = ("", ".bf16", ".fp16", ".fp32")
+
+
+# --- locating a component inside a folder -------------------------------------------------------------------------
+
+def find_component(path: str | Path, component: str, stem: str = "diffusion_pytorch_model"
+                   ) -> tuple[Path, dict | None, Path | None]:
+    """Return (weights path, its config.json dict or None, the repo root or None) for ``component``.
+
+    ``path`` is a weight file, a component folder (``config.json`` + weights) or a whole repo holding
+    ``<component>/``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SanaError(f"{path}: not found")
+    if path.is_file():
+        return path, None, None
+    repo = None
+    if (path / component).is_dir() and not (path / "config.json").exists():
+        repo, path = path, path / component
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        weights = sorted(p.name for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+        raise SanaError(f"{path}: a model folder needs a config.json (found {weights or 'no weight files'}); "
+                        f"pass a weight file directly, or a diffusers folder with config.json"
+                        + (f" or a repo with a {component}/ folder" if repo is None else ""))
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise SanaError(f"{cfg_file}: not valid JSON ({e})") from None
+    for variant in _VARIANT_ORDER:
+        for name in (f"{stem}{variant}.safetensors.index.json", f"{stem}{variant}.safetensors", f"{stem}{variant}.bin"):
+            if (path / name).exists():
+                return path / name, config, repo
+    others = sorted(p.name for p in path.glob("*.safetensors*"))
+    if len(others) == 1 and others[0].endswith(".safetensors"):
+        return path / others[0], config, repo
+    raise SanaError(f"{path}: has config.json but no {stem}[.bf16|.fp16].safetensors (or sharded index); "
+                    f"found {sorted(p.name for p in path.iterdir())}")
+
+
+def read_scheduler_shift(repo: Path | None) -> float | None:
+    if repo is None:
+        return None
+    f = repo / "scheduler" / "scheduler_config.json"
+    if not f.exists():
+        return None
+    cfg = json.loads(f.read_text())
+    return float(cfg["flow_shift"]) if cfg.get("flow_shift") is not None else (
+        float(cfg["shift"]) if cfg.get("shift") is not None else None)
+
+
+# --- what kind of checkpoint is this ------------------------------------------------------------------------------
+
+def identify(sd: dict[str, torch.Tensor]) -> str:
+    """'sana-diffusers' | 'sana-original' | another family's name (for the error) | 'unknown'."""
+    keys = sd.keys()
+
+    def has(pattern: str) -> bool:
+        return any(re.match(pattern, k) for k in keys)
+    if has(r"transformer_blocks\.\d+\.attn1\.to_q\.weight") and "caption_projection.linear_1.weight" in keys:
+        return "sana-diffusers"
+    if has(r"blocks\.\d+\.attn\.qkv\.weight") and has(r"blocks\.\d+\.cross_attn\.kv_linear\.weight"):
+        return "sana-original"
+    if has(r"(encoder|decoder)\.(conv_in|project_in)") and has(r"(encoder|decoder)\.(down_blocks|up_blocks|stages)"):
+        if "decoder.conv_in.weight" in keys or "decoder.project_in.conv.weight" in keys:
+            if has(r"decoder\.(up_blocks|stages)\.\d+\.\d+\.(attn|context_module)") or has(r".*context_module"):
+                return "a DC-AE autoencoder (load it with the VAE loader)"
+        return "an autoencoder (VAE), not a diffusion transformer"
+    if has(r"(model\.diffusion_model\.)?input_blocks\.\d+") or has(r"down_blocks\.\d+\.resnets"):
+        return "a Stable Diffusion / SDXL UNet"
+    if has(r"(model\.diffusion_model\.)?double_blocks\.\d+") or has(r"transformer_blocks\.\d+\.attn\.to_add_out"):
+        return "a Flux transformer"
+    if has(r"(model\.diffusion_model\.)?joint_blocks\.\d+"):
+        return "an SD3 MMDiT"
+    if has(r"model\.layers\.\d+\.self_attn|^layers\.\d+\.self_attn"):
+        return "a language model (text encoder), not a diffusion transformer"
+    return "unknown"
+
+
+def original_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The one key map from NVlabs names to diffusers names (sana-spec §7.2). Fused qkv / kv are split (views)."""
+    out: dict[str, torch.Tensor] = {}
+    sprint = any(k.startswith("cfg_embedder.") for k in sd)
+    t_prefix = "time_embed.timestep_embedder" if sprint else "time_embed.emb.timestep_embedder"
+    top = {
+        "x_embedder.proj.": "patch_embed.proj.",
+        "t_embedder.mlp.0.": f"{t_prefix}.linear_1.", "t_embedder.mlp.2.": f"{t_prefix}.linear_2.",
+        "cfg_embedder.mlp.0.": "time_embed.guidance_embedder.linear_1.",
+        "cfg_embedder.mlp.2.": "time_embed.guidance_embedder.linear_2.",
+        "t_block.1.": "time_embed.linear.",
+        "y_embedder.y_proj.fc1.": "caption_projection.linear_1.", "y_embedder.y_proj.fc2.": "caption_projection.linear_2.",
+        "attention_y_norm.": "caption_norm.",
+        "final_layer.linear.": "proj_out.",
+    }
+    block = {
+        "attn.proj.": "attn1.to_out.0.", "attn.q_norm.": "attn1.norm_q.", "attn.k_norm.": "attn1.norm_k.",
+        "cross_attn.q_linear.": "attn2.to_q.", "cross_attn.proj.": "attn2.to_out.0.",
+        "cross_attn.q_norm.": "attn2.norm_q.", "cross_attn.k_norm.": "attn2.norm_k.",
+        "mlp.inverted_conv.conv.": "ff.conv_inverted.", "mlp.depth_conv.conv.": "ff.conv_depth.",
+        "mlp.point_conv.conv.": "ff.conv_point.", "scale_shift_table": "scale_shift_table",
+    }
+    for k, v in sd.items():
+        if k in ("pos_embed", "y_embedder.y_embedding") or k.startswith("logvar_linear."):
+            continue  # recomputed PE, training-only null caption and Sprint's training head
+        if k == "final_layer.scale_shift_table":
+            out["scale_shift_table"] = v
+            continue
+        m = re.match(r"blocks\.(\d+)\.(.+)", k)
+        if m:
+            p, rest = f"transformer_blocks.{m.group(1)}.", m.group(2)
+            if rest == "attn.qkv.weight":  # (3D, D) → q, k, v
+                q, kk, vv = v.chunk(3, dim=0)
+                out[p + "attn1.to_q.weight"], out[p + "attn1.to_k.weight"], out[p + "attn1.to_v.weight"] = q, kk, vv
+                continue
+            if rest.startswith("cross_attn.kv_linear."):  # (2D, …) → k, v
+                kk, vv = v.chunk(2, dim=0)
+                suffix = rest.rsplit(".", 1)[1]
+                out[p + f"attn2.to_k.{suffix}"], out[p + f"attn2.to_v.{suffix}"] = kk, vv
+                continue
+            for a, b in block.items():
+                if rest.startswith(a):
+                    out[p + b + rest[len(a):]] = v
+                    break
+            else:
+                out[k] = v  # unknown: left as is, so the strict load names it
+            continue
+        for a, b in top.items():
+            if k.startswith(a):
+                out[b + k[len(a):]] = v
+                break
+        else:
+            out[k] = v
+    return out
+
+
+# --- the variant ---------------------------------------------------------------------------------------------------
+
+_CONFIG_FIELDS = {
+    "num_layers": "num_layers", "num_attention_heads": "num_heads", "attention_head_dim": "head_dim",
+    "num_cross_attention_heads": "cross_heads", "cross_attention_head_dim": "cross_head_dim",
+    "caption_channels": "caption_channels", "in_channels": "in_channels", "out_channels": "out_channels",
+    "mlp_ratio": "mlp_ratio", "patch_size": "patch_size", "sample_size": "sample_size",
+    "interpolation_scale": "interpolation_scale", "guidance_embeds": "guidance_embeds", "norm_eps": "norm_eps",
+    "guidance_embeds_scale": "guidance_embeds_scale", "timestep_scale": "timestep_scale",
+}
+
+
+def _resolution_from_name(name: str) -> int | None:
+    m = re.search(r"(?<![0-9])(512|1024|2048|4096|2k|4k)(?:px)?(?![0-9])", name.lower())
+    if not m:
+        return None
+    return {"2k": 2048, "4k": 4096}.get(m.group(1)) or int(m.group(1))
+
+
+def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str, *, sample_size: int | None = None,
+                  pos_embed: torch.Tensor | None = None) -> SanaConfig:
+    """Read the variant off the tensors (diffusers names); fill the rest from config.json or documented defaults."""
+    try:
+        w = sd["patch_embed.proj.weight"]  # (D, C_in, p, p)
+        dim, in_ch, p = w.shape[0], w.shape[1], w.shape[2]
+        caption = sd["caption_projection.linear_1.weight"].shape[1]
+        out_ch = sd["proj_out.weight"].shape[0] // (p * p)
+        hidden = sd["transformer_blocks.0.ff.conv_point.weight"].shape[1]
+    except KeyError as e:
+        raise SanaError(f"{source}: a Sana transformer needs tensor {e.args[0]!r}, which is missing") from None
+    layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"transformer_blocks\.(\d+)\.", k)))
+    qk_norm = "transformer_blocks.0.attn1.norm_q.weight" in sd
+    guidance = "time_embed.guidance_embedder.linear_1.weight" in sd
+    found = dict(num_layers=layers, in_channels=in_ch, out_channels=out_ch, patch_size=p, caption_channels=caption,
+                 mlp_ratio=hidden / dim, qk_norm=qk_norm, guidance_embeds=guidance)
+
+    if config is not None:
+        kw = {ours: config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if theirs in config}
+        if kw.get("out_channels") is None:
+            kw["out_channels"] = kw.get("in_channels", in_ch)
+        kw["qk_norm"] = config.get("qk_norm") is not None
+        cfg = SanaConfig(**kw)
+        cfg = cfg.replace(flow_shift=DEFAULT_FLOW_SHIFT.get(cfg.sample_size, 3.0))
+        if cfg.dim != dim:
+            raise SanaError(f"{source}: config.json gives hidden size {cfg.dim} "
+                            f"({cfg.num_heads}×{cfg.head_dim}), the weights have {dim}")
+        mismatch = {k: (getattr(cfg, k), v) for k, v in found.items()
+                    if (abs(getattr(cfg, k) - v) > 1e-6 if isinstance(v, float) else getattr(cfg, k) != v)}
+        if mismatch:
+            raise SanaError(f"{source}: config.json disagrees with the weights: "
+                            + ", ".join(f"{k}: config {a} vs weights {b}" for k, (a, b) in mismatch.items()))
+        return cfg
+
+    # No config: the family comes from the hidden size; the depth and flags from the keys.
+    family = {c.dim: c for c in PRESETS.values()}
+    if dim not in family or caption != 2304 or in_ch != 32 or p != 1 or abs(hidden / dim - 2.5) > 1e-6:
+        raise SanaError(f"{source}: this Sana-like checkpoint matches no published variant: hidden size {dim}, "
+                        f"{layers} layers, caption width {caption}, latent channels {in_ch}, patch {p}, mlp hidden "
+                        f"{hidden}; expected hidden 1152 (0.6B) or 2240 (1.6B/4.8B) with caption width 2304 and 32 "
+                        "latent channels (or give a diffusers folder with its config.json)")
+    base = family[dim]
+    if pos_embed is not None:  # original checkpoints keep their training PE: (1, S·S, D)
+        sample_size = sample_size or int(round(pos_embed.shape[-2] ** 0.5))
+    if sample_size is None:
+        res = _resolution_from_name(source)
+        sample_size = res // 32 if res else 32
+        log.info("%s: no config.json; training resolution %d px %s", source, sample_size * 32,
+                 "from the file name" if res else "assumed (the default)")
+    if sample_size * 32 not in (512, 1024, 2048, 4096):
+        raise SanaError(f"{source}: sample_size {sample_size} ({sample_size * 32} px) is not a published Sana "
+                        "resolution (512, 1024, 2048, 4096)")
+    return base.replace(num_layers=layers, qk_norm=qk_norm, guidance_embeds=guidance, sample_size=sample_size,
+                        interpolation_scale=INTERPOLATION_SCALE[sample_size],
+                        flow_shift=DEFAULT_FLOW_SHIFT.get(sample_size, 3.0))
+
+
+def variant_name(cfg: SanaConfig) -> str:
+    """Human label, e.g. 'Sana 1.6B · 1024 px'."""
+    for name, preset in PRESETS.items():
+        if preset.replace(flow_shift=cfg.flow_shift, timestep_scale=cfg.timestep_scale,
+                          guidance_embeds_scale=cfg.guidance_embeds_scale) == cfg:
+            return name
+    return f"Sana (custom: {cfg.num_layers} layers, hidden {cfg.dim})"
+
+
+def count_params(cfg: SanaConfig) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in SanaTransformer(cfg).parameters())
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
+                     *, sample_size: int | None = None, flow_shift: float | None = None,
+                     config: dict | None = None) -> SanaTransformer:
+    """Load a Sana transformer from any published layout. ``dtype`` None/"auto" keeps the file's own.
+
+    ``sample_size`` (training resolution / 32) and ``flow_shift`` override what the files say; ``config`` is a
+    diffusers-style config dict for a single file whose variant the tensors cannot tell.
+    """
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
+        dtype = DTYPES[dtype]
+    weights, file_config, repo = find_component(path, "transformer")
+    source = str(weights)
+    sd = strip_prefix(read_weights(weights), _WRAPPER_PREFIXES)
+    kind = identify(sd)
+    pos_embed = None
+    if kind == "sana-original":
+        pos_embed = sd.get("pos_embed")
+        sd = original_to_diffusers(sd)
+    elif kind != "sana-diffusers":
+        found = kind if kind != "unknown" else f"an unrecognised key set (e.g. {sorted(sd)[:4]})"
+        raise SanaError(f"{source}: not a Sana transformer checkpoint: this is {found}. Expected Sana keys such as "
+                        "'transformer_blocks.0.attn1.to_q.weight' (diffusers) or 'blocks.0.attn.qkv.weight' (NVlabs)")
+    cfg = detect_config(sd, config or file_config, source, sample_size=sample_size, pos_embed=pos_embed)
+    if sample_size is not None and sample_size != cfg.sample_size:
+        cfg = cfg.replace(sample_size=sample_size, interpolation_scale=INTERPOLATION_SCALE.get(
+            sample_size, cfg.interpolation_scale))
+    shift = flow_shift or read_scheduler_shift(repo)
+    if shift:
+        cfg = cfg.replace(flow_shift=float(shift))
+    dtype = dtype or dominant_dtype(sd)
+    with torch.device("meta"):
+        model = SanaTransformer(cfg, dtype=dtype)
+    load_into(model, sd, dtype, source)
+    model = model.to(device).eval().requires_grad_(False)
+    model.source = source
+    n = sum(p.numel() for p in model.parameters())
+    log.info("Sana transformer: %s · %d px · %s · %.0fM params · %s", variant_name(cfg), cfg.resolution,
+             str(dtype).removeprefix("torch."), n / 1e6, source)
+    return model

@@ -1,0 +1,202 @@
+"""Flow schedules and samplers (sana-spec §4). Pure functions over a schedule with a per-step callback.
+
+A model function is ``model_fn(x (B,C,H,W) fp32, t (B,) fp32 model timestep) -> v (B,C,H,W) fp32`` — the flow
+velocity, with guidance already applied (guidance.py wraps the network; the samplers know nothing of it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import SanaError
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# callback(step index, steps, x after the step, predicted x0) — progress, previews, interrupt checks
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+SAMPLERS = ("flow_dpm_solver", "flow_euler")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    sigmas: torch.Tensor  # (N+1,) float32, decreasing, ends at 0
+    timesteps: torch.Tensor  # (N,) float32: what the model is given (0..1000)
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+
+def _shift(s: np.ndarray, shift: float) -> np.ndarray:
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def _check(steps: int, shift: float) -> None:
+    if steps < 1:
+        raise SanaError(f"steps must be at least 1, got {steps}")
+    if not shift > 0 or not math.isfinite(shift):
+        raise SanaError(f"flow shift must be a positive number, got {shift}")
+
+
+def flow_dpm_schedule(steps: int, shift: float) -> Schedule:
+    """DPMSolverMultistepScheduler with flow sigmas: σ over linspace(0, 0.999), shifted, final σ 0, and model
+    timesteps truncated to integers from the float64 σ (diffusers and NVlabs both truncate)."""
+    _check(steps, shift)
+    u = 1.0 - np.linspace(1, 1 / 1000, steps + 1)  # float64
+    s = np.flip(_shift(u, shift))[:-1].copy()
+    timesteps = torch.from_numpy(s * 1000).to(torch.int64).to(torch.float32)
+    sigmas = torch.from_numpy(np.concatenate([s, [0.0]]).astype(np.float32))
+    return Schedule(sigmas, timesteps)
+
+
+def flow_euler_schedule(steps: int, shift: float) -> Schedule:
+    """FlowMatchEulerDiscreteScheduler: linspace(1, σ_min) with the shift applied twice, float timesteps."""
+    _check(steps, shift)
+    s_min = torch.tensor(1.0, dtype=torch.float32) / 1000  # the constructor's σ_min, shifted in float32
+    s_min = (shift * s_min / (1 + (shift - 1) * s_min)).item()
+    s = np.linspace(1000.0, s_min * 1000, steps) / 1000  # float64
+    s = torch.from_numpy(_shift(s, shift)).to(torch.float32)
+    return Schedule(torch.cat([s, torch.zeros(1)]), s * 1000)
+
+
+def custom_schedule(sigmas: list[float] | torch.Tensor, truncate: bool = True) -> Schedule:
+    """A user σ list (decreasing in (0, 1], a final 0 appended if absent); timesteps σ·1000, truncated or not."""
+    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    if len(s) == 0 or not torch.isfinite(s).all() or (s < 0).any() or (s > 1).any():
+        raise SanaError(f"custom sigmas must be finite values in [0, 1], got {s.tolist()}")
+    if s[-1] != 0:
+        s = torch.cat([s, torch.zeros(1, dtype=torch.float64)])
+    if len(s) < 2 or (s[1:] >= s[:-1]).any():
+        raise SanaError(f"custom sigmas must be strictly decreasing, got {s.tolist()}")
+    t = s[:-1] * 1000
+    t = t.to(torch.int64) if truncate else t
+    return Schedule(s.to(torch.float32), t.to(torch.float32))
+
+
+def make_schedule(sampler: str, steps: int, shift: float) -> Schedule:
+    if sampler == "flow_dpm_solver":
+        return flow_dpm_schedule(steps, shift)
+    if sampler == "flow_euler":
+        return flow_euler_schedule(steps, shift)
+    raise SanaError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+
+
+def partial_schedule(sampler: str, steps: int, shift: float, denoise: float) -> Schedule:
+    """img2img: the last ``steps`` steps of a ``steps/denoise``-step schedule (ComfyUI's KSampler convention)."""
+    if not 0 < denoise <= 1:
+        raise SanaError(f"denoise must be in (0, 1], got {denoise}")
+    if denoise == 1:
+        return make_schedule(sampler, steps, shift)
+    full = make_schedule(sampler, int(steps / denoise), shift)
+    return Schedule(full.sigmas[-(steps + 1):], full.timesteps[-steps:])
+
+
+def noise_for_seed(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The noise ComfyUI's KSampler and diffusers (CPU generator) draw for a seed: fp32 randn on the CPU."""
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+
+
+def noise_latent(latent: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Flow forward process x_σ = σ·noise + (1−σ)·latent (pure noise when σ = 1 or latent is zero)."""
+    return sigma * noise + (1.0 - sigma) * latent
+
+
+def _check_finite(v: torch.Tensor, i: int, steps: int) -> None:
+    if not torch.isfinite(v).all():
+        raise SanaError(f"the model produced NaN/Inf at step {i + 1} of {steps}; this is usually an fp16 "
+                        "overflow — load the transformer in bf16 (or fp32)")
+
+
+def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None
+                    ) -> torch.Tensor:
+    """DPM-Solver++(2M, midpoint) on flow sigmas, first order on the first and last step (sana-spec §4.1).
+    All arithmetic in fp32 on 0-dim σ tensors, in diffusers' order (bit parity)."""
+    sig = schedule.sigmas
+    n = schedule.steps
+    x = x.float()
+    prev_x0 = None
+    for i in range(n):
+        t = schedule.timesteps[i].expand(x.shape[0]).to(x.device)
+        v = model_fn(x, t).float()
+        _check_finite(v, i, n)
+        s0, s1 = sig[i], sig[i + 1]
+        x0 = x - s0.to(x.device) * v
+        a1 = 1 - s1
+        lam = lambda s: torch.log(1 - s) - torch.log(s)  # noqa: E731 — λ(σ) = log α − log σ
+        h = lam(s1) - lam(s0)
+        if prev_x0 is None or i == n - 1:
+            x_next = (s1 / s0) * x - (a1 * (torch.exp(-h) - 1.0)) * x0
+        else:
+            r0 = (lam(s0) - lam(sig[i - 1])) / h
+            d1 = (1.0 / r0) * (x0 - prev_x0)
+            x_next = (s1 / s0) * x - (a1 * (torch.exp(-h) - 1.0)) * x0 - 0.5 * (a1 * (torch.exp(-h) - 1.0)) * d1
+        prev_x0 = x0
+        x = x_next
+        if callback is not None:
+            callback(i, n, x, x0)
+    return x
+
+
+def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None
+                      ) -> torch.Tensor:
+    """Flow Euler: x ← x + (σ_{i+1} − σ_i)·v, in fp32."""
+    sig = schedule.sigmas
+    n = schedule.steps
+    x = x.float()
+    for i in range(n):
+        t = schedule.timesteps[i].expand(x.shape[0]).to(x.device)
+        v = model_fn(x, t).float()
+        _check_finite(v, i, n)
+        x0 = x - sig[i] * v
+        x = x + (sig[i + 1] - sig[i]) * v
+        if callback is not None:
+            callback(i, n, x, x0)
+    return x
+
+
+def sample(sampler: str, model_fn: ModelFn, x: torch.Tensor, schedule: Schedule,
+           callback: Callback | None = None) -> torch.Tensor:
+    if sampler == "flow_dpm_solver":
+        return sample_flow_dpm(model_fn, x, schedule, callback)
+    if sampler == "flow_euler":
+        return sample_flow_euler(model_fn, x, schedule, callback)
+    raise SanaError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+
+
+# --- Sana-Sprint (SCM, trigflow; sana-spec §8) -------------------------------------------------------------------
+
+def sprint_trig_times(steps: int, max_t: float = 1.57080, intermediate: float | None = 1.3) -> torch.Tensor:
+    if steps < 1:
+        raise SanaError(f"steps must be at least 1, got {steps}")
+    if steps == 2 and intermediate is not None:
+        return torch.tensor([max_t, intermediate, 0.0], dtype=torch.float32)
+    return torch.linspace(max_t, 0, steps + 1, dtype=torch.float32)
+
+
+def sample_sprint(model_fn: ModelFn, noise: torch.Tensor, trig: torch.Tensor, generator: torch.Generator,
+                  sigma_data: float = 0.5, callback: Callback | None = None) -> torch.Tensor:
+    """SCM sampling. ``model_fn(x_in, τ)`` gets the flow time τ ∈ [0, 1] (not ×1000) and returns v.
+    Fresh noise is drawn on every step, the last included (it consumes the generator as diffusers does).
+    Returns the final x0 / σ_d — a raw latent ready for the decoder."""
+    x = noise.float() * sigma_data
+    n = len(trig) - 1
+    x0 = x
+    for i in range(n):
+        s, s_next = trig[i], trig[i + 1]
+        tau = torch.sin(s) / (torch.sin(s) + torch.cos(s))
+        norm = torch.sqrt(tau**2 + (1 - tau) ** 2)
+        x_in = (x / sigma_data) * norm
+        v = model_fn(x_in, tau.expand(x.shape[0]).to(x.device)).float()
+        _check_finite(v, i, n)
+        f = ((1 - 2 * tau) * x_in + (1 - 2 * tau + 2 * tau**2) * v) / norm * sigma_data
+        x0 = torch.cos(s) * x - torch.sin(s) * f
+        z = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device) * sigma_data
+        x = torch.cos(s_next) * x0 + torch.sin(s_next) * z
+        if callback is not None:
+            callback(i, n, x, x0 / sigma_data)
+    return x0 / sigma_data
