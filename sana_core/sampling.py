@@ -96,9 +96,14 @@ def partial_schedule(sampler: str, steps: int, shift: float, denoise: float) -> 
     return Schedule(full.sigmas[-(steps + 1):], full.timesteps[-steps:])
 
 
-def noise_for_seed(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """The noise ComfyUI's KSampler and diffusers (CPU generator) draw for a seed: fp32 randn on the CPU."""
-    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+def noise_for_seed(seed: int, shape: tuple[int, ...], batch_index: list[int] | None = None) -> torch.Tensor:
+    """The noise ComfyUI's KSampler and diffusers (CPU generator) draw for a seed: fp32 randn on the CPU, one
+    tensor for the whole batch. ``batch_index`` (a LATENT's per-item indices) draws as ComfyUI's prepare_noise."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    if batch_index is None:
+        return torch.randn(shape, generator=g, dtype=torch.float32)
+    draws = [torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for _ in range(max(batch_index) + 1)]
+    return torch.cat([draws[i] for i in batch_index])
 
 
 def noise_latent(latent: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""The typed objects that travel between Sana nodes (SANA_MODEL, SANA_TEXT_ENCODER, SANA_VAE).
+
+Each holds a host handle (a ModelPatcher inside ComfyUI) so the host can evict it; ``get()`` brings the module onto
+its compute device and returns it. The objects are never mutated after they leave their loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..sana_core.loader import variant_name
+from . import host
+
+
+@dataclass(frozen=True)
+class SanaModel:
+    handle: object
+    source: str
+
+    def get(self):
+        return host.load(self.handle)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return host.unwrap(self.handle)
+
+    @property
+    def cfg(self):
+        return self.module.cfg
+
+    @property
+    def info(self) -> str:
+        m = self.module
+        n = sum(p.numel() for p in m.parameters())
+        return (f"{variant_name(m.cfg)} · {m.cfg.resolution} px · {str(m.dtype).removeprefix('torch.')} · "
+                f"{n / 1e6:,.0f}M params")
+
+
+@dataclass(frozen=True)
+class SanaTextEncoderHandle:
+    handle: object
+    encoder: object  # sana_core.text_encoder.SanaTextEncoder (its .model is what the handle manages)
+    source: str
+
+    def get(self):
+        host.load(self.handle)
+        return self.encoder
+
+    def release(self) -> None:
+        host.release(self.handle)
+
+    @property
+    def info(self) -> str:
+        n = sum(p.numel() for p in self.encoder.model.parameters())
+        return f"Gemma-2 · {str(self.encoder.dtype).removeprefix('torch.')} · {n / 1e6:,.0f}M params"
+
+
+@dataclass(frozen=True)
+class SanaVAE:
+    handle: object
+    source: str
+
+    def get(self):
+        return host.load(self.handle)
+
+    @property
+    def module(self):
+        return host.unwrap(self.handle)
+
+    @property
+    def info(self) -> str:
+        m = self.module
+        n = sum(p.numel() for p in m.parameters())
+        return f"DC-AE f32c32 · {str(m.dtype).removeprefix('torch.')} · {n / 1e6:,.0f}M params"

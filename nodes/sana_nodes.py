@@ -1,0 +1,290 @@
+"""The Sana nodes (classic API). Thin: read widgets, call one sana_core function, wrap outputs in ComfyUI types."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..sana_core import pipeline
+from ..sana_core.dcae import load_dcae
+from ..sana_core.errors import SanaError
+from ..sana_core.guidance import TextCond
+from ..sana_core.loader import load_transformer
+from ..sana_core.sampling import SAMPLERS, noise_for_seed
+from . import host
+from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "Sana"
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w]} recorded at binning time
+
+
+def _transformer(path, weight_dtype: str) -> SanaModel:
+    model = load_transformer(path, DTYPES[weight_dtype], device="cpu")
+    return SanaModel(host.wrap(model, "diffusion"), str(path))
+
+
+def _text_encoder(path, dtype: str) -> SanaTextEncoderHandle:
+    from ..sana_core.text_encoder import load_text_encoder  # needs transformers: fail this node only
+
+    enc = load_text_encoder(path, DTYPES[dtype], device="cpu")
+    return SanaTextEncoderHandle(host.wrap(enc.model, "text_encoder"), enc, str(path))
+
+
+def _vae(path, dtype: str) -> SanaVAE:
+    vae = load_dcae(path, DTYPES[dtype], device="cpu")
+    return SanaVAE(host.wrap(vae, "vae"), str(path))
+
+
+class SanaLoadTextEncoder:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads Gemma-2-2B(-it) from a gemma folder or a Sana diffusers repo in models/text_encoders."
+    RETURN_TYPES = ("SANA_TEXT_ENCODER",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder": (host.list_models("text_encoders", files=False),
+                             {"tooltip": "a gemma-2-2b-it folder or a Sana diffusers repo (text_encoder/ + tokenizer/)"}),
+            "dtype": (["auto", "bf16", "fp32"], {"default": "auto", "tooltip": "Gemma-2 overflows in fp16"}),
+        }}
+
+    def load(self, text_encoder, dtype):
+        te = _text_encoder(host.resolve_model("text_encoders", text_encoder), dtype)
+        return {"ui": {"text": [te.info]}, "result": (te,)}
+
+
+class SanaEncodePrompt:
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Encodes a prompt with Gemma-2. use_chi prepends Sana's complex human instruction (on for the "
+                   "positive prompt, off for the negative, as the reference pipeline does).")
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder": ("SANA_TEXT_ENCODER",),
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
+            "use_chi": ("BOOLEAN", {"default": True, "tooltip": "complex human instruction; off for negatives"}),
+            "max_length": ("INT", {"default": 300, "min": 2, "max": 4096}),
+        }, "optional": {
+            "chi": ("STRING", {"multiline": True, "default": "", "tooltip": "replaces the default instruction"}),
+        }}
+
+    def encode(self, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi=""):
+        from ..sana_core.text_encoder import DEFAULT_CHI
+
+        enc = text_encoder.get()
+        instruction = (chi.split("\n") if chi.strip() else DEFAULT_CHI) if use_chi else None
+        emb, mask = enc.encode([text], chi=instruction, max_length=max_length)
+        text_encoder.release()
+        dev = host.intermediate_device()
+        return ([[emb.to(dev), {"attention_mask": mask.to(dev)}]],)
+
+
+def _cond(conditioning, what: str) -> TextCond:
+    if not conditioning:
+        raise SanaError(f"{what} conditioning is empty")
+    if len(conditioning) > 1:
+        log.warning("%s conditioning has %d entries; Sana uses the first (combine prompts in one text instead)",
+                    what, len(conditioning))
+    emb, extra = conditioning[0]
+    mask = extra.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(emb.shape[:2], dtype=torch.int64)
+    if mask.ndim == 1:
+        mask = mask[None]
+    return TextCond(emb, mask)
+
+
+class SanaEmptyLatent:
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("An empty Sana latent [B, 32, H/32, W/32]. With resolution binning on, the latent is made at the "
+                   "nearest trained aspect-ratio bin and SanaDecode resizes and crops back to width x height.")
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 32}),
+            "height": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 32}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+            "resolution_binning": ("BOOLEAN", {"default": True}),
+        }, "optional": {
+            "model": ("SANA_MODEL", {"tooltip": "picks the bin table of the model's training resolution"}),
+        }}
+
+    def make(self, width, height, batch_size, resolution_binning, model: SanaModel | None = None):
+        bh, bw = pipeline.binned_size(height, width, model.module if model is not None else None,
+                                      resolution_binning)
+        samples = torch.zeros(batch_size, pipeline.LATENT_CHANNELS, bh // 32, bw // 32,
+                              device=host.intermediate_device())
+        out = {"samples": samples}
+        if (bh, bw) != (height, width):
+            out[BINNING_KEY] = {"target": [height, width], "latent": [bh // 32, bw // 32]}
+        return (out,)
+
+
+class SanaSample:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Samples a Sana latent with Flow-DPM-Solver or Flow-Euler, CFG and optional PAG."
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("SANA_MODEL",),
+            "positive": ("CONDITIONING",),
+            "negative": ("CONDITIONING",),
+            "latent": ("LATENT",),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 1000}),
+            "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver"}),
+            "flow_shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                     "tooltip": "0 = the model's default (3.0; 6.0 for 4K)"}),
+            "pag_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                    "tooltip": "perturbed-attention guidance; 0 = off"}),
+            "pag_adaptive_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001}),
+            "pag_layers": ("STRING", {"default": "8", "tooltip": "block indices, e.g. '8' or '7,8' or '6-9'"}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }}
+
+    def sample(self, model: SanaModel, positive, negative, latent, seed, steps, cfg, sampler, flow_shift, pag_scale,
+               pag_adaptive_scale, pag_layers, denoise):
+        samples = latent["samples"]
+        pipeline.check_latent(samples)
+        opts = pipeline.SampleOptions(steps=steps, cfg=cfg, sampler=sampler, flow_shift=flow_shift,
+                                      pag_scale=pag_scale, pag_adaptive_scale=pag_adaptive_scale,
+                                      pag_layers=pag_layers, denoise=denoise)
+        noise = noise_for_seed(seed, tuple(samples.shape), latent.get("batch_index"))
+        progress = host.Progress(steps)
+        net = model.get()
+        out = pipeline.denoise(net, _cond(positive, "positive"), _cond(negative, "negative") if cfg > 1 else None,
+                               samples, seed, opts, callback=lambda i, n, x, x0: progress.step(i + 1), noise=noise)
+        result = dict(latent)  # keep extra keys (batch_index, binning record); never mutate the input
+        result["samples"] = out.to(host.intermediate_device())
+        return (result,)
+
+
+class SanaDecode:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Decodes a Sana latent with DC-AE; crops back to the requested size when binning was used."
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": ("SANA_VAE",),
+            "samples": ("LATENT",),
+            "tiling": (["auto", "on", "off"], {"default": "auto"}),
+        }}
+
+    def decode(self, vae: SanaVAE, samples, tiling):
+        raw = samples["samples"]
+        size = None
+        record = samples.get(BINNING_KEY)
+        if record:  # the target scales with any resize since binning (e.g. LatentUpscaleBy)
+            (th, tw), (lh, lw) = record["target"], record["latent"]
+            size = (round(th * raw.shape[-2] / lh), round(tw * raw.shape[-1] / lw))
+        img = pipeline.decode_images(vae.get(), raw, size, tiling)
+        return (img.to(host.intermediate_device()),)
+
+
+class SanaEncodeImage:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Encodes an image into a Sana latent (for image-to-image with denoise < 1)."
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae": ("SANA_VAE",), "image": ("IMAGE",)}}
+
+    def encode(self, vae: SanaVAE, image):
+        return ({"samples": pipeline.encode_images(vae.get(), image).to(host.intermediate_device())},)
+
+
+class SanaLoadTransformer:
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Loads a Sana transformer: a single file, a transformer folder or a whole Sana repo from "
+                   "models/diffusion_models. The variant is detected from the weights.")
+    RETURN_TYPES = ("SANA_MODEL",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (host.list_models("diffusion_models"),),
+            "weight_dtype": (["auto", "bf16", "fp16", "fp32"], {"default": "auto"}),
+        }}
+
+    def load(self, model_name, weight_dtype):
+        m = _transformer(host.resolve_model("diffusion_models", model_name), weight_dtype)
+        return {"ui": {"text": [m.info]}, "result": (m,)}
+
+
+class SanaLoadDCAE:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the DC-AE f32c32 autoencoder: a single file, a vae folder or a whole Sana repo in models/vae."
+    RETURN_TYPES = ("SANA_VAE",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": (host.list_models("vae"),),
+            "dtype": (["auto", "bf16", "fp32"], {"default": "auto", "tooltip": "DC-AE overflows in fp16"}),
+        }}
+
+    def load(self, vae_name, dtype):
+        v = _vae(host.resolve_model("vae", vae_name), dtype)
+        return {"ui": {"text": [v.info]}, "result": (v,)}
+
+
+class SanaLoadPipeline:
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads transformer, text encoder and DC-AE from one Sana diffusers repo in models/diffusers."
+    RETURN_TYPES = ("SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "pipeline": (host.list_models("diffusers", files=False),),
+            "weight_dtype": (["auto", "bf16", "fp16", "fp32"], {"default": "auto",
+                                                               "tooltip": "transformer only; text encoder and "
+                                                               "DC-AE stay in bf16/fp32"}),
+        }}
+
+    def load(self, pipeline, weight_dtype):
+        root = host.resolve_model("diffusers", pipeline)
+        side = "fp32" if weight_dtype == "fp32" else "auto"
+        m = _transformer(root, weight_dtype)
+        te = _text_encoder(root, side)
+        v = _vae(root, side)
+        return {"ui": {"text": [m.info, te.info, v.info]}, "result": (m, te, v)}
+
+
+NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
+    SanaLoadTextEncoder, SanaEncodePrompt, SanaLoadTransformer, SanaLoadDCAE, SanaLoadPipeline, SanaEmptyLatent,
+    SanaSample, SanaDecode, SanaEncodeImage)}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SanaLoadTextEncoder": "Sana Load Text Encoder (Gemma-2)",
+    "SanaEncodePrompt": "Sana Encode Prompt",
+    "SanaLoadTransformer": "Sana Load Transformer",
+    "SanaLoadDCAE": "Sana Load DC-AE",
+    "SanaLoadPipeline": "Sana Load Pipeline (diffusers repo)",
+    "SanaEmptyLatent": "Sana Empty Latent",
+    "SanaSample": "Sana Sample",
+    "SanaDecode": "Sana Decode",
+    "SanaEncodeImage": "Sana Encode Image",
+}

@@ -1,0 +1,160 @@
+"""Prompt → image with the pieces of sana_core, in the steps of diffusers' SanaPipeline (sana-spec §4.2).
+
+Latents crossing this module's boundary are *raw* DC-AE latents (as ``DCAE.encode`` returns them); sampling runs in
+the scaled space (raw × scaling factor), as ComfyUI does for every model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from . import bins
+from .errors import SanaError
+from .guidance import TextCond, guided_model_fn, parse_pag_layers
+from .sampling import (Callback, noise_for_seed, noise_latent, partial_schedule, sample, sample_sprint,
+                       sprint_trig_times)
+from .transformer import SanaTransformer
+
+log = logging.getLogger(__name__)
+
+SCALING_FACTOR = 0.41407
+LATENT_CHANNELS = 32
+COMPRESSION = 32
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    steps: int = 20
+    cfg: float = 4.5
+    sampler: str = "flow_dpm_solver"
+    flow_shift: float = 0.0  # 0 = the model's default
+    pag_scale: float = 0.0
+    pag_adaptive_scale: float = 0.0
+    pag_layers: str = "8"
+    denoise: float = 1.0
+
+
+def check_size(height: int, width: int) -> None:
+    if height % COMPRESSION or width % COMPRESSION or height <= 0 or width <= 0:
+        raise SanaError(f"image size {width}x{height} must be positive multiples of {COMPRESSION} (the DC-AE "
+                        f"compresses 32×); e.g. {max(32, round(width / 32) * 32)}x{max(32, round(height / 32) * 32)}")
+
+
+def binned_size(height: int, width: int, model: SanaTransformer | None = None, binning: bool = True
+                ) -> tuple[int, int]:
+    """The size actually generated: the nearest aspect-ratio bin of the model's table, or the request itself."""
+    if not binning:
+        check_size(height, width)
+        return height, width
+    table = bins.table_for_model(model.cfg.sample_size) if model is not None else bins.table_for_size(height, width)
+    return bins.nearest_bin(height, width, table)
+
+
+def check_latent(latent: torch.Tensor, what: str = "latent") -> None:
+    if latent.ndim != 4 or latent.shape[1] != LATENT_CHANNELS:
+        shape = tuple(latent.shape)
+        raise SanaError(f"{what} has shape {shape} ({shape[1] if latent.ndim > 1 else '?'} channels); Sana expects "
+                        f"[B, {LATENT_CHANNELS}, H/32, W/32] DC-AE latents — this latent comes from another model "
+                        "(e.g. SD's 4-channel /8 latents); make it with SanaEmptyLatent or SanaEncodeImage")
+
+
+def check_cond(model: SanaTransformer, c: TextCond, what: str) -> None:
+    width = c.embeds.shape[-1]
+    if c.embeds.ndim != 3 or width != model.cfg.caption_channels:
+        raise SanaError(f"{what} conditioning is {width} wide; this Sana model expects {model.cfg.caption_channels}-wide "
+                        "Gemma-2 features from SanaEncodePrompt (it came from another text encoder)")
+    if c.mask.shape != c.embeds.shape[:2]:
+        raise SanaError(f"{what} conditioning mask has shape {tuple(c.mask.shape)}, expected "
+                        f"{tuple(c.embeds.shape[:2])}")
+
+
+def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | None, latent: torch.Tensor, seed: int,
+            opts: SampleOptions, callback: Callback | None = None, noise: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """Raw latent (B, 32, h, w) in → raw latent out. ``denoise`` 1 ignores the input values (text-to-image),
+    below 1 starts part-way down the schedule from it (image-to-image), 0 returns it unchanged."""
+    check_latent(latent)
+    check_cond(model, positive, "positive")
+    use_cfg = opts.cfg > 1.0
+    if use_cfg and negative is None:
+        raise SanaError("cfg > 1 needs a negative conditioning")
+    if use_cfg:
+        check_cond(model, negative, "negative")
+    b = latent.shape[0]
+    positive = positive.repeat_to(b, "positive conditioning")
+    negative = negative.repeat_to(b, "negative conditioning") if use_cfg else None
+    if opts.denoise <= 0:
+        return latent.clone()
+    if noise is None:
+        noise = noise_for_seed(seed, tuple(latent.shape))
+    device = next(model.parameters()).device
+    noise = noise.to(device)
+    x_lat = latent.float().to(device) * SCALING_FACTOR
+
+    if model.cfg.guidance_embeds:  # Sana-Sprint: SCM sampler, guidance is a model input, no CFG batch
+        g = torch.full((1,), opts.cfg, dtype=torch.float32).to(model.dtype) * model.cfg.guidance_embeds_scale
+        fn = guided_model_fn(model, positive, None, cfg=1.0, guidance=g.float(), timestep_scale=1.0)
+        trig = sprint_trig_times(opts.steps)
+        gen = torch.Generator("cpu").manual_seed(seed + 1)
+        x = sample_sprint(fn, noise, trig, gen, callback=callback)
+        return (x / SCALING_FACTOR).to(latent.device)
+
+    shift = opts.flow_shift or model.cfg.flow_shift
+    sched = partial_schedule(opts.sampler, opts.steps, shift, min(opts.denoise, 1.0))
+    x = noise if opts.denoise >= 1 else noise_latent(x_lat, noise, sched.sigmas[0].item())
+    layers = frozenset()
+    if opts.pag_scale > 0:
+        layers = parse_pag_layers(opts.pag_layers, model.cfg.num_layers)
+    fn = guided_model_fn(model, positive, negative, cfg=opts.cfg, pag_scale=opts.pag_scale,
+                         pag_adaptive_scale=opts.pag_adaptive_scale, pag_layers=layers)
+    with torch.no_grad():
+        x = sample(opts.sampler, fn, x, sched, callback)
+    return (x / SCALING_FACTOR).to(latent.device)
+
+
+def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, tiling: str = "auto") -> torch.Tensor:
+    """Raw latent (B, 32, h, w) → IMAGE (B, H, W, 3) float 0..1; resized + centre-cropped to ``size`` (H, W)."""
+    check_latent(raw, "samples")
+    if not torch.isfinite(raw).all():
+        raise SanaError("the latent to decode contains NaN/Inf values (the sampler diverged, often an fp16 "
+                        "overflow); regenerate with the transformer in bf16")
+    with torch.no_grad():
+        img = vae.decode(raw.to(vae.device, vae.dtype), tiling=tiling)  # (B, 3, H, W) in [-1, 1]
+        if size is not None and tuple(img.shape[-2:]) != tuple(size):
+            img = bins.resize_and_crop(img, *size)
+        img = (img * 0.5 + 0.5).clamp(0, 1)
+    return img.float().permute(0, 2, 3, 1).cpu()
+
+
+def encode_images(vae, images: torch.Tensor, tiling: str = "auto") -> torch.Tensor:
+    """IMAGE (B, H, W, 3) 0..1 → raw latent (B, 32, H/32, W/32). H, W are cropped down to multiples of 32."""
+    if images.ndim != 4 or images.shape[-1] < 3:
+        raise SanaError(f"image has shape {tuple(images.shape)}, expected [B, H, W, 3]")
+    h, w = images.shape[1] // COMPRESSION * COMPRESSION, images.shape[2] // COMPRESSION * COMPRESSION
+    if h == 0 or w == 0:
+        raise SanaError(f"image {images.shape[2]}x{images.shape[1]} is smaller than 32x32")
+    top, left = (images.shape[1] - h) // 2, (images.shape[2] - w) // 2
+    x = images[:, top:top + h, left:left + w, :3].permute(0, 3, 1, 2) * 2 - 1
+    with torch.no_grad():
+        return vae.encode(x.to(vae.device, vae.dtype), tiling=tiling).float().cpu()
+
+
+def text_to_image(model: SanaTransformer, text_encoder, vae, prompt: str | list[str], negative_prompt: str = "",
+                  *, height: int = 1024, width: int = 1024, seed: int = 0, binning: bool = True,
+                  opts: SampleOptions = SampleOptions(), batch_size: int = 1, lowercase: bool = False,
+                  callback: Callback | None = None) -> torch.Tensor:
+    """The whole pipeline → IMAGE (B, H, W, 3) 0..1 at the requested size."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if len(prompts) == 1 and batch_size > 1:
+        prompts = prompts * batch_size
+    bh, bw = binned_size(height, width, model, binning)
+    pos = TextCond(*text_encoder.encode(prompts, lowercase=lowercase))
+    neg = None
+    if opts.cfg > 1 and not model.cfg.guidance_embeds:
+        neg = TextCond(*text_encoder.encode_negative([negative_prompt] * len(prompts), lowercase=lowercase))
+    latent = torch.zeros(len(prompts), LATENT_CHANNELS, bh // COMPRESSION, bw // COMPRESSION)
+    raw = denoise(model, pos, neg, latent, seed, opts, callback)
+    return decode_images(vae, raw, (height, width))

@@ -1,0 +1,175 @@
+"""Writes the example workflows: UI format in example_workflows/ (ComfyUI lists them as templates) and their
+API-format twins in example_workflows/api/ (what headless tests and scripts queue). One description, two formats,
+so the twins cannot drift. Run: python scripts/make_workflows.py [--check]"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "example_workflows"
+
+MODEL = "Sana_600M_1024px_diffusers"
+GEMMA = "gemma-2-2b-it"
+DCAE = "dc-ae-f32c32-sana-1.1-diffusers"
+PROMPT = "a cyberpunk cat with a neon sign that says \"Sana\""
+NEG = ""
+
+# Widget order per node type (input names, in INPUT_TYPES order; a seed with control_after_generate adds a slot).
+WIDGETS = {
+    "SanaLoadTransformer": ["model_name", "weight_dtype"],
+    "SanaLoadTextEncoder": ["text_encoder", "dtype"],
+    "SanaLoadDCAE": ["vae_name", "dtype"],
+    "SanaLoadPipeline": ["pipeline", "weight_dtype"],
+    "SanaEncodePrompt": ["text", "use_chi", "max_length", "chi"],
+    "SanaEmptyLatent": ["width", "height", "batch_size", "resolution_binning"],
+    "SanaSample": ["seed", "steps", "cfg", "sampler", "flow_shift", "pag_scale", "pag_adaptive_scale", "pag_layers",
+                   "denoise"],
+    "SanaDecode": ["tiling"],
+    "SanaEncodeImage": [],
+    "SaveImage": ["filename_prefix"],
+    "LoadImage": ["image", "upload"],
+}
+OUTPUTS = {
+    "SanaLoadTransformer": ["SANA_MODEL"], "SanaLoadTextEncoder": ["SANA_TEXT_ENCODER"], "SanaLoadDCAE": ["SANA_VAE"],
+    "SanaLoadPipeline": ["SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE"], "SanaEncodePrompt": ["CONDITIONING"],
+    "SanaEmptyLatent": ["LATENT"], "SanaSample": ["LATENT"], "SanaDecode": ["IMAGE"], "SanaEncodeImage": ["LATENT"],
+    "SaveImage": [], "LoadImage": ["IMAGE", "MASK"],
+}
+INPUT_TYPES = {"model": "SANA_MODEL", "text_encoder": "SANA_TEXT_ENCODER", "vae": "SANA_VAE",
+               "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT", "samples": "LATENT",
+               "images": "IMAGE", "image": "IMAGE"}
+
+
+def sample(seed=42, steps=20, cfg=4.5, pag_scale=0.0, denoise=1.0, sampler="flow_dpm_solver"):
+    return dict(seed=seed, steps=steps, cfg=cfg, sampler=sampler, flow_shift=0.0, pag_scale=pag_scale,
+                pag_adaptive_scale=0.0, pag_layers="8", denoise=denoise)
+
+
+def loaders():
+    return {
+        "1": ("SanaLoadTransformer", dict(model_name=MODEL, weight_dtype="auto"), {}),
+        "2": ("SanaLoadTextEncoder", dict(text_encoder=GEMMA, dtype="auto"), {}),
+        "3": ("SanaLoadDCAE", dict(vae_name=DCAE, dtype="auto"), {}),
+    }
+
+
+def prompts(te=("2", 0)):
+    return {
+        "4": ("SanaEncodePrompt", dict(text=PROMPT, use_chi=True, max_length=300, chi=""), {"text_encoder": te}),
+        "5": ("SanaEncodePrompt", dict(text=NEG, use_chi=False, max_length=300, chi=""), {"text_encoder": te}),
+    }
+
+
+def t2i(pag_scale=0.0, prefix="sana/t2i"):
+    return {**loaders(), **prompts(),
+            "6": ("SanaEmptyLatent", dict(width=1024, height=1024, batch_size=1, resolution_binning=True),
+                  {"model": ("1", 0)}),
+            "7": ("SanaSample", sample(pag_scale=pag_scale),
+                  {"model": ("1", 0), "positive": ("4", 0), "negative": ("5", 0), "latent": ("6", 0)}),
+            "8": ("SanaDecode", dict(tiling="auto"), {"vae": ("3", 0), "samples": ("7", 0)}),
+            "9": ("SaveImage", dict(filename_prefix=prefix), {"images": ("8", 0)})}
+
+
+def i2i():
+    return {**loaders(), **prompts(),
+            "6": ("LoadImage", dict(image="sana_example_input.png", upload="image"), {}),
+            "10": ("SanaEncodeImage", {}, {"vae": ("3", 0), "image": ("6", 0)}),
+            "7": ("SanaSample", sample(denoise=0.6),
+                  {"model": ("1", 0), "positive": ("4", 0), "negative": ("5", 0), "latent": ("10", 0)}),
+            "8": ("SanaDecode", dict(tiling="auto"), {"vae": ("3", 0), "samples": ("7", 0)}),
+            "9": ("SaveImage", dict(filename_prefix="sana/i2i"), {"images": ("8", 0)})}
+
+
+def one_node():
+    return {"1": ("SanaLoadPipeline", dict(pipeline=MODEL, weight_dtype="auto"), {}),
+            **prompts(te=("1", 1)),
+            "6": ("SanaEmptyLatent", dict(width=1024, height=1024, batch_size=1, resolution_binning=True),
+                  {"model": ("1", 0)}),
+            "7": ("SanaSample", sample(),
+                  {"model": ("1", 0), "positive": ("4", 0), "negative": ("5", 0), "latent": ("6", 0)}),
+            "8": ("SanaDecode", dict(tiling="auto"), {"vae": ("1", 2), "samples": ("7", 0)}),
+            "9": ("SaveImage", dict(filename_prefix="sana/pipeline"), {"images": ("8", 0)})}
+
+
+WORKFLOWS = {
+    "sana_text_to_image": t2i(),
+    "sana_text_to_image_pag": t2i(pag_scale=2.0, prefix="sana/pag"),
+    "sana_image_to_image": i2i(),
+    "sana_pipeline_loader": one_node(),
+}
+
+
+def to_api(graph) -> dict:
+    out = {}
+    for nid, (kind, widgets, links) in graph.items():
+        inputs = {k: v for k, v in widgets.items() if k != "upload"}
+        inputs.update({k: [src, slot] for k, (src, slot) in links.items()})
+        out[nid] = {"class_type": kind, "inputs": inputs, "_meta": {"title": kind}}
+    return out
+
+
+def to_ui(graph) -> dict:
+    order = list(graph)
+    nodes, links = [], []
+    out_links: dict[tuple[str, int], list[int]] = {}
+    for nid, (_, _, ins) in graph.items():
+        for name, (src, slot) in ins.items():
+            link_id = len(links) + 1
+            links.append([link_id, int(src), slot, int(nid), name, INPUT_TYPES[name]])
+            out_links.setdefault((src, slot), []).append(link_id)
+    col = {"SanaLoadTransformer": 0, "SanaLoadTextEncoder": 0, "SanaLoadDCAE": 0, "SanaLoadPipeline": 0,
+           "LoadImage": 0, "SanaEncodePrompt": 1, "SanaEmptyLatent": 1, "SanaEncodeImage": 1, "SanaSample": 2,
+           "SanaDecode": 3, "SaveImage": 3}
+    rows: dict[int, int] = {}
+    for i, (nid, (kind, widgets, ins)) in enumerate(graph.items()):
+        c = col[kind]
+        r = rows.get(c, 0)
+        rows[c] = r + 1
+        values = []
+        for w in WIDGETS[kind]:
+            values.append(widgets[w])
+            if w == "seed":
+                values.append("fixed")
+        node_inputs = []
+        for name, (src, slot) in ins.items():
+            link = next(lk[0] for lk in links if lk[3] == int(nid) and lk[4] == name)
+            node_inputs.append({"name": name, "type": INPUT_TYPES[name], "link": link})
+        outs = [{"name": t, "type": t, "links": out_links.get((nid, s), []), "slot_index": s}
+                for s, t in enumerate(OUTPUTS[kind])]
+        nodes.append({"id": int(nid), "type": kind, "pos": [40 + 380 * c, 40 + 260 * r],
+                      "size": [340, 120 + 26 * len(values)], "flags": {}, "order": i, "mode": 0,
+                      "inputs": node_inputs, "outputs": outs,
+                      "properties": {"Node name for S&R": kind}, "widgets_values": values})
+    ui_links = [[lk[0], lk[1], lk[2], lk[3], [n for n in graph[str(lk[3])][2]].index(lk[4]), lk[5]] for lk in links]
+    return {"last_node_id": max(int(n) for n in order), "last_link_id": len(links), "nodes": nodes,
+            "links": ui_links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def render() -> dict[Path, str]:
+    files = {}
+    for name, graph in WORKFLOWS.items():
+        files[OUT / f"{name}.json"] = json.dumps(to_ui(graph), indent=1) + "\n"
+        files[OUT / "api" / f"{name}.json"] = json.dumps(to_api(graph), indent=1) + "\n"
+    return files
+
+
+def main() -> int:
+    files = render()
+    if "--check" in sys.argv:
+        stale = [str(p) for p, text in files.items() if not p.exists() or p.read_text() != text]
+        if stale:
+            print("out of date:", *stale, sep="\n  ")
+            return 1
+        return 0
+    for p, text in files.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    print(f"wrote {len(files)} files under {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""A real ComfyUI (0.3.75, from the project environment) started headless on 127.0.0.1 with this package linked
+into custom_nodes and tiny weights in its model folders; stopped by its PID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR_NAME = "comfyui-sana"
+
+
+def comfy_dir() -> Path:
+    return Path(os.environ.get("SANA_ENV", ROOT / ".sana-env")) / "ComfyUI"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    def __init__(self, base: Path, extra_args: tuple[str, ...] = ()):
+        self.base = base
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "server.log"
+        nodes = base / "custom_nodes"
+        nodes.mkdir(parents=True, exist_ok=True)
+        link = nodes / PACKAGE_DIR_NAME
+        if not link.exists():
+            link.symlink_to(ROOT, target_is_directory=True)
+        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+               *extra_args]
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=comfy_dir(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 180) -> None:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+    # --- HTTP ---
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            body = r.read()
+            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def post(self, path: str, data: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = r.read()
+                return r.status, (json.loads(body) if body else {})
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            try:
+                return e.code, json.loads(body)
+            except json.JSONDecodeError:
+                return e.code, {"raw": body.decode(errors="replace")}
+
+    def queue(self, prompt: dict, client_id: str | None = None) -> str:
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
+        if status != 200:
+            raise AssertionError(f"prompt rejected ({status}): {json.dumps(body)[:2000]}")
+        return body["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 300) -> dict:
+        end = time.time() + timeout
+        while time.time() < end:
+            h = self.get(f"/history/{prompt_id}")
+            if prompt_id in h and h[prompt_id].get("status", {}).get("completed") is not None:
+                if h[prompt_id]["status"].get("status_str") in ("success", "error"):
+                    return h[prompt_id]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server died:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout}s")
+
+    def run(self, prompt: dict, timeout: float = 300) -> dict:
+        return self.wait(self.queue(prompt), timeout)
+
+
+class WsListener:
+    """Collects websocket JSON events (and counts binary preview frames) for one client id, in a thread."""
+
+    def __init__(self, server: ComfyServer):
+        self.client_id = uuid.uuid4().hex
+        self.events: list[dict] = []
+        self.binary_frames = 0
+        self._ready = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main(server)), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("websocket did not connect")
+
+    async def _main(self, server: ComfyServer) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(f"ws://127.0.0.1:{server.port}/ws?clientId={self.client_id}") as ws:
+                self._ready.set()
+                while not self._stop:
+                    try:
+                        msg = await ws.receive(timeout=0.5)
+                    except asyncio.TimeoutError:
+                        continue
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        self.events.append(json.loads(msg.data))
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        self.binary_frames += 1
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                        break
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [e["data"] for e in list(self.events) if e.get("type") == kind]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)

@@ -1,0 +1,57 @@
+"""A whole tiny Sana pipeline saved by diffusers in its published repo layout, plus the per-component folders the
+ComfyUI model folders hold. Shared by the end-to-end tests, the real-host tests and scripts/run_example.py."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from fixtures_model import TINY, perturb
+from fixtures_text import TINY_GEMMA_HIDDEN, build_tiny_gemma, build_tokenizer
+
+# A 6-stage DC-AE: the real 32× compression with tiny widths, so latents are [B, 32, H/32, W/32] as in production.
+TINY_DCAE32 = dict(in_channels=3, latent_channels=32, attention_head_dim=8,
+                   encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+                   decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+                   encoder_block_out_channels=(8, 8, 16, 16, 32, 32), decoder_block_out_channels=(8, 8, 16, 16, 32, 32),
+                   encoder_layers_per_block=(1, 1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1, 1),
+                   encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+                   decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), upsample_block_type="interpolate",
+                   downsample_block_type="Conv", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+                   scaling_factor=0.41407)
+TINY_TRANSFORMER = {**TINY, "caption_channels": TINY_GEMMA_HIDDEN, "sample_size": 32, "num_layers": 10}
+
+
+def build_tiny_repo(root: Path, seed: int = 0) -> Path:
+    """Save a tiny SanaPipeline (1024 px training size, so the 1024 bin table applies) at ``root``/repo."""
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Model, GemmaTokenizerFast
+
+    root = Path(root)
+    tiny_text = build_tiny_gemma(root / "gemma", build_tokenizer(root / "tok"), seed=seed)
+    torch.manual_seed(seed)
+    transformer = perturb(SanaTransformer2DModel(**TINY_TRANSFORMER).eval(), seed)
+    vae = perturb(AutoencoderDC(**TINY_DCAE32).eval(), seed + 1, std=0.05)
+    scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0,
+                                            algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+                                            lower_order_final=True, final_sigmas_type="zero")
+    pipe = SanaPipeline(tokenizer=GemmaTokenizerFast.from_pretrained(tiny_text.sana_repo / "tokenizer"),
+                        text_encoder=Gemma2Model.from_pretrained(tiny_text.sana_repo / "text_encoder"),
+                        vae=vae, transformer=transformer, scheduler=scheduler)
+    pipe.save_pretrained(root / "repo")
+    shutil.copytree(tiny_text.gemma_dir, root / "gemma-plain")
+    return root / "repo"
+
+
+def install_model_folders(repo: Path, models: Path, name: str = "Sana_600M_1024px_diffusers",
+                          gemma: str = "gemma-2-2b-it", dcae: str = "dc-ae-f32c32-sana-1.1-diffusers") -> None:
+    """Lay the tiny repo out as a ComfyUI user would: the whole repo in diffusers/ and diffusion_models/, a plain
+    gemma folder in text_encoders/, the vae folder in vae/ — under the names the example workflows use."""
+    for sub, src in (("diffusers", repo), ("diffusion_models", repo), ("text_encoders", repo.parent / "gemma-plain"),
+                     ("vae", repo / "vae")):
+        dst = models / sub / {"diffusers": name, "diffusion_models": name, "text_encoders": gemma, "vae": dcae}[sub]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            shutil.copytree(src, dst)
