@@ -14,4 +14,3 @@ if "sana_comfy" not in sys.modules:
     sys.modules["sana_comfy"] = module
     spec.loader.exec_module(module)
 sys.path.insert(0, str(ROOT / "tests"))  # the fixtures_* helper modules
-sys.path.insert(0, str(ROOT))  # TEMP

@@ -14,8 +14,7 @@ import torch
 from . import bins
 from .errors import SanaError
 from .guidance import TextCond, guided_model_fn, parse_pag_layers
-from .sampling import (Callback, noise_for_seed, noise_latent, partial_schedule, sample, sample_sprint,
-                       sprint_trig_times)
+from .sampling import Callback, noise_for_seed, noise_latent, partial_schedule, sample, sample_sprint, sprint_trig_times
 from .transformer import SanaTransformer
 
 log = logging.getLogger(__name__)

@@ -134,7 +134,7 @@ def to_ui(graph) -> dict:
             if w == "seed":
                 values.append("fixed")
         node_inputs = []
-        for name, (src, slot) in ins.items():
+        for name in ins:
             link = next(lk[0] for lk in links if lk[3] == int(nid) and lk[4] == name)
             node_inputs.append({"name": name, "type": INPUT_TYPES[name], "link": link})
         outs = [{"name": t, "type": t, "links": out_links.get((nid, s), []), "slot_index": s}

@@ -6,4 +6,5 @@ bash "$ROOT/scripts/setup_env.sh"
 PY=${SANA_ENV:-$ROOT/.sana-env}/venv/bin/python
 cd "$ROOT"
 "$PY" scripts/make_workflows.py --check
+"${PY%/python}/ruff" check --quiet .
 exec "$PY" -m pytest -q "$@"

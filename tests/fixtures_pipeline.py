@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import torch
-
 from fixtures_model import TINY, perturb
 from fixtures_text import TINY_GEMMA_HIDDEN, build_tiny_gemma, build_tokenizer
 

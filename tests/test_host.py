@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from comfy_server import ROOT, ComfyServer, WsListener, comfy_dir
 from fixtures_pipeline import build_tiny_repo, install_model_folders
+from PIL import Image
 
 pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
                                 reason="ComfyUI not installed: run scripts/setup_env.sh")

@@ -4,13 +4,11 @@ import json
 
 import pytest
 import torch
+from fixtures_model import diffusers_to_original, save_layouts, tiny_diffusers_transformer
 from safetensors.torch import save_file
-
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.loader import count_params, detect_config, load_transformer, original_to_diffusers
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
-
-from fixtures_model import diffusers_to_original, save_layouts, tiny_diffusers_transformer
 
 PARAMS = {
     "Sana_600M_512px": 591_747_872, "Sana_600M_1024px": 591_747_872,

@@ -2,12 +2,10 @@
 
 import pytest
 import torch
-
+from fixtures_pipeline import build_tiny_repo, install_model_folders
 from sana_comfy import NODE_CLASS_MAPPINGS as N
 from sana_comfy.nodes import host
 from sana_comfy.sana_core.errors import SanaError
-
-from fixtures_pipeline import build_tiny_repo, install_model_folders
 
 
 @pytest.fixture(scope="module")

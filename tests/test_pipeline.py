@@ -3,14 +3,12 @@
 import numpy as np
 import pytest
 import torch
-
+from fixtures_pipeline import build_tiny_repo
 from sana_comfy.sana_core.dcae import load_dcae
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.loader import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
 from sana_comfy.sana_core.text_encoder import load_text_encoder
-
-from fixtures_pipeline import build_tiny_repo
 
 PROMPT = "a small red house by a lake, watercolor"
 
@@ -28,7 +26,9 @@ def ours(repo):
 def _ref(repo, cls_name, **kw):
     import diffusers
 
-    pipe = getattr(diffusers, cls_name).from_pretrained(repo, torch_dtype=torch.float32)
+    layers = kw.pop("pag_applied_layers", None)
+    extra = {"pag_applied_layers": layers} if layers else {}
+    pipe = getattr(diffusers, cls_name).from_pretrained(repo, torch_dtype=torch.float32, **extra)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(prompt=PROMPT, generator=torch.Generator("cpu").manual_seed(kw.pop("seed")), output_type="np", **kw)
     return torch.from_numpy(np.asarray(out.images))

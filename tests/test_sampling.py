@@ -2,12 +2,18 @@
 
 import pytest
 import torch
-
 from sana_comfy.sana_core import bins
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.guidance import parse_pag_layers
-from sana_comfy.sana_core.sampling import (custom_schedule, flow_dpm_schedule, flow_euler_schedule, noise_for_seed,
-                                partial_schedule, sample_flow_dpm, sample_flow_euler)
+from sana_comfy.sana_core.sampling import (
+    custom_schedule,
+    flow_dpm_schedule,
+    flow_euler_schedule,
+    noise_for_seed,
+    partial_schedule,
+    sample_flow_dpm,
+    sample_flow_euler,
+)
 
 STEPS = [1, 2, 5, 20]
 SHIFTS = [1.0, 3.0, 6.0]
@@ -124,10 +130,10 @@ def test_pag_layer_parsing():
 
 
 def test_bins_match_diffusers_tables():
+    from diffusers.image_processor import PixArtImageProcessor
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_512_BIN, ASPECT_RATIO_1024_BIN
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
     from diffusers.pipelines.sana.pipeline_sana import ASPECT_RATIO_4096_BIN
-    from diffusers.image_processor import PixArtImageProcessor
 
     for res, ref in [(512, ASPECT_RATIO_512_BIN), (1024, ASPECT_RATIO_1024_BIN), (2048, ASPECT_RATIO_2048_BIN),
                      (4096, ASPECT_RATIO_4096_BIN)]:

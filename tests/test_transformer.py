@@ -2,11 +2,9 @@
 
 import pytest
 import torch
-
+from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.loader import load_transformer
-
-from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 
 VARIANTS = {
     "base": {},
