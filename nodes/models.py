@@ -14,9 +14,13 @@ from ..sana_core.loader import variant_name
 from . import host
 
 
+def _params(m: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in m.parameters()) / 1e6:,.0f}M params"
+
+
 @dataclass(frozen=True)
-class SanaModel:
-    handle: object
+class _Handle:
+    handle: object  # ModelPatcher in ComfyUI, the module itself outside
     source: str
 
     def get(self):
@@ -26,6 +30,8 @@ class SanaModel:
     def module(self) -> torch.nn.Module:
         return host.unwrap(self.handle)
 
+
+class SanaModel(_Handle):
     @property
     def cfg(self):
         return self.module.cfg
@@ -33,9 +39,7 @@ class SanaModel:
     @property
     def info(self) -> str:
         m = self.module
-        n = sum(p.numel() for p in m.parameters())
-        return (f"{variant_name(m.cfg)} · {m.cfg.resolution} px · {str(m.dtype).removeprefix('torch.')} · "
-                f"{n / 1e6:,.0f}M params")
+        return f"{variant_name(m.cfg)} · {m.cfg.resolution} px · {str(m.dtype).removeprefix('torch.')} · {_params(m)}"
 
 
 @dataclass(frozen=True)
@@ -53,24 +57,10 @@ class SanaTextEncoderHandle:
 
     @property
     def info(self) -> str:
-        n = sum(p.numel() for p in self.encoder.model.parameters())
-        return f"Gemma-2 · {str(self.encoder.dtype).removeprefix('torch.')} · {n / 1e6:,.0f}M params"
+        return f"Gemma-2 · {str(self.encoder.dtype).removeprefix('torch.')} · {_params(self.encoder.model)}"
 
 
-@dataclass(frozen=True)
-class SanaVAE:
-    handle: object
-    source: str
-
-    def get(self):
-        return host.load(self.handle)
-
-    @property
-    def module(self):
-        return host.unwrap(self.handle)
-
+class SanaVAE(_Handle):
     @property
     def info(self) -> str:
-        m = self.module
-        n = sum(p.numel() for p in m.parameters())
-        return f"DC-AE f32c32 · {str(m.dtype).removeprefix('torch.')} · {n / 1e6:,.0f}M params"
+        return f"DC-AE f32c32 · {str(self.module.dtype).removeprefix('torch.')} · {_params(self.module)}"

@@ -27,10 +27,18 @@ def _transformer(path, weight_dtype: str) -> SanaModel:
     return SanaModel(host.wrap(model, "diffusion"), str(path))
 
 
-def _text_encoder(path, dtype: str) -> SanaTextEncoderHandle:
-    from ..sana_core.text_encoder import load_text_encoder  # needs transformers: fail this node only
+def _text_encoder_module():
+    """The text encoder needs transformers; without it only the nodes that encode text fail, with the fix."""
+    try:
+        from ..sana_core import text_encoder
+    except ImportError as e:
+        raise SanaError(f"the Sana text encoder needs the '{e.name}' package, which is not installed: run "
+                        "`pip install -r requirements.txt` in this node pack's folder (inside ComfyUI's Python)") from e
+    return text_encoder
 
-    enc = load_text_encoder(path, DTYPES[dtype], device="cpu")
+
+def _text_encoder(path, dtype: str) -> SanaTextEncoderHandle:
+    enc = _text_encoder_module().load_text_encoder(path, DTYPES[dtype], device="cpu")
     return SanaTextEncoderHandle(host.wrap(enc.model, "text_encoder"), enc, str(path))
 
 
@@ -54,6 +62,7 @@ class SanaLoadTextEncoder:
         }}
 
     def load(self, text_encoder, dtype):
+        _text_encoder_module()  # a missing dependency is named before anything else
         te = _text_encoder(host.resolve_model("text_encoders", text_encoder), dtype)
         return {"ui": {"text": [te.info]}, "result": (te,)}
 
@@ -77,10 +86,8 @@ class SanaEncodePrompt:
         }}
 
     def encode(self, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi=""):
-        from ..sana_core.text_encoder import DEFAULT_CHI
-
         enc = text_encoder.get()
-        instruction = (chi.split("\n") if chi.strip() else DEFAULT_CHI) if use_chi else None
+        instruction = (chi.split("\n") if chi.strip() else _text_encoder_module().DEFAULT_CHI) if use_chi else None
         emb, mask = enc.encode([text], chi=instruction, max_length=max_length)
         text_encoder.release()
         dev = host.intermediate_device()

@@ -77,7 +77,7 @@ def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | Non
     below 1 starts part-way down the schedule from it (image-to-image), 0 returns it unchanged."""
     check_latent(latent)
     check_cond(model, positive, "positive")
-    use_cfg = opts.cfg > 1.0
+    use_cfg = opts.cfg > 1.0 and not model.cfg.guidance_embeds  # Sprint takes cfg as an embedded value
     if use_cfg and negative is None:
         raise SanaError("cfg > 1 needs a negative conditioning")
     if use_cfg:
@@ -94,11 +94,12 @@ def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | Non
     x_lat = latent.float().to(device) * SCALING_FACTOR
 
     if model.cfg.guidance_embeds:  # Sana-Sprint: SCM sampler, guidance is a model input, no CFG batch
-        g = torch.full((1,), opts.cfg, dtype=torch.float32).to(model.dtype) * model.cfg.guidance_embeds_scale
+        g = torch.full((1,), opts.cfg, dtype=torch.float32).to(positive.embeds.dtype) * model.cfg.guidance_embeds_scale
         fn = guided_model_fn(model, positive, None, cfg=1.0, guidance=g.float(), timestep_scale=1.0)
-        trig = sprint_trig_times(opts.steps)
-        gen = torch.Generator("cpu").manual_seed(seed + 1)
-        x = sample_sprint(fn, noise, trig, gen, callback=callback)
+        gen = torch.Generator("cpu").manual_seed(seed)
+        torch.randn(noise.shape, generator=gen)  # the initial draw: step noise continues the same stream
+        with torch.no_grad():
+            x = sample_sprint(fn, noise, sprint_trig_times(opts.steps), gen, callback=callback)
         return (x / SCALING_FACTOR).to(latent.device)
 
     shift = opts.flow_shift or model.cfg.flow_shift

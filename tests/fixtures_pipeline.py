@@ -23,22 +23,28 @@ TINY_DCAE32 = dict(in_channels=3, latent_channels=32, attention_head_dim=8,
 TINY_TRANSFORMER = {**TINY, "caption_channels": TINY_GEMMA_HIDDEN, "sample_size": 32, "num_layers": 10}
 
 
-def build_tiny_repo(root: Path, seed: int = 0) -> Path:
-    """Save a tiny SanaPipeline (1024 px training size, so the 1024 bin table applies) at ``root``/repo."""
-    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+def build_tiny_repo(root: Path, seed: int = 0, sprint: bool = False) -> Path:
+    """Save a tiny SanaPipeline (1024 px training size, so the 1024 bin table applies) at ``root``/repo; with
+    ``sprint``, a SanaSprintPipeline (qk-norm + guidance embedding, SCM scheduler)."""
+    import diffusers
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaTransformer2DModel
     from transformers import Gemma2Model, GemmaTokenizerFast
 
     root = Path(root)
     tiny_text = build_tiny_gemma(root / "gemma", build_tokenizer(root / "tok"), seed=seed)
     torch.manual_seed(seed)
-    transformer = perturb(SanaTransformer2DModel(**TINY_TRANSFORMER).eval(), seed)
+    extra = dict(qk_norm="rms_norm_across_heads", guidance_embeds=True) if sprint else {}
+    transformer = perturb(SanaTransformer2DModel(**TINY_TRANSFORMER, **extra).eval(), seed)
     vae = perturb(AutoencoderDC(**TINY_DCAE32).eval(), seed + 1, std=0.05)
     scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0,
                                             algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
                                             lower_order_final=True, final_sigmas_type="zero")
-    pipe = SanaPipeline(tokenizer=GemmaTokenizerFast.from_pretrained(tiny_text.sana_repo / "tokenizer"),
-                        text_encoder=Gemma2Model.from_pretrained(tiny_text.sana_repo / "text_encoder"),
-                        vae=vae, transformer=transformer, scheduler=scheduler)
+    if sprint:
+        scheduler = diffusers.SCMScheduler(prediction_type="trigflow", sigma_data=0.5)
+    pipeline_class = getattr(diffusers, "SanaSprintPipeline" if sprint else "SanaPipeline")
+    pipe = pipeline_class(tokenizer=GemmaTokenizerFast.from_pretrained(tiny_text.sana_repo / "tokenizer"),
+                          text_encoder=Gemma2Model.from_pretrained(tiny_text.sana_repo / "text_encoder"),
+                          vae=vae, transformer=transformer, scheduler=scheduler)
     pipe.save_pretrained(root / "repo")
     shutil.copytree(tiny_text.gemma_dir, root / "gemma-plain")
     return root / "repo"

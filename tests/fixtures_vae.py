@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import torch
+from fixtures_model import perturb
 from safetensors.torch import save_file
 
 _TYPES = ("ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock")
@@ -32,20 +33,11 @@ FULL_DCAE = {"in_channels": 3, "latent_channels": 32, "attention_head_dim": 32,
              "scaling_factor": 0.41407}
 
 
-def perturb(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
-    """Noise on every parameter (norm weights 1 / biases 0 at init) so outputs have a real dynamic range."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
-    return module
-
-
 def tiny_diffusers_dcae(seed: int = 0, **overrides):
     from diffusers import AutoencoderDC
 
     torch.manual_seed(seed)
-    return perturb(AutoencoderDC(**{**TINY_DCAE, **overrides}).eval(), seed)
+    return perturb(AutoencoderDC(**{**TINY_DCAE, **overrides}).eval(), seed, std=0.05)
 
 
 def full_diffusers_dcae_meta():

@@ -73,3 +73,16 @@ def test_size_not_multiple_of_32(ours):
     model, te, vae = ours
     with pytest.raises(SanaError, match=r"1000x1000 must be positive multiples of 32"):
         text_to_image(model, te, vae, PROMPT, height=1000, width=1000, binning=False, opts=SampleOptions(steps=1))
+
+
+def test_sprint_matches_sana_sprint_pipeline(tmp_path):
+    repo = build_tiny_repo(tmp_path, sprint=True)
+    model, te, vae = load_transformer(repo, "fp32"), load_text_encoder(repo, torch.float32), load_dcae(repo)
+    assert model.cfg.guidance_embeds and model.cfg.qk_norm
+    for steps in (2, 3):
+        want = _ref(repo, "SanaSprintPipeline", seed=11, height=256, width=320, num_inference_steps=steps,
+                    guidance_scale=4.5, **({} if steps == 2 else {"intermediate_timesteps": None}))
+        got = text_to_image(model, te, vae, PROMPT, height=256, width=320, seed=11,
+                            opts=SampleOptions(steps=steps, cfg=4.5), lowercase=True)
+        assert want.std() > 0.02
+        assert (got - want).abs().max().item() <= 1e-3

@@ -5,7 +5,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 if "sana_comfy" not in sys.modules:
     spec = importlib.util.spec_from_file_location("sana_comfy", ROOT / "__init__.py",
@@ -13,4 +13,3 @@ if "sana_comfy" not in sys.modules:
     module = importlib.util.module_from_spec(spec)
     sys.modules["sana_comfy"] = module
     spec.loader.exec_module(module)
-sys.path.insert(0, str(ROOT / "tests"))  # the fixtures_* helper modules
