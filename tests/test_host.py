@@ -146,3 +146,129 @@ def test_workflow_matches_diffusers(server, tiny_repo):
     want = np.clip(ref * 255.0, 0, 255).astype(np.uint8)  # as SaveImage quantises
     assert got.shape == want.shape == (448, 640, 3)
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 2
+
+
+def _pipeline_graph(**sample):
+    prompt = _load(ROOT / "example_workflows" / "api" / "sana_pipeline_loader.json")
+    prompt["6"]["inputs"].update(width=256, height=256)
+    prompt["7"]["inputs"].update(steps=2, **sample)
+    return prompt
+
+
+def test_generic_latent_nodes_work_on_sana_latents(server):
+    prompt = _pipeline_graph(seed=5)
+    prompt["6"]["inputs"].update(width=200, height=320)  # binned to 768x1280, cropped back to 200x320
+    prompt["20"] = {"class_type": "LatentUpscaleBy",
+                    "inputs": {"samples": ["6", 0], "upscale_method": "nearest-exact", "scale_by": 1.5}}
+    prompt["21"] = {"class_type": "LatentBatch", "inputs": {"samples1": ["20", 0], "samples2": ["20", 0]}}
+    prompt["7"]["inputs"]["latent"] = ["21", 0]
+    hist = server.run(prompt)
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
+    imgs = _images(server, hist)
+    assert len(imgs) == 2 and all(i.shape[:2] == (480, 300) for i in imgs)  # the upscale survives the crop
+
+
+def test_wrong_channel_latent_fails_clearly_and_server_keeps_serving(server):
+    prompt = _pipeline_graph(seed=6)
+    prompt["20"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}}
+    prompt["7"]["inputs"]["latent"] = ["20", 0]
+    hist = server.run(prompt)
+    assert hist["status"]["status_str"] == "error"
+    err = [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
+    assert "4 channels" in err["exception_message"] and "32" in err["exception_message"]
+    assert server.run(_pipeline_graph(seed=7))["status"]["status_str"] == "success"
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_memory_returns_after_interrupt(server):
+    warm = _pipeline_graph(seed=31)
+    warm["6"]["inputs"].update(width=1024, height=1024)
+    assert server.run(warm)["status"]["status_str"] == "success"
+    before = _rss_mb(server.proc.pid)
+    ws = WsListener(server)
+    try:
+        long = copy.deepcopy(warm)
+        long["7"]["inputs"].update(seed=32, steps=500)
+        pid = server.queue(long, ws.client_id)
+        end = time.time() + 120
+        while time.time() < end and not [e for e in ws.of_type("progress") if e["node"] == "7" and e["value"] >= 2]:
+            time.sleep(0.05)
+        server.post("/interrupt", {})
+        assert server.wait(pid, 120)["status"]["status_str"] == "error"
+    finally:
+        ws.close()
+    after = _rss_mb(server.proc.pid)
+    assert after <= before + 64, (before, after)
+
+
+def test_fuzz_prompt_api(server):
+    """A few hundred generated prompts: values in and out of range, wrong-type links, missing inputs, unknown
+    models. The server stays up and every prompt ends as success or as an error that carries a message."""
+    import random
+
+    rng = random.Random(1234)
+    base = _pipeline_graph()
+    choices = {
+        ("1", "pipeline"): ["Sana_600M_1024px_diffusers", "nope", "../escape", "/etc/passwd", ""],
+        ("1", "weight_dtype"): ["auto", "fp32", "bf16", "fp16", "int3"],
+        ("4", "text"): ["", "a cat", "猫 🐱 مرحبا \x00\x07", "x" * 5000, 17],
+        ("4", "use_chi"): [True, False, "yes"],
+        ("4", "max_length"): [2, 300, 1, 5000, -3],
+        ("6", "width"): [32, 96, 200, 256, 0, -64, 8224, "wide", 1.5],
+        ("6", "height"): [32, 160, 256, 0, 9000],
+        ("6", "batch_size"): [1, 2, 0, 65],
+        ("6", "resolution_binning"): [True, False],
+        ("7", "seed"): [0, 1, 2**64 - 1, 2**64, -1],
+        ("7", "steps"): [1, 2, 3, 0, -1, 1001, "many"],
+        ("7", "cfg"): [0.0, 1.0, 4.5, 100.0, 101.0, -1.0],
+        ("7", "sampler"): ["flow_dpm_solver", "flow_euler", "euler_a"],
+        ("7", "flow_shift"): [0.0, 3.0, 1e-9, -2.0],
+        ("7", "pag_scale"): [0.0, 2.0, -1.0],
+        ("7", "pag_layers"): ["8", "0-9", "99", "x", "", "3,"],
+        ("7", "denoise"): [0.0, 0.5, 1.0, -0.5, 2.0],
+        ("8", "tiling"): ["auto", "on", "off", "sideways"],
+    }
+    counts = {"success": 0, "validation_error": 0, "execution_error": 0}
+    failures_then_success = False
+    last_failed = False
+    for i in range(200):
+        prompt = copy.deepcopy(base)
+        prompt["7"]["inputs"]["seed"] = i
+        for (node, name), values in rng.sample(sorted(choices.items()), k=rng.randint(1, 3)):
+            prompt[node]["inputs"][name] = rng.choice(values)
+            if name == "pag_layers":  # layers only matter with PAG on
+                prompt["7"]["inputs"]["pag_scale"] = 2.0
+        r = rng.random()
+        if r < 0.08:  # a wrong-type link
+            prompt["7"]["inputs"][rng.choice(["latent", "positive", "model"])] = ["1", rng.choice([1, 2])]
+        elif r < 0.14:  # a missing input
+            node = rng.choice(["4", "6", "7", "8"])
+            prompt[node]["inputs"].pop(rng.choice(sorted(prompt[node]["inputs"])))
+        elif r < 0.17:  # a link to a node that does not exist, or an unknown node type
+            prompt["8"]["inputs"]["samples"] = ["99", 0] if rng.random() < 0.5 else prompt["8"]["inputs"]["samples"]
+            prompt["30"] = {"class_type": "SanaDoesNotExist", "inputs": {}}
+        status, body = server.post("/prompt", {"prompt": prompt, "client_id": "fuzz"})
+        if status != 200:
+            assert status == 400 and (body.get("error", {}).get("message") or body.get("node_errors")), body
+            counts["validation_error"] += 1
+            continue
+        hist = server.wait(body["prompt_id"], 300)
+        if hist["status"]["status_str"] == "success":
+            counts["success"] += 1
+            failures_then_success |= last_failed
+            last_failed = False
+        else:
+            errs = [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"]
+            assert errs and errs[0]["exception_message"].strip(), hist["status"]
+            counts["execution_error"] += 1
+            last_failed = True
+        assert server.proc.poll() is None
+    print(f"\nfuzz: {sum(counts.values())} prompts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    assert server.get("/system_stats")  # still up
+    assert all(counts.values()) and failures_then_success
