@@ -62,14 +62,21 @@ def timed(fn, repeats: int) -> tuple[float, int]:
 
 
 def roofline() -> dict[str, float]:
+    """Large torch.mm throughput per dtype (a small probe first: some CPUs emulate bf16 at ~1 GFLOP/s)."""
     out = {}
     for name, dt in DT.items():
-        a, b = torch.randn(4096, 4096, dtype=dt), torch.randn(4096, 4096, dtype=dt)
+        n = 1024
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+        t0 = time.perf_counter()
         torch.mm(a, b)
+        if time.perf_counter() - t0 < 0.2:
+            n = 4096
+            a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+            torch.mm(a, b)
         t0 = time.perf_counter()
         for _ in range(3):
             torch.mm(a, b)
-        out[name] = 3 * 2 * 4096**3 / (time.perf_counter() - t0) / 1e9
+        out[name] = 3 * 2 * n**3 / (time.perf_counter() - t0) / 1e9
     return out
 
 
@@ -87,11 +94,11 @@ def bench_transformer(size: int, dtype: str, repeats: int, peak: dict):
     torch.manual_seed(0)
     ref = SanaTransformer2DModel(num_attention_heads=36, attention_head_dim=32, num_layers=28,
                                  num_cross_attention_heads=16, cross_attention_head_dim=72, cross_attention_dim=1152,
-                                 sample_size=32).eval().to(DT[dtype])
+                                 sample_size=32).eval().requires_grad_(False).to(DT[dtype])
     with torch.device("meta"):
         ours = SanaTransformer(cfg, dtype=DT[dtype])
     load_into(ours, {k: v for k, v in ref.state_dict().items()}, DT[dtype], "bench")
-    ours.eval()
+    ours.eval().requires_grad_(False)
     b, n = 2, size // 32
     x = torch.randn(b, 32, n, n, dtype=DT[dtype])
     y = torch.randn(b, 300, 2304, dtype=DT[dtype])
@@ -100,7 +107,8 @@ def bench_transformer(size: int, dtype: str, repeats: int, peak: dict):
     t = torch.tensor([999.0, 999.0])
     run_ref = lambda: ref(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t, return_dict=False)  # noqa
     run_ours = lambda: ours(x, t, y, mask)  # noqa: E731
-    run_ours(), run_ref()  # warm-up
+    with torch.no_grad():
+        run_ours(), run_ref()  # warm-up
     res = {}
     for _ in range(repeats):  # alternate
         res.setdefault("ours", []).append(timed(run_ours, 1))
@@ -126,11 +134,11 @@ def bench_vae(size: int, dtype: str, repeats: int):
                            "decoder_qkv_multiscales": ((), (), (), (5,), (5,), (5,)),
                            "upsample_block_type": "interpolate", "downsample_block_type": "Conv",
                            "decoder_norm_types": "rms_norm", "decoder_act_fns": "silu", "scaling_factor": 0.41407}
-                        ).eval().to(DT[dtype])
+                        ).eval().requires_grad_(False).to(DT[dtype])
     with torch.device("meta"):
         ours = DCAE(DCAEConfig())
     load_into(ours, dict(ref.state_dict()), DT[dtype], "bench")
-    ours.eval()
+    ours.eval().requires_grad_(False)
     z = torch.randn(1, 32, size // 32, size // 32, dtype=DT[dtype])
     res = {"ours": [], "diffusers": []}
     for _ in range(repeats):
@@ -149,10 +157,15 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-vae", action="store_true")
     ap.add_argument("--skip-transformer", action="store_true")
+    ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where this CPU emulates it")
     args = ap.parse_args()
     peak = roofline()
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"matmul roofline fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
+          f"matmul roofline fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s", flush=True)
+    if "bf16" in args.dtypes and peak["bf16"] < 0.1 * peak["fp32"] and not args.force_bf16:
+        print("bf16 skipped: this CPU has no native bf16 matmul (emulated at a few GFLOP/s; a 1024 px step would "
+              "take tens of minutes); --force-bf16 runs it anyway", flush=True)
+        args.dtypes = [d for d in args.dtypes if d != "bf16"]
     for dtype in args.dtypes:
         for size in args.sizes:
             if not args.skip_transformer:

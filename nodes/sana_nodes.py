@@ -175,7 +175,7 @@ class SanaSample:
         progress = host.Progress(steps)
         net = model.get()
         out = pipeline.denoise(net, _cond(positive, "positive"), _cond(negative, "negative") if cfg > 1 else None,
-                               samples, seed, opts, callback=lambda i, n, x, x0: progress.step(i + 1), noise=noise)
+                               samples, seed, opts, callback=lambda i, n, x, x0: progress.step(i + 1, x0), noise=noise)
         result = dict(latent)  # keep extra keys (batch_index, binning record); never mutate the input
         result["samples"] = out.to(host.intermediate_device())
         return (result,)

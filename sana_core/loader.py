@@ -236,12 +236,15 @@ def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str,
 
 
 def variant_name(cfg: SanaConfig) -> str:
-    """Human label, e.g. 'Sana 1.6B · 1024 px'."""
-    for name, preset in PRESETS.items():
-        if preset.replace(flow_shift=cfg.flow_shift, timestep_scale=cfg.timestep_scale,
-                          guidance_embeds_scale=cfg.guidance_embeds_scale) == cfg:
-            return name
-    return f"Sana (custom: {cfg.num_layers} layers, hidden {cfg.dim})"
+    """Human label: 'Sana 1.6B', 'Sana 1.5 4.8B', 'Sana Sprint 0.6B', or the sizes of a custom model."""
+    base = {c.replace(flow_shift=cfg.flow_shift, timestep_scale=cfg.timestep_scale,
+                      guidance_embeds_scale=cfg.guidance_embeds_scale, sample_size=cfg.sample_size,
+                      interpolation_scale=cfg.interpolation_scale): n for n, c in PRESETS.items()}
+    if cfg not in base:
+        return f"Sana (custom: {cfg.num_layers} layers, hidden {cfg.dim})"
+    size = {1152: "0.6B", 2240: "1.6B"}[cfg.dim] if cfg.num_layers != 60 else "4.8B"
+    family = "Sana Sprint" if cfg.guidance_embeds else ("Sana 1.5" if cfg.qk_norm else "Sana")
+    return f"{family} {size}"
 
 
 def count_params(cfg: SanaConfig) -> int:

@@ -115,14 +115,16 @@ def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | Non
     return (x / SCALING_FACTOR).to(latent.device)
 
 
-def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, tiling: str = "auto") -> torch.Tensor:
-    """Raw latent (B, 32, h, w) → IMAGE (B, H, W, 3) float 0..1; resized + centre-cropped to ``size`` (H, W)."""
+def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, tiling: str = "auto",
+                  **tiles) -> torch.Tensor:
+    """Raw latent (B, 32, h, w) → IMAGE (B, H, W, 3) float 0..1; resized + centre-cropped to ``size`` (H, W).
+    ``tiles``: tile_px / stride_px for the DC-AE's tiled decode."""
     check_latent(raw, "samples")
     if not torch.isfinite(raw).all():
         raise SanaError("the latent to decode contains NaN/Inf values (the sampler diverged, often an fp16 "
                         "overflow); regenerate with the transformer in bf16")
     with torch.no_grad():
-        img = vae.decode(raw.to(vae.device, vae.dtype), tiling=tiling)  # (B, 3, H, W) in [-1, 1]
+        img = vae.decode(raw.to(vae.device, vae.dtype), tiling=tiling, **tiles)  # (B, 3, H, W) in [-1, 1]
         if size is not None and tuple(img.shape[-2:]) != tuple(size):
             img = bins.resize_and_crop(img, *size)
         img = (img * 0.5 + 0.5).clamp(0, 1)

@@ -117,22 +117,24 @@ def _check_finite(v: torch.Tensor, i: int, steps: int) -> None:
                         "overflow — load the transformer in bf16 (or fp32)")
 
 
-def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None
-                    ) -> torch.Tensor:
-    """DPM-Solver++(2M, midpoint) on flow sigmas, first order on the first and last step (sana-spec §4.1).
-    All arithmetic in fp32 on 0-dim σ tensors, in diffusers' order (bit parity)."""
-    sig = schedule.sigmas
-    n = schedule.steps
+def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor,
+                    sigmas: torch.Tensor, callback: Callback | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M, midpoint) on flow sigmas over a data-prediction function ``denoise_fn(x, i) -> x0``;
+    first order on the first and last step (sana-spec §4.1). fp32 arithmetic on 0-dim σ tensors, in diffusers'
+    order (bit parity). Shared by the Sana sampler and ComfyUI's native SAMPLER."""
+    sig = sigmas.float().cpu()
+    n = len(sig) - 1
     x = x.float()
     prev_x0 = None
+
+    def lam(s):  # λ(σ) = log α − log σ, α = 1 − σ
+        return torch.log(1 - s) - torch.log(s)
+
     for i in range(n):
-        t = schedule.timesteps[i].expand(x.shape[0]).to(x.device)
-        v = model_fn(x, t).float()
-        _check_finite(v, i, n)
+        x0 = denoise_fn(x, i)
+        _check_finite(x0, i, n)
         s0, s1 = sig[i], sig[i + 1]
-        x0 = x - s0.to(x.device) * v
         a1 = 1 - s1
-        lam = lambda s: torch.log(1 - s) - torch.log(s)  # noqa: E731 — λ(σ) = log α − log σ
         h = lam(s1) - lam(s0)
         if prev_x0 is None or i == n - 1:
             x_next = (s1 / s0) * x - (a1 * (torch.exp(-h) - 1.0)) * x0
@@ -145,6 +147,19 @@ def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, call
         if callback is not None:
             callback(i, n, x, x0)
     return x
+
+
+def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None
+                    ) -> torch.Tensor:
+    """Flow-DPM-Solver on a velocity model: x0 = x − σ·v."""
+    sig = schedule.sigmas
+
+    def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
+        v = model_fn(x, schedule.timesteps[i].expand(x.shape[0]).to(x.device)).float()
+        _check_finite(v, i, schedule.steps)
+        return x - sig[i].to(x.device) * v
+
+    return flow_dpm_solver(denoise, x, sig, callback)
 
 
 def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None

@@ -5,10 +5,18 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ENV_DIR=${SANA_ENV:-$ROOT/.sana-env}
-STAMP=$ENV_DIR/.ready-v1
+STAMP=$ENV_DIR/.ready-v2
 mkdir -p "$ENV_DIR"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum)" ]; then
   echo "environment ready: $ENV_DIR"; exit 0
+fi
+# A headless browser for the frontend tests (Debian's chromium; Playwright drives it, no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium is not installed; the browser tests will be skipped (apt-get install chromium)" >&2
+  fi
 fi
 PY=$ENV_DIR/venv/bin/python
 [ -x "$PY" ] || python3 -m venv "$ENV_DIR/venv"
@@ -26,5 +34,8 @@ if [ ! -f "$ENV_DIR/ComfyUI/main.py" ]; then
 fi
 $PIP -r "$ENV_DIR/ComfyUI/requirements.txt" requests -c "$ENV_DIR/pins.txt"
 $PIP -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt" -c "$ENV_DIR/pins.txt"
+# comfy-cli (registry validate/pack checks) in its own small venv: its pins must not touch ComfyUI's.
+[ -x "$ENV_DIR/cli/bin/comfy" ] || { python3 -m venv "$ENV_DIR/cli" && "$ENV_DIR/cli/bin/python" -m pip install -q \
+  --disable-pip-version-check comfy-cli==1.23.0; }
 cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum > "$STAMP"
 echo "environment ready: $ENV_DIR"

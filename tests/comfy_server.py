@@ -124,7 +124,7 @@ class WsListener:
     def __init__(self, server: ComfyServer):
         self.client_id = uuid.uuid4().hex
         self.events: list[dict] = []
-        self.binary_frames = 0
+        self.binary_frames: list[bytes] = []
         self._ready = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main(server)), daemon=True)
@@ -146,12 +146,26 @@ class WsListener:
                     if msg.type == aiohttp.WSMsgType.TEXT:
                         self.events.append(json.loads(msg.data))
                     elif msg.type == aiohttp.WSMsgType.BINARY:
-                        self.binary_frames += 1
+                        self.binary_frames.append(msg.data)
                     elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                         break
 
     def of_type(self, kind: str) -> list[dict]:
         return [e["data"] for e in list(self.events) if e.get("type") == kind]
+
+    def preview_images(self) -> list:
+        """Every JPEG/PNG preview frame received, as (H, W, 3) uint8 arrays."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        out = []
+        for frame in list(self.binary_frames):
+            start = min((i for i in (frame.find(b"\xff\xd8"), frame.find(b"\x89PNG")) if i >= 0), default=-1)
+            if start >= 0:
+                out.append(np.asarray(Image.open(io.BytesIO(frame[start:])).convert("RGB")))
+        return out
 
     def close(self) -> None:
         self._stop = True

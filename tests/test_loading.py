@@ -148,3 +148,13 @@ def test_missing_empty_and_configless(tmp_path):
     (tmp_path / "noconf" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
     with pytest.raises(SanaError, match=r"noconf: a model folder needs a config\.json"):
         load_transformer(tmp_path / "noconf")
+
+
+def test_variant_names():
+    from sana_comfy.sana_core.loader import variant_name
+
+    assert variant_name(PRESETS["Sana_1600M_4Kpx"]) == "Sana 1.6B"
+    assert variant_name(PRESETS["Sana_600M_512px"]) == "Sana 0.6B"
+    assert variant_name(PRESETS["SANA1.5_4.8B_1024px"]) == "Sana 1.5 4.8B"
+    assert variant_name(PRESETS["Sana_Sprint_0.6B_1024px"]) == "Sana Sprint 0.6B"
+    assert variant_name(PRESETS["Sana_600M_1024px"].replace(num_layers=3)).startswith("Sana (custom")

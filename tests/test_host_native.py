@@ -1,0 +1,180 @@
+"""Sana as a native citizen of a real ComfyUI: KSampler / SamplerCustomAdvanced / VAEDecode / PAG patch on Sana,
+equal to the Sana nodes; live previews (latent2rgb and TAESANA) arrive on the websocket."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from comfy_server import ComfyServer, WsListener, comfy_dir
+from fixtures_pipeline import build_tiny_repo, install_model_folders
+from PIL import Image
+from sana_comfy.sana_core.taesana import taesana_decoder
+
+pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
+                                reason="ComfyUI not installed: run scripts/setup_env.sh")
+NAME = "Sana_600M_1024px_diffusers"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("native")
+    install_model_folders(build_tiny_repo(base / "tiny"), base / "models")
+    (base / "models" / "vae_approx").mkdir(parents=True)
+    # a TAESANA decoder whose every preview is pure red, so its frames are told apart from latent→RGB ones
+    sd = {k: torch.zeros_like(v) for k, v in taesana_decoder().state_dict().items()}
+    (last,) = [k for k, v in sd.items() if k.endswith(".bias") and v.shape == (3,)]  # the final RGB conv
+    sd[last] = torch.tensor([5.0, -5.0, -5.0])
+    torch.save(sd, base / "models" / "vae_approx" / "taesana_decoder.pth")
+    srv = ComfyServer(base, ("--preview-method", "taesd"))
+    yield srv
+    srv.stop()
+
+
+def _base(width=256, height=256, binning=True):
+    return {
+        "1": {"class_type": "SanaLoadPipeline", "inputs": {"pipeline": NAME, "weight_dtype": "auto"}},
+        "2": {"class_type": "SanaEncodePrompt", "inputs": {"text_encoder": ["1", 1], "text": "a red boat at dawn",
+                                                            "use_chi": True, "max_length": 300}},
+        "3": {"class_type": "SanaEncodePrompt", "inputs": {"text_encoder": ["1", 1], "text": "", "use_chi": False,
+                                                            "max_length": 300}},
+        "4": {"class_type": "SanaEmptyLatent", "inputs": {"width": width, "height": height, "batch_size": 1,
+                                                           "resolution_binning": binning, "model": ["1", 0]}},
+        "10": {"class_type": "SanaToModel", "inputs": {"model": ["1", 0]}},
+        "11": {"class_type": "SanaToVAE", "inputs": {"vae": ["1", 2]}},
+    }
+
+
+def _sana_sample(node_latent="4", seed=3, steps=8, cfg=4.5, pag=0.0):
+    return {"class_type": "SanaSample", "inputs": {
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent": [node_latent, 0], "seed": seed,
+        "steps": steps, "cfg": cfg, "sampler": "flow_dpm_solver", "flow_shift": 0.0, "pag_scale": pag,
+        "pag_adaptive_scale": 0.0, "pag_layers": "4", "denoise": 1.0}}
+
+
+def _ksampler(model=("10", 0), seed=3, steps=8, cfg=4.5):
+    return {"class_type": "KSampler", "inputs": {
+        "model": list(model), "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "sana_flow_dpm_solver",
+        "scheduler": "simple", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}}
+
+
+def _save(images, prefix):
+    return {"class_type": "SaveImage", "inputs": {"images": list(images), "filename_prefix": prefix}}
+
+
+def _outputs(server, hist) -> dict[str, np.ndarray]:
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
+    out = {}
+    for node, o in hist["outputs"].items():
+        for im in o.get("images", []):
+            out[node] = np.asarray(Image.open(server.base / "output" / im["subfolder"] / im["filename"]).convert("RGB"))
+    return out
+
+
+def _close(a, b, tol=2):
+    assert a.shape == b.shape
+    return int(np.abs(a.astype(int) - b.astype(int)).max()) <= tol
+
+
+def test_native_nodes_and_sampler_are_registered(server):
+    info = server.get("/object_info")
+    for node in ("SanaToModel", "SanaToVAE", "SanaFlowDPMSolverSampler", "SanaScheduler", "SanaPAG"):
+        assert node in info
+    assert "sana_flow_dpm_solver" in info["KSampler"]["input"]["required"]["sampler_name"][0]
+
+
+def test_ksampler_equals_sana_sample_and_vae_decode_equals_sana_decode(server):
+    p = _base(200, 320)  # 200 wide, 320 high: binned to a 768x1280 latent
+    p["20"] = _sana_sample()
+    p["21"] = _ksampler()
+    p["30"] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": ["20", 0], "tiling": "auto"}}
+    p["31"] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": ["21", 0], "tiling": "auto"}}
+    p["32"] = {"class_type": "VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["20", 0]}}
+    p["33"] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": ["20", 0], "tiling": "off"}}
+    p["34"] = {"class_type": "VAEDecodeTiled", "inputs": {"vae": ["11", 0], "samples": ["20", 0], "tile_size": 512,
+                                                           "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}}
+    for src, name in (("30", "40"), ("31", "41"), ("32", "42"), ("34", "44")):
+        p[name] = _save((src, 0), f"native/{name}")
+    out = _outputs(server, server.run(p))
+    assert out["40"].shape == (320, 200, 3) and out["40"].std() > 2
+    assert _close(out["41"], out["40"]), "KSampler + sana_flow_dpm_solver differs from SanaSample"
+    assert out["42"].shape == (1280, 768, 3)  # VAEDecode does not crop the bin back
+    uncropped = torch.from_numpy(out["42"].astype(np.float32))
+    assert out["44"].shape == out["42"].shape and out["44"].std() > 2
+    # VAEDecode equals SanaDecode on the same latent (crop switched off by decoding the un-binned size)
+    q = _base(256, 256, binning=False)
+    q["20"] = _sana_sample(seed=4)
+    q["30"] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": ["20", 0], "tiling": "auto"}}
+    q["32"] = {"class_type": "VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["20", 0]}}
+    q["40"], q["42"] = _save(("30", 0), "native/q40"), _save(("32", 0), "native/q42")
+    out = _outputs(server, server.run(q))
+    assert np.array_equal(out["40"], out["42"])
+    assert uncropped.std() > 2
+
+
+def test_vae_encode_roundtrip_shapes(server):
+    p = _base(binning=False)
+    p["20"] = _sana_sample(steps=2)
+    p["30"] = {"class_type": "VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["20", 0]}}
+    p["31"] = {"class_type": "VAEEncode", "inputs": {"vae": ["11", 0], "pixels": ["30", 0]}}
+    p["32"] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": ["31", 0], "tiling": "auto"}}
+    p["40"] = _save(("32", 0), "native/enc")
+    out = _outputs(server, server.run(p))
+    assert out["40"].shape == (256, 256, 3)
+
+
+def test_pag_patch_equals_sana_sample_pag(server):
+    p = _base(256, 256, binning=False)
+    p["20"] = _sana_sample(seed=8, steps=10, pag=2.0)
+    p["12"] = {"class_type": "SanaPAG", "inputs": {"model": ["10", 0], "pag_scale": 2.0, "pag_adaptive_scale": 0.0,
+                                                    "pag_layers": "4"}}
+    p["21"] = _ksampler(model=("12", 0), seed=8, steps=10)  # steps dividing 1000: "simple" = the reference sigmas
+    p["22"] = _ksampler(model=("10", 0), seed=8, steps=10)
+    for src, name in (("20", "30"), ("21", "31"), ("22", "32")):
+        p[name] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": [src, 0], "tiling": "auto"}}
+        p["4" + name[1]] = _save((name, 0), f"native/pag{name}")
+    out = _outputs(server, server.run(p))
+    assert _close(out["41"], out["40"]), "PAG via SanaPAG + KSampler differs from PAG via SanaSample"
+    assert not _close(out["42"], out["40"], tol=4)  # PAG really changes the image
+
+
+def test_sampler_custom_advanced_with_sana_sampler_and_sigmas(server):
+    p = _base(256, 256, binning=False)
+    p["20"] = _sana_sample(seed=12, steps=7)
+    p["13"] = {"class_type": "SanaFlowDPMSolverSampler", "inputs": {}}
+    p["14"] = {"class_type": "SanaScheduler", "inputs": {"model": ["1", 0], "sampler": "flow_dpm_solver",
+                                                         "steps": 7, "flow_shift": 0.0, "denoise": 1.0}}
+    p["15"] = {"class_type": "CFGGuider", "inputs": {"model": ["10", 0], "positive": ["2", 0], "negative": ["3", 0],
+                                                      "cfg": 4.5}}
+    p["16"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 12}}
+    p["21"] = {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["16", 0], "guider": ["15", 0],
+                                                                  "sampler": ["13", 0], "sigmas": ["14", 0],
+                                                                  "latent_image": ["4", 0]}}
+    p["17"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["10", 0], "shift": 3.0}}
+    p["22"] = _ksampler(model=("17", 0), seed=12, steps=7)
+    for src, name in (("20", "30"), ("21", "31"), ("22", "32")):
+        p[name] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": [src, 0], "tiling": "auto"}}
+        p["4" + name[1]] = _save((name, 0), f"native/sca{name}")
+    out = _outputs(server, server.run(p))
+    assert _close(out["41"], out["40"]), "SamplerCustomAdvanced with the Sana sampler/sigmas differs from SanaSample"
+    assert out["42"].std() > 2  # a shift-node-patched Sana MODEL still samples
+
+
+def test_previews_arrive_on_the_websocket(server):
+    p = _base(256, 256, binning=False)
+    p["20"] = _sana_sample(seed=21, steps=3)
+    p["21"] = _ksampler(seed=21, steps=3)
+    for src, name in (("20", "30"), ("21", "31")):
+        p[name] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": [src, 0], "tiling": "auto"}}
+        p["4" + name[1]] = _save((name, 0), f"native/prev{name}")
+    ws = WsListener(server)
+    try:
+        hist = server.wait(server.queue(copy.deepcopy(p), ws.client_id))
+        frames = ws.preview_images()
+    finally:
+        ws.close()
+    assert hist["status"]["status_str"] == "success"
+    red = [f for f in frames if (f[..., 0] > 240).all() and (f[..., 1:] < 15).all()]
+    assert len(red) == 3  # one TAESANA preview per SanaSample step
+    assert len(frames) - len(red) == 3  # latent→RGB previews from the native KSampler steps
