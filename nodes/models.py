@@ -15,7 +15,8 @@ from . import host
 
 
 def _params(m: torch.nn.Module) -> str:
-    return f"{sum(p.numel() for p in m.parameters()) / 1e6:,.0f}M params"
+    n = sum(p.numel() for p in m.parameters()) / 1e6
+    return f"{n:,.0f}M params" if n >= 10 else f"{n:.3g}M params"
 
 
 @dataclass(frozen=True)

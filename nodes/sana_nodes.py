@@ -119,8 +119,8 @@ class SanaEmptyLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "width": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 32}),
-            "height": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 32}),
+            "width": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8}),
+            "height": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
             "resolution_binning": ("BOOLEAN", {"default": True}),
         }, "optional": {

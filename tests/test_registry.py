@@ -22,7 +22,7 @@ def test_validate_and_pack(tmp_path):
     repo = tmp_path / "pkg"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)  # the committed tree, as published
     out = _comfy(repo, "validate")
-    assert out.returncode == 0 and "passed" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "passed" in out.stdout + out.stderr, out.stdout + out.stderr
     out = _comfy(repo, "pack")
     assert out.returncode == 0, out.stdout + out.stderr
     names = set(zipfile.ZipFile(repo / "node.zip").namelist())
