@@ -272,3 +272,18 @@ def test_fuzz_prompt_api(server):
     print(f"\nfuzz: {sum(counts.values())} prompts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     assert server.get("/system_stats")  # still up
     assert all(counts.values()) and failures_then_success
+
+
+def test_unload_models_reaches_ours(server):
+    """POST /free with unload_models drops our patcher from the host's loaded models: the next run reloads it."""
+    def loads() -> int:
+        return server.log().count("Requested to load SanaBaseModel")
+
+    assert server.run(_pipeline_graph(seed=41))["status"]["status_str"] == "success"
+    before = loads()
+    assert server.run(_pipeline_graph(seed=42))["status"]["status_str"] == "success"
+    assert loads() == before  # still loaded: nothing to do
+    assert server.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
+    time.sleep(1.0)  # /free is handled by the prompt worker between prompts
+    assert server.run(_pipeline_graph(seed=43))["status"]["status_str"] == "success"
+    assert loads() == before + 1
