@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 from comfy_server import PACKAGE_DIR_NAME, ROOT, ComfyServer, comfy_dir
-from fixtures_pipeline import build_tiny_repo, install_model_folders
+from fixtures_pipeline import install_model_folders
 from sana_comfy.sana_core import bins
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -17,9 +17,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_repo):
     base = tmp_path_factory.mktemp("browser")
-    install_model_folders(build_tiny_repo(base / "tiny"), base / "models")
+    install_model_folders(tiny_repo, base / "models")
     srv = ComfyServer(base)
     yield srv
     srv.stop()

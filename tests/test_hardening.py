@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import ROOT
 from fixtures_model import save_layouts, tiny_diffusers_transformer
-from fixtures_pipeline import build_tiny_repo, install_model_folders
 from sana_comfy import NODE_CLASS_MAPPINGS as N
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.loader import load_transformer
@@ -77,16 +76,11 @@ def test_transformer_given_as_dcae(tmp_path):
 # --- through the nodes (stand-in host) ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hard")
-    install_model_folders(build_tiny_repo(root / "tiny"), root / "models")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SANA_MODELS_DIR", str(root / "models"))
+def loaded(models_dir):
     model, te, vae = N["SanaLoadPipeline"]().load("Sana_600M_1024px_diffusers", "fp32")["result"]
     pos = N["SanaEncodePrompt"]().encode(te, "a lighthouse", True, 300)[0]
     neg = N["SanaEncodePrompt"]().encode(te, "", False, 300)[0]
-    yield model, te, vae, pos, neg
-    mp.undo()
+    return model, te, vae, pos, neg
 
 
 def _sample(model, pos, neg, latent, **kw):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from comfy_server import ROOT, ComfyServer, WsListener, comfy_dir
-from fixtures_pipeline import build_tiny_repo, install_model_folders
+from fixtures_pipeline import install_model_folders
 from PIL import Image
 
 pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
@@ -28,11 +28,6 @@ NODES = {
     "SanaDecode": (["vae", "samples", "tiling"], ["IMAGE"]),
     "SanaEncodeImage": (["vae", "image"], ["LATENT"]),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    return build_tiny_repo(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

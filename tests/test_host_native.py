@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from comfy_server import ComfyServer, WsListener, comfy_dir
-from fixtures_pipeline import build_tiny_repo, install_model_folders
+from fixtures_pipeline import install_model_folders
 from PIL import Image
 from sana_comfy.sana_core.taesana import taesana_decoder
 
@@ -18,9 +18,9 @@ NAME = "Sana_600M_1024px_diffusers"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_repo):
     base = tmp_path_factory.mktemp("native")
-    install_model_folders(build_tiny_repo(base / "tiny"), base / "models")
+    install_model_folders(tiny_repo, base / "models")
     (base / "models" / "vae_approx").mkdir(parents=True)
     # a TAESANA decoder whose every preview is pure red, so its frames are told apart from latent→RGB ones
     sd = {k: torch.zeros_like(v) for k, v in taesana_decoder().state_dict().items()}

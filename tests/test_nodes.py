@@ -2,20 +2,14 @@
 
 import pytest
 import torch
-from fixtures_pipeline import build_tiny_repo, install_model_folders
 from sana_comfy import NODE_CLASS_MAPPINGS as N
 from sana_comfy.nodes import host
 from sana_comfy.sana_core.errors import SanaError
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nodes")
-    install_model_folders(build_tiny_repo(root / "tiny"), root / "models")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SANA_MODELS_DIR", str(root / "models"))
-    yield root / "models"
-    mp.undo()
+def models(models_dir):
+    return models_dir
 
 
 @pytest.fixture(scope="module")

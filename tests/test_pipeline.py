@@ -14,8 +14,8 @@ PROMPT = "a small red house by a lake, watercolor"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return build_tiny_repo(tmp_path_factory.mktemp("tiny"))
+def repo(tiny_repo):
+    return tiny_repo
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,78 @@
+"""Benchmark: loading the published 0.6B transformer from a diffusers folder — sana_core vs diffusers'
+from_pretrained, each in a fresh process (alternating), printing time, peak RSS above the import baseline, and the
+ratio to the bytes of the weights in the chosen dtype.
+Run: .sana-env/venv/bin/python bench/bench_load.py [--dtypes fp32 bf16] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+import torch
+which, folder, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
+if which == "diffusers":
+    from diffusers import SanaTransformer2DModel
+else:
+    from sana_core.loader import load_transformer
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+t0 = time.perf_counter()
+if which == "diffusers":
+    m = SanaTransformer2DModel.from_pretrained(folder, torch_dtype=dtype)
+else:
+    m = load_transformer(folder, dtype)
+s = sum(p.float().sum().item() for p in list(m.parameters())[:3])  # touch the weights
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+nbytes = sum(p.numel() * p.element_size() for p in m.parameters())
+print(json.dumps({{"time": dt, "peak": peak - base, "bytes": nbytes}}))
+"""
+
+
+def run(which: str, folder: Path, dtype: str) -> dict:
+    code = CHILD.format(root=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code, which, str(folder), dtype], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+    from diffusers import SanaTransformer2DModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in args.dtypes:
+            folder = Path(tmp) / dtype
+            torch.manual_seed(0)
+            SanaTransformer2DModel(num_attention_heads=36, attention_head_dim=32, num_layers=28,
+                                   num_cross_attention_heads=16, cross_attention_head_dim=72,
+                                   cross_attention_dim=1152, sample_size=32).to(getattr(torch, dtype)).save_pretrained(
+                folder, max_shard_size="20GB")
+            res = {"ours": [], "diffusers": []}
+            for _ in range(args.repeats):
+                for which in ("ours", "diffusers"):
+                    res[which].append(run(which, folder, dtype))
+            o = min(res["ours"], key=lambda r: r["time"])
+            d = min(res["diffusers"], key=lambda r: r["time"])
+            gib = 2**30
+            print(f"load 0.6B {dtype:8s} weights {o['bytes'] / gib:5.2f} GiB | ours {o['time']:6.2f}s peak "
+                  f"{o['peak'] / gib:5.2f} GiB ({o['peak'] / o['bytes']:.2f}x weights) | diffusers {d['time']:6.2f}s "
+                  f"peak {d['peak'] / gib:5.2f} GiB ({d['peak'] / d['bytes']:.2f}x) | time ratio "
+                  f"{o['time'] / d['time']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
