@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
 which, folder, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
@@ -24,15 +24,18 @@ if which == "diffusers":
     from diffusers import SanaTransformer2DModel
 else:
     from sana_core.loader import load_transformer
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def hwm():  # VmHWM: the peak resident set so far, read exactly (ru_maxrss is updated lazily)
+    line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+base = hwm()
 t0 = time.perf_counter()
 if which == "diffusers":
     m = SanaTransformer2DModel.from_pretrained(folder, torch_dtype=dtype)
 else:
     m = load_transformer(folder, dtype)
-s = sum(p.float().sum().item() for p in list(m.parameters())[:3])  # touch the weights
+s = sum(p.float().sum().item() for p in m.parameters())  # touch every weight: resident, not just mapped
 dt = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 nbytes = sum(p.numel() * p.element_size() for p in m.parameters())
 print(json.dumps({{"time": dt, "peak": peak - base, "bytes": nbytes}}))
 """
