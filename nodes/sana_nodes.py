@@ -23,7 +23,7 @@ BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w
 
 
 def _transformer(path, weight_dtype: str) -> SanaModel:
-    model = load_transformer(path, DTYPES[weight_dtype], device="cpu")
+    model = load_transformer(path, DTYPES.get(weight_dtype), device="cpu", int8=weight_dtype == "int8")
     return SanaModel(host.wrap(model, "diffusion"), str(path))
 
 
@@ -38,7 +38,7 @@ def _text_encoder_module():
 
 
 def _text_encoder(path, dtype: str) -> SanaTextEncoderHandle:
-    enc = _text_encoder_module().load_text_encoder(path, DTYPES[dtype], device="cpu")
+    enc = _text_encoder_module().load_text_encoder(path, DTYPES.get(dtype), device="cpu", int8=dtype == "int8")
     return SanaTextEncoderHandle(host.wrap(enc.model, "text_encoder"), enc, str(path))
 
 
@@ -58,7 +58,8 @@ class SanaLoadTextEncoder:
         return {"required": {
             "text_encoder": (host.list_models("text_encoders", files=False),
                              {"tooltip": "a gemma-2-2b-it folder or a Sana diffusers repo (text_encoder/ + tokenizer/)"}),
-            "dtype": (["auto", "bf16", "fp32"], {"default": "auto", "tooltip": "Gemma-2 overflows in fp16"}),
+            "dtype": (["auto", "bf16", "fp32", "int8"], {"default": "auto", "tooltip": "Gemma-2 overflows in fp16; "
+                                                      "int8 stores weights in 8 bits (about half of bf16)"}),
         }}
 
     def load(self, text_encoder, dtype):
@@ -231,7 +232,9 @@ class SanaLoadTransformer:
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (host.list_models("diffusion_models"),),
-            "weight_dtype": (["auto", "bf16", "fp16", "fp32"], {"default": "auto"}),
+            "weight_dtype": (["auto", "bf16", "fp16", "fp32", "int8"], {
+                "default": "auto", "tooltip": "int8 stores weights in 8 bits (about half of bf16), computing in the "
+                "file's dtype"}),
         }}
 
     def load(self, model_name, weight_dtype):
@@ -267,16 +270,16 @@ class SanaLoadPipeline:
     def INPUT_TYPES(cls):
         return {"required": {
             "pipeline": (host.list_models("diffusers", files=False),),
-            "weight_dtype": (["auto", "bf16", "fp16", "fp32"], {"default": "auto",
-                                                               "tooltip": "transformer only; text encoder and "
-                                                               "DC-AE stay in bf16/fp32"}),
+            "weight_dtype": (["auto", "bf16", "fp16", "fp32", "int8"], {
+                "default": "auto", "tooltip": "for the transformer; the text encoder and DC-AE stay in bf16/fp32 "
+                "(int8 also stores the text encoder in 8 bits)"}),
         }}
 
     def load(self, pipeline, weight_dtype):
         root = host.resolve_model("diffusers", pipeline)
         side = "fp32" if weight_dtype == "fp32" else "auto"
         m = _transformer(root, weight_dtype)
-        te = _text_encoder(root, side)
+        te = _text_encoder(root, "int8" if weight_dtype == "int8" else side)
         v = _vae(root, side)
         return {"ui": {"text": [m.info, te.info, v.info]}, "result": (m, te, v)}
 

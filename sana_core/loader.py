@@ -256,8 +256,9 @@ def count_params(cfg: SanaConfig) -> int:
 
 def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
                      *, sample_size: int | None = None, flow_shift: float | None = None,
-                     config: dict | None = None) -> SanaTransformer:
+                     config: dict | None = None, int8: bool = False) -> SanaTransformer:
     """Load a Sana transformer from any published layout. ``dtype`` None/"auto" keeps the file's own.
+    ``int8`` stores the large weights as int8 (per-row scales), computing in ``dtype``.
 
     ``sample_size`` (training resolution / 32) and ``flow_shift`` override what the files say; ``config`` is a
     diffusers-style config dict for a single file whose variant the tensors cannot tell.
@@ -289,9 +290,13 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
     with torch.device("meta"):
         model = SanaTransformer(cfg, dtype=dtype)
     load_into(model, sd, dtype, source)
+    n = sum(p.numel() for p in model.parameters())
+    if int8:
+        from .quant import quantize_int8
+
+        quantize_int8(model, dtype)
     model = model.to(device).eval().requires_grad_(False)
     model.source = source
-    n = sum(p.numel() for p in model.parameters())
-    log.info("Sana transformer: %s · %d px · %s · %.0fM params · %s", variant_name(cfg), cfg.resolution,
-             str(dtype).removeprefix("torch."), n / 1e6, source)
+    log.info("Sana transformer: %s · %d px · %s%s · %.0fM params · %s", variant_name(cfg), cfg.resolution,
+             str(dtype).removeprefix("torch."), " (int8 storage)" if int8 else "", n / 1e6, source)
     return model

@@ -174,11 +174,11 @@ class SanaTextEncoder:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
+        return self.model.norm.weight.dtype  # (the embedding may be stored in 8 bits)
 
     @property
     def device(self) -> torch.device:
-        return self.model.embed_tokens.weight.device
+        return self.model.norm.weight.device
 
     @property
     def hidden_size(self) -> int:
@@ -273,11 +273,12 @@ class SanaTextEncoder:
 
 
 def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,
-                      device: torch.device | str = "cpu") -> SanaTextEncoder:
+                      device: torch.device | str = "cpu", int8: bool = False) -> SanaTextEncoder:
     """Load Gemma-2 + tokenizer from a Sana diffusers repo (``text_encoder/`` + ``tokenizer/``) or a plain
     gemma-2-2b-it folder (Gemma2Model or Gemma2ForCausalLM weights, single or sharded; the LM head is ignored).
 
     dtype: None → bf16 if the file is bf16, else fp32. Only bf16 and fp32: Gemma-2 overflows in fp16.
+    int8: store the linear and embedding weights as int8 (per-row scales), computing in ``dtype``.
     """
     path = Path(path)
     if dtype is not None and dtype not in _ALLOWED_DTYPES:
@@ -298,10 +299,14 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,
     load_into(model, sd, dtype, str(weight_file))
     del sd
     _restore_buffers(model, config)
+    n_params = sum(p.numel() for p in model.parameters())
+    if int8:
+        from .quant import quantize_int8
+
+        quantize_int8(model, dtype)
     model.eval().requires_grad_(False)
     model.to(device)
 
-    n_params = sum(p.numel() for p in model.parameters())
     log.info("text encoder: Gemma-2 %d layers, hidden %d, vocab %d (%.1fM params) from %s (file %s), %s on %s; "
              "tokenizer %s (%d tokens)", config.num_hidden_layers, config.hidden_size, config.vocab_size,
              n_params / 1e6, weight_file, str(file_dtype).removeprefix("torch."), str(dtype).removeprefix("torch."),

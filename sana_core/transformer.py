@@ -291,8 +291,8 @@ class SanaTransformer(nn.Module):
         self._pe_cache: dict[tuple, torch.Tensor] = {}
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self.proj_out.weight.dtype
+    def dtype(self) -> torch.dtype:  # a table no storage format changes (8-bit storage keeps it in the compute dtype)
+        return self.scale_shift_table.dtype
 
     def _pos_embed(self, h: int, w: int, device) -> torch.Tensor:
         key = (h, w, str(device))

@@ -1,0 +1,62 @@
+"""8-bit weight storage: resident bytes of the published configs, and outputs close to full precision."""
+
+import pytest
+import torch
+from fixtures_model import save_layouts, tiny_diffusers_transformer
+from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
+from sana_comfy.sana_core.quant import quantize_int8, resident_bytes
+from sana_comfy.sana_core.text_encoder import load_text_encoder
+from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
+
+
+@pytest.mark.parametrize("name", ["Sana_600M_1024px", "Sana_1600M_1024px", "SANA1.5_4.8B_1024px"])
+def test_transformer_resident_weights_are_at_most_055_of_bf16(name):
+    with torch.device("meta"):
+        bf16 = resident_bytes(SanaTransformer(PRESETS[name], dtype=torch.bfloat16))
+        q = resident_bytes(quantize_int8(SanaTransformer(PRESETS[name], dtype=torch.bfloat16), torch.bfloat16))
+    assert q <= 0.55 * bf16, q / bf16
+
+
+def test_gemma_resident_weights_are_at_most_055_of_bf16():
+    from transformers import Gemma2Config, Gemma2Model
+
+    cfg = Gemma2Config(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                       num_attention_heads=8, num_key_value_heads=4, head_dim=256)
+    with torch.device("meta"):
+        bf16 = resident_bytes(Gemma2Model(cfg).to(torch.bfloat16))
+        q = resident_bytes(quantize_int8(Gemma2Model(cfg).to(torch.bfloat16), torch.bfloat16))
+    assert q <= 0.55 * bf16, q / bf16
+
+
+def test_int8_transformer_close_to_fp32(tmp_path):
+    ref = tiny_diffusers_transformer(num_attention_heads=4, attention_head_dim=32, num_cross_attention_heads=4,
+                                     cross_attention_head_dim=32, cross_attention_dim=128)
+    folder = save_layouts(ref, tmp_path)["folder"]
+    full, q = load_transformer(folder, "fp32"), load_transformer(folder, "fp32", int8=True)
+    assert resident_bytes(q) < 0.3 * resident_bytes(full)  # int8 against fp32
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 32, 6, 8, generator=g), torch.randn(2, 10, 64, generator=g)
+    mask, t = torch.ones(2, 10, dtype=torch.int64), torch.tensor([900.0, 300.0])
+    with torch.no_grad():
+        a, b = full(x, t, y, mask), q(x, t, y, mask)
+    rel = ((a - b).norm() / a.norm()).item()
+    assert 0 < rel < 0.02, rel
+
+
+def test_int8_pipeline_psnr(tiny_repo, capsys):
+    """Whole text-to-image with an int8 transformer and text encoder against full precision, same seed."""
+    from sana_comfy.sana_core.dcae import load_dcae
+
+    vae = load_dcae(tiny_repo, torch.float32)
+    imgs = []
+    for int8 in (False, True):
+        model = load_transformer(tiny_repo, "fp32", int8=int8)
+        te = load_text_encoder(tiny_repo, torch.float32, int8=int8)
+        imgs.append(text_to_image(model, te, vae, "a red fox in the snow", height=256, width=256, seed=4,
+                                  opts=SampleOptions(steps=6)))
+    mse = (imgs[0] - imgs[1]).pow(2).mean().item()
+    psnr = 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+    with capsys.disabled():
+        print(f"\nint8 vs fp32, tiny pipeline, 256 px, 6 steps: PSNR {psnr:.1f} dB")
+    assert psnr > 30, psnr
