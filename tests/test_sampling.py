@@ -35,27 +35,18 @@ def _euler(shift):
 
 @pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("shift", SHIFTS)
-def test_dpm_schedule_identical(steps, shift):
-    ref = _dpm(shift)
+@pytest.mark.parametrize("kind", ["dpm", "euler"])
+def test_schedule_identical(steps, shift, kind):
+    ref = (_dpm if kind == "dpm" else _euler)(shift)
     ref.set_timesteps(steps)
-    ours = flow_dpm_schedule(steps, shift)
+    ours = (flow_dpm_schedule if kind == "dpm" else flow_euler_schedule)(steps, shift)
     assert torch.equal(ours.sigmas, ref.sigmas)
-    assert torch.equal(ours.timesteps, ref.timesteps.float())
+    assert torch.equal(ours.timesteps, ref.timesteps.float())  # dpm: the truncated integers; euler: floats
 
 
 def test_dpm_timesteps_published_values():
     want = [999, 982, 963, 944, 922, 899, 874, 847, 817, 785, 749, 710, 666, 617, 562, 499, 428, 345, 249, 136]
     assert flow_dpm_schedule(20, 3.0).timesteps.tolist() == want
-
-
-@pytest.mark.parametrize("steps", STEPS)
-@pytest.mark.parametrize("shift", SHIFTS)
-def test_euler_schedule_identical(steps, shift):
-    ref = _euler(shift)
-    ref.set_timesteps(steps)
-    ours = flow_euler_schedule(steps, shift)
-    assert torch.equal(ours.sigmas, ref.sigmas)
-    assert torch.equal(ours.timesteps, ref.timesteps)
 
 
 def _toy_model(x, t):
