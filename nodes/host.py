@@ -27,7 +27,6 @@ except ImportError:
     mm = folder_paths = None
     IN_COMFY = False
 
-FOLDER_KEYS = ("text_encoders", "diffusion_models", "vae", "diffusers")
 WEIGHT_EXT = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
 _MARKERS = ("config.json", "model_index.json", "transformer", "vae", "text_encoder")
 
@@ -105,14 +104,14 @@ class _Holder(torch.nn.Module):
         self.device = device
 
 
-def wrap(module: torch.nn.Module, kind: str, **options):
+def wrap(module: torch.nn.Module, kind: str):
     """A handle the host can evict: a ModelPatcher in ComfyUI, the module itself outside. A Sana transformer is
     wrapped as a native ComfyUI model from the start, so SANA_MODEL and MODEL share one patcher and one copy."""
     if not IN_COMFY:
         return module
     load, offload = devices(kind)
     size = sum(p.numel() * p.element_size() for p in module.parameters())
-    inner = native().SanaBaseModel(module, offload, **options) if kind == "diffusion" else _Holder(module, offload)
+    inner = native().SanaBaseModel(module, offload) if kind == "diffusion" else _Holder(module, offload)
     return comfy.model_patcher.ModelPatcher(inner, load_device=load, offload_device=offload, size=size)
 
 
@@ -278,9 +277,9 @@ def native():
                             n_identity=x.shape[0] if blocks else 0)
 
     class SanaBaseModel(comfy.model_base.BaseModel):
-        def __init__(self, net, device, shift: float | None = None):
+        def __init__(self, net, device):
             config = SanaSupported({"disable_unet_model_creation": True})
-            config.sampling_settings = {"shift": shift or net.cfg.flow_shift}
+            config.sampling_settings = {"shift": net.cfg.flow_shift}
             super().__init__(config, comfy.model_base.ModelType.FLOW, device=device)
             self.model_sampling = SanaModelSampling(config)
             self.diffusion_model = SanaNet(net)

@@ -3,10 +3,12 @@ reference SIGMAS, and PAG as a model patch. Every node returns a new object (clo
 
 from __future__ import annotations
 
+from ..sana_core.errors import SanaError
 from ..sana_core.guidance import parse_pag_layers
-from ..sana_core.sampling import partial_schedule
+from ..sana_core.sampling import SAMPLERS, partial_schedule
 from . import host
 from .models import SanaModel, SanaVAE
+from .sana_nodes import FLOW_SHIFT, PAG_ADAPTIVE_SCALE, PAG_LAYERS
 
 CATEGORY = "Sana/native"
 
@@ -21,9 +23,7 @@ class SanaToModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": ("SANA_MODEL",)},
-                "optional": {"flow_shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                                                      "tooltip": "0 = the model's default"})}}
+        return {"required": {"model": ("SANA_MODEL",)}, "optional": {"flow_shift": FLOW_SHIFT}}
 
     def convert(self, model: SanaModel, flow_shift=0.0):
         return (host.native_model(model.handle, flow_shift or None),)
@@ -67,9 +67,9 @@ class SanaScheduler:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("SANA_MODEL",),
-            "sampler": (["flow_dpm_solver", "flow_euler"], {"default": "flow_dpm_solver"}),
+            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver"}),
             "steps": ("INT", {"default": 20, "min": 1, "max": 1000}),
-            "flow_shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+            "flow_shift": FLOW_SHIFT,
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01}),
         }}
 
@@ -90,14 +90,14 @@ class SanaPAG:
         return {"required": {
             "model": ("MODEL",),
             "pag_scale": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 100.0, "step": 0.1}),
-            "pag_adaptive_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001}),
-            "pag_layers": ("STRING", {"default": "8"}),
+            "pag_adaptive_scale": PAG_ADAPTIVE_SCALE,
+            "pag_layers": PAG_LAYERS,
         }}
 
     def patch(self, model, pag_scale, pag_adaptive_scale, pag_layers):
         net = model.model.diffusion_model
         if not hasattr(net, "net") or not hasattr(net.net, "cfg"):
-            raise host.SanaError("SanaPAG needs a Sana MODEL (from SanaToModel)")
+            raise SanaError("SanaPAG needs a Sana MODEL (from SanaToModel)")
         if pag_scale <= 0:
             return (model.clone(),)
         blocks = parse_pag_layers(pag_layers, net.net.cfg.num_layers)

@@ -10,7 +10,7 @@ from ..sana_core import pipeline
 from ..sana_core.dcae import load_dcae
 from ..sana_core.errors import SanaError
 from ..sana_core.guidance import TextCond
-from ..sana_core.loader import load_transformer
+from ..sana_core.loader import DTYPES, load_transformer
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
 from . import host
 from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
@@ -18,8 +18,12 @@ from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
 log = logging.getLogger(__name__)
 
 CATEGORY = "Sana"
-DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w]} recorded at binning time
+# Widget specs shared by the Sana and native nodes
+FLOW_SHIFT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                        "tooltip": "0 = the model's default (3.0; 6.0 for 4K)"})
+PAG_ADAPTIVE_SCALE = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001})
+PAG_LAYERS = ("STRING", {"default": "8", "tooltip": "block indices, e.g. '8' or '7,8' or '6-9'"})
 
 
 def _transformer(path, weight_dtype: str) -> SanaModel:
@@ -156,12 +160,11 @@ class SanaSample:
             "steps": ("INT", {"default": 20, "min": 1, "max": 1000}),
             "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
             "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver"}),
-            "flow_shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                                     "tooltip": "0 = the model's default (3.0; 6.0 for 4K)"}),
+            "flow_shift": FLOW_SHIFT,
             "pag_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
                                     "tooltip": "perturbed-attention guidance; 0 = off"}),
-            "pag_adaptive_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001}),
-            "pag_layers": ("STRING", {"default": "8", "tooltip": "block indices, e.g. '8' or '7,8' or '6-9'"}),
+            "pag_adaptive_scale": PAG_ADAPTIVE_SCALE,
+            "pag_layers": PAG_LAYERS,
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
         }}
 

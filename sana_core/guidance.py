@@ -75,32 +75,32 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond, uncond: TextCond | N
         raise SanaError("cfg > 1 needs a negative (unconditional) conditioning")
     dev, dt = next(model.parameters()).device, model.dtype
     ts = model.cfg.timestep_scale if timestep_scale is None else timestep_scale
-    chunks = ([uncond] if use_cfg else []) + [cond] + ([cond] if use_pag else [])
+    chunks = ([(uncond, "negative")] if use_cfg else []) + [(cond, "positive")] * (2 if use_pag else 1)
     n_chunks = len(chunks)
+    text: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # batch size → batched (embeds, mask), built once
+
+    def batched_text(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if b not in text:
+            cs = [c.repeat_to(b, name) for c, name in chunks]
+            length = max(c.embeds.shape[1] for c in cs)
+            cs = [_pad_to(c, length) for c in cs]
+            text[b] = torch.cat([c.embeds for c in cs]).to(dev, dt), torch.cat([c.mask for c in cs]).to(dev)
+        return text[b]
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        cs = [c.repeat_to(b, name) for c, name in zip(chunks, (["negative"] if use_cfg else []) + ["positive"] * 2)]
-        length = max(c.embeds.shape[1] for c in cs)
-        cs = [_pad_to(c, length) for c in cs]
-        emb = torch.cat([c.embeds for c in cs]).to(dev, dt)
-        mask = torch.cat([c.mask for c in cs]).to(dev)
+        emb, mask = batched_text(b)
         x_in = torch.cat([x] * n_chunks).to(dev, dt)
         t_in = torch.cat([t] * n_chunks).to(dev, torch.float32) * ts
         g = None if guidance is None else guidance.to(dev).expand(b).repeat(n_chunks)
         out = model(x_in, t_in, emb, mask, guidance=g, identity_blocks=pag_layers if use_pag else frozenset(),
                     n_identity=b if use_pag else 0).float().to(x.device)
-        parts = out.chunk(n_chunks)
-        if use_cfg and use_pag:
-            v_u, v_c, v_p = parts
-        elif use_cfg:
-            (v_u, v_c), v_p = parts, None
-        elif use_pag:
-            (v_c, v_p), v_u = parts, None
-        else:
-            return parts[0]
-        v = v_u + cfg * (v_c - v_u) if use_cfg else v_c
+        parts = list(out.chunk(n_chunks))  # [uncond?, cond, perturbed?]
+        v_u = parts.pop(0) if use_cfg else None
+        v_c = parts.pop(0)
+        v = v_c if v_u is None else v_u + cfg * (v_c - v_u)
         if use_pag:
+            v_p = parts.pop(0)
             s = pag_scale
             if pag_adaptive_scale:
                 s = max(0.0, pag_scale - pag_adaptive_scale * (1000 - float(t.flatten()[0])))

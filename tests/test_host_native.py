@@ -63,6 +63,14 @@ def _save(images, prefix):
     return {"class_type": "SaveImage", "inputs": {"images": list(images), "filename_prefix": prefix}}
 
 
+def _decode_and_save(p, samplers, tag):
+    """SanaDecode each sampler node "2i" into "3i" and save it as "4i"."""
+    for src in samplers:
+        i = src[1]
+        p["3" + i] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": [src, 0], "tiling": "auto"}}
+        p["4" + i] = _save(("3" + i, 0), f"native/{tag}3{i}")
+
+
 def _outputs(server, hist) -> dict[str, np.ndarray]:
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
     out = {}
@@ -131,9 +139,7 @@ def test_pag_patch_equals_sana_sample_pag(server):
                                                     "pag_layers": "4"}}
     p["21"] = _ksampler(model=("12", 0), seed=8, steps=10)  # steps dividing 1000: "simple" = the reference sigmas
     p["22"] = _ksampler(model=("10", 0), seed=8, steps=10)
-    for src, name in (("20", "30"), ("21", "31"), ("22", "32")):
-        p[name] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": [src, 0], "tiling": "auto"}}
-        p["4" + name[1]] = _save((name, 0), f"native/pag{name}")
+    _decode_and_save(p, ("20", "21", "22"), "pag")
     out = _outputs(server, server.run(p))
     assert _close(out["41"], out["40"]), "PAG via SanaPAG + KSampler differs from PAG via SanaSample"
     assert not _close(out["42"], out["40"], tol=4)  # PAG really changes the image
@@ -153,9 +159,7 @@ def test_sampler_custom_advanced_with_sana_sampler_and_sigmas(server):
                                                                   "latent_image": ["4", 0]}}
     p["17"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["10", 0], "shift": 3.0}}
     p["22"] = _ksampler(model=("17", 0), seed=12, steps=7)
-    for src, name in (("20", "30"), ("21", "31"), ("22", "32")):
-        p[name] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": [src, 0], "tiling": "auto"}}
-        p["4" + name[1]] = _save((name, 0), f"native/sca{name}")
+    _decode_and_save(p, ("20", "21", "22"), "sca")
     out = _outputs(server, server.run(p))
     assert _close(out["41"], out["40"]), "SamplerCustomAdvanced with the Sana sampler/sigmas differs from SanaSample"
     assert out["42"].std() > 2  # a shift-node-patched Sana MODEL still samples
@@ -165,9 +169,7 @@ def test_previews_arrive_on_the_websocket(server):
     p = _base(256, 256, binning=False)
     p["20"] = _sana_sample(seed=21, steps=3)
     p["21"] = _ksampler(seed=21, steps=3)
-    for src, name in (("20", "30"), ("21", "31")):
-        p[name] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": [src, 0], "tiling": "auto"}}
-        p["4" + name[1]] = _save((name, 0), f"native/prev{name}")
+    _decode_and_save(p, ("20", "21"), "prev")
     ws = WsListener(server)
     try:
         hist = server.wait(server.queue(copy.deepcopy(p), ws.client_id))
