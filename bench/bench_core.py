@@ -121,7 +121,7 @@ def bench_transformer(size: int, dtype: str, repeats: int, peak: dict):
           f"{max(r[1] for r in res['diffusers']) / 2**30:5.2f} GiB", flush=True)
 
 
-def bench_vae(size: int, dtype: str, repeats: int):
+def bench_vae(size: int, dtype: str, repeats: int, encode: bool = True):
     from diffusers import AutoencoderDC
 
     torch.manual_seed(0)
@@ -140,14 +140,18 @@ def bench_vae(size: int, dtype: str, repeats: int):
     load_into(ours, dict(ref.state_dict()), DT[dtype], "bench")
     ours.eval().requires_grad_(False)
     z = torch.randn(1, 32, size // 32, size // 32, dtype=DT[dtype])
-    res = {"ours": [], "diffusers": []}
-    for _ in range(repeats):
-        res["ours"].append(timed(lambda: ours.decode(z, tiling="off"), 1))
-        res["diffusers"].append(timed(lambda: ref.decode(z), 1))
-    o, d = min(r[0] for r in res["ours"]), min(r[0] for r in res["diffusers"])
-    print(f"dc-ae decode      {size:4d}px {dtype}  ours {o:7.2f}s  diffusers {d:7.2f}s  ratio {o / d:5.2f}  "
-          f"peak RSS ours {max(r[1] for r in res['ours']) / 2**30:5.2f} GiB diffusers "
-          f"{max(r[1] for r in res['diffusers']) / 2**30:5.2f} GiB", flush=True)
+    x = torch.rand(1, 3, size, size, dtype=DT[dtype]) * 2 - 1
+    calls = {"decode": (lambda: ours.decode(z, tiling="off"), lambda: ref.decode(z)),
+             "encode": (lambda: ours.encode(x, tiling="off"), lambda: ref.encode(x))}
+    for what in ("decode", "encode") if encode else ("decode",):
+        res = {"ours": [], "diffusers": []}
+        for _ in range(repeats):  # alternate
+            res["ours"].append(timed(calls[what][0], 1))
+            res["diffusers"].append(timed(calls[what][1], 1))
+        o, d = min(r[0] for r in res["ours"]), min(r[0] for r in res["diffusers"])
+        print(f"dc-ae {what}      {size:4d}px {dtype}  ours {o:7.2f}s  diffusers {d:7.2f}s  ratio {o / d:5.2f}  "
+              f"peak RSS ours {max(r[1] for r in res['ours']) / 2**30:5.2f} GiB diffusers "
+              f"{max(r[1] for r in res['diffusers']) / 2**30:5.2f} GiB", flush=True)
 
 
 def main():

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import SanaError
+from .fastconv import conv3x3, upsample_conv3x3, use_fast
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "swish": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU,
                                            "mish": nn.Mish}
@@ -135,9 +136,13 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
         self.norm = RMSNorm(channels)
+        self.fast = True  # Winograd convs where they pay (fastconv); False: diffusers' exact op order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv2(self.nonlinearity(self.conv1(x)))
+        if self.fast:
+            h = conv3x3(self.conv2, self.nonlinearity(conv3x3(self.conv1, x)))
+        else:
+            h = self.conv2(self.nonlinearity(self.conv1(x)))
         return norm_channels(self.norm, h) + x
 
 
@@ -256,9 +261,12 @@ class DCUpBlock2d(nn.Module):
         self.interpolate = interpolate
         self.repeats = out_channels * 4 // in_channels
         self.conv = nn.Conv2d(in_channels, out_channels if interpolate else out_channels * 4, 3, 1, 1)
+        self.fast = True  # upsample + conv as four 2×2 phase convs on the CPU (fastconv); False: diffusers' op order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.interpolate:
+        if self.interpolate and self.fast and use_fast(x):
+            h = upsample_conv3x3(self.conv, x)
+        elif self.interpolate:
             h = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
         else:
             h = F.pixel_shuffle(self.conv(x), 2)

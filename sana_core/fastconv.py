@@ -1,0 +1,131 @@
+"""Fewer-FLOP forms of the DC-AE's two costliest convolutions, for CPUs (issue 6).
+
+oneDNN already runs a plain 3×3 convolution at the matmul roofline here, so the only way past diffusers is to do less
+arithmetic. Both forms give the same function as the plain op up to fp32 rounding (the tests pin ≤ 1e-5 relative):
+
+- ``upsample_conv3x3``: nearest 2× upsampling followed by a 3×3 conv equals, for each of the four output phases, a
+  2×2 conv on the low-resolution input with summed taps; 16 instead of 36 multiply-adds per input pixel and channel
+  pair (2.25× fewer), and the upsampled tensor is never built.
+- ``winograd_conv3x3``: Winograd F(2×2, 3×3) (Lavin & Gray 2015): 16 instead of 36 multiplies per 2×2 output tile,
+  as 16 batched matmuls. It only pays where those matmuls are large enough to run near the roofline, which on this
+  MKL build means C_in ≥ 256; the 128-channel stage keeps oneDNN's direct conv.
+
+The derived weights are cached on the module (not in its state dict), keyed by the weight tensor's identity and
+version, so a reload or an in-place edit recomputes them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WINOGRAD_MIN_CHANNELS = 256
+_TILES = 2**17  # C_in × tiles per Winograd step (≈ 8 MB of transformed tiles): measured best here
+
+# Winograd F(2×2, 3×3) kernel transform G (4×3); the data (Bᵀ) and output (Aᵀ) transforms are written out below.
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def use_fast(x: torch.Tensor) -> bool:
+    """CPU fp32/fp64 only: on a GPU cuDNN picks its own algorithms, and bf16 keeps diffusers' exact rounding."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def _cached(conv: nn.Conv2d, kind: str, make) -> torch.Tensor:
+    w = conv.weight
+    key = (kind, w.data_ptr(), w._version, w.dtype, w.device)
+    cache = conv.__dict__.setdefault("_sana_fast", {})
+    if key not in cache:
+        cache.clear()
+        with torch.no_grad():
+            cache[key] = make(w.detach())
+    return cache[key]
+
+
+def _phase_kernels(w: torch.Tensor) -> torch.Tensor:
+    """(Co, Ci, 3, 3) → (2, 2, Co, Ci, 2, 2): the 2×2 taps each output phase (a, b) applies to the padded input.
+
+    Output row 2i+a reads upsampled rows 2i+a-1 … 2i+a+1, i.e. input rows {i-1, i, i} (a = 0) or {i, i, i+1}
+    (a = 1): phase 0 merges taps (0 | 1+2), phase 1 merges (0+1 | 2). Same for columns.
+    """
+    w32 = w.float()
+    merge = (lambda k: torch.stack([k[..., 0], k[..., 1] + k[..., 2]], -1),
+             lambda k: torch.stack([k[..., 0] + k[..., 1], k[..., 2]], -1))
+    rows = [merge[a](w32.transpose(-1, -2)).transpose(-1, -2) for a in (0, 1)]  # (Co, Ci, 2, 3)
+    return torch.stack([torch.stack([merge[b](r) for b in (0, 1)]) for r in rows]).to(w.dtype)
+
+
+def upsample_conv3x3(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(F.interpolate(x, scale_factor=2, mode="nearest"))`` for a 3×3, stride-1, padding-1 conv."""
+    k = _cached(conv, "phase", _phase_kernels)  # (2, 2, Co, Ci, 2, 2)
+    B, _, H, W = x.shape
+    xp = F.pad(x, (1, 1, 1, 1))  # (B, Ci, H+2, W+2)
+    y = x.new_empty(B, k.shape[2], 2 * H, 2 * W)
+    for a in (0, 1):
+        for b in (0, 1):
+            y[:, :, a::2, b::2] = F.conv2d(xp[:, :, a:a + H + 1, b:b + W + 1], k[a, b], conv.bias)  # (B, Co, H, W)
+    return y
+
+
+def _winograd_weights(w: torch.Tensor) -> torch.Tensor:
+    """U = G g Gᵀ per (Co, Ci) pair, computed in fp64: (Co, Ci, 3, 3) → (16, Co, Ci)."""
+    g = torch.tensor(_G, dtype=torch.float64, device=w.device)
+    u = torch.einsum("ak,oikl,bl->aboi", g, w.double(), g)  # (4, 4, Co, Ci)
+    return u.reshape(16, w.shape[0], w.shape[1]).to(w.dtype).contiguous()
+
+
+def winograd_ok(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    return (use_fast(x) and conv.in_channels >= WINOGRAD_MIN_CHANNELS
+            and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0)
+
+
+def winograd_conv3x3(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a 3×3, stride-1, padding-1 conv on even H, W, by Winograd F(2×2, 3×3)."""
+    u = _cached(conv, "winograd", _winograd_weights)  # (16, Co, Ci)
+    y = torch.stack([_winograd_one(xi, u) for xi in x]) if len(x) > 1 else _winograd_one(x[0], u)[None]
+    return y if conv.bias is None else y.add_(conv.bias[:, None, None])
+
+
+def _winograd_one(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    C, H, W = x.shape
+    Co, th, tw = u.shape[1], H // 2, W // 2
+    # The zero-padded input, split by row and column parity so that every tile gather is a plain slice:
+    # e[p, q, :, i, j] = padded[:, 2i+p, 2j+q]; padded row r is input row r-1.
+    e = x.new_zeros(2, 2, C, th + 1, tw + 1)
+    xv = x.view(C, th, 2, tw, 2)
+    e[0, 0, :, 1:, 1:] = xv[:, :, 1, :, 1]
+    e[0, 1, :, 1:, :tw] = xv[:, :, 1, :, 0]
+    e[1, 0, :, :th, 1:] = xv[:, :, 0, :, 1]
+    e[1, 1, :, :th, :tw] = xv[:, :, 0, :, 0]
+    out = x.new_empty(2, 2, Co, th, tw)  # out[a, b, :, i, j] = y[:, 2i+a, 2j+b]
+    stripe = max(1, _TILES // (C * tw))
+    for i0 in range(0, th, stripe):
+        s = min(stripe, th - i0)
+        # Tile rows 0..3 of tile row i are padded rows 2i, 2i+1, 2i+2, 2i+3: each (2 col parities, C, s, tw+1).
+        r0, r1, r2, r3 = e[0, :, :, i0:i0 + s], e[1, :, :, i0:i0 + s], e[0, :, :, i0 + 1:i0 + 1 + s], e[1, :, :, i0 + 1:i0 + 1 + s]
+        d = x.new_empty(4, 2, C, s, tw + 1)  # Bᵀ applied over rows
+        torch.sub(r0, r2, out=d[0])
+        torch.add(r1, r2, out=d[1])
+        torch.sub(r2, r1, out=d[2])
+        torch.sub(r1, r3, out=d[3])
+        c0, c1, c2, c3 = d[:, 0, ..., :tw], d[:, 1, ..., :tw], d[:, 0, ..., 1:], d[:, 1, ..., 1:]
+        v = x.new_empty(4, 4, C, s, tw)  # … and over columns
+        torch.sub(c0, c2, out=v[:, 0])
+        torch.add(c1, c2, out=v[:, 1])
+        torch.sub(c2, c1, out=v[:, 2])
+        torch.sub(c1, c3, out=v[:, 3])
+        m = torch.bmm(u, v.view(16, C, s * tw)).view(4, 4, Co, s, tw)
+        p = x.new_empty(2, 4, Co, s, tw)  # Aᵀ over rows
+        torch.add(m[0], m[1], out=p[0]).add_(m[2])
+        torch.sub(m[1], m[2], out=p[1]).sub_(m[3])
+        o = out[:, :, :, i0:i0 + s]  # … and over columns
+        torch.add(p[:, 0], p[:, 1], out=o[:, 0]).add_(p[:, 2])
+        torch.sub(p[:, 1], p[:, 2], out=o[:, 1]).sub_(p[:, 3])
+    return out.permute(2, 3, 0, 4, 1).reshape(Co, H, W)  # (Co, th, a, tw, b) → (Co, H, W)
+
+
+def conv3x3(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, by Winograd where it is faster."""
+    return winograd_conv3x3(conv, x) if winograd_ok(conv, x) else conv(x)

@@ -1,0 +1,96 @@
+"""The DC-AE's fewer-FLOP convolutions (sana_core.fastconv) against the plain ops and against diffusers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fixtures_vae import tiny_diffusers_dcae
+from sana_comfy.sana_core import fastconv
+from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
+from sana_comfy.sana_core.weights import load_into
+from torch import nn
+
+
+def _conv(ci, co, bias=True, seed=0):
+    torch.manual_seed(seed)
+    return nn.Conv2d(ci, co, 3, 1, 1, bias=bias).requires_grad_(False)
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("ci,co,h,w,bias", [(8, 4, 5, 7, True), (24, 16, 6, 3, False), (64, 32, 9, 9, True)])
+def test_upsample_conv_is_conv_of_nearest_upsample(ci, co, h, w, bias):
+    conv = _conv(ci, co, bias)
+    x = torch.randn(2, ci, h, w)
+    ref = conv.double()(F.interpolate(x.double(), scale_factor=2, mode="nearest"))
+    conv.float()
+    y = fastconv.upsample_conv3x3(conv, x)
+    assert y.shape == (2, co, 2 * h, 2 * w)
+    assert _rel(y, ref) <= 1e-5
+    assert _rel(conv(F.interpolate(x, scale_factor=2, mode="nearest")), ref) <= 1e-5  # fp32 reference, same bound
+
+
+@pytest.mark.parametrize("h,w,bias", [(6, 10, True), (2, 2, False), (12, 4, True)])
+def test_winograd_is_the_conv(h, w, bias):
+    conv = _conv(256, 64, bias)
+    x = torch.randn(2, 256, h, w)
+    assert fastconv.winograd_ok(conv, x)
+    ref = conv.double()(x.double())
+    conv.float()
+    y = fastconv.winograd_conv3x3(conv, x)
+    assert y.shape == (2, 64, h, w)
+    assert _rel(y, ref) <= 1e-5
+    assert _rel(fastconv.conv3x3(conv, x[:1]), ref[:1]) <= 1e-5
+
+
+def test_winograd_only_where_it_applies():
+    conv = _conv(256, 8)
+    assert not fastconv.winograd_ok(conv, torch.randn(1, 256, 5, 4))  # odd height
+    assert not fastconv.winograd_ok(conv, torch.randn(1, 256, 4, 4, dtype=torch.bfloat16))  # bf16 keeps the op
+    assert not fastconv.winograd_ok(_conv(128, 8), torch.randn(1, 128, 4, 4))  # below the channel threshold
+    strided = nn.Conv2d(256, 8, 3, 2, 1)
+    assert not fastconv.winograd_ok(strided, torch.randn(1, 256, 4, 4))
+    x = torch.randn(1, 256, 5, 4)  # falls back to the module itself
+    assert torch.equal(fastconv.conv3x3(conv, x), conv(x))
+
+
+def test_derived_weights_follow_weight_edits():
+    conv = _conv(256, 8)
+    x = torch.randn(1, 256, 4, 4)
+    before = fastconv.winograd_conv3x3(conv, x)
+    up_before = fastconv.upsample_conv3x3(conv, x)
+    conv.weight.mul_(2)  # in place: a new tensor version
+    assert _rel(fastconv.winograd_conv3x3(conv, x), conv(x)) <= 1e-5
+    assert _rel(fastconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
+    assert not torch.allclose(before, conv(x)) and not torch.allclose(up_before, fastconv.upsample_conv3x3(conv, x))
+    assert "_sana_fast" not in str(conv.state_dict().keys())
+
+
+def test_dcae_with_a_winograd_stage_matches_diffusers():
+    """A 256-channel ResBlock stage (the published config's second stage width) takes the Winograd path."""
+    widths = (64, 256, 256, 256)
+    ref = tiny_diffusers_dcae(encoder_block_out_channels=widths, decoder_block_out_channels=widths)
+    cfg = DCAEConfig.from_diffusers(dict(ref.config))
+    with torch.device("meta"):
+        ours = DCAE(cfg)
+    load_into(ours, dict(ref.state_dict()), torch.float32, "test")
+    ours.eval()
+    calls = []
+    orig = fastconv.winograd_conv3x3
+    try:
+        fastconv.winograd_conv3x3 = lambda conv, x: calls.append(x.shape) or orig(conv, x)
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(2, 3, 48, 64, generator=g) * 2 - 1
+        with torch.no_grad():
+            z, z_ref = ours.encode(x, tiling="off"), ref.encode(x).latent
+            out, out_ref = ours.decode(z_ref, tiling="off"), ref.decode(z_ref).sample
+    finally:
+        fastconv.winograd_conv3x3 = orig
+    assert calls and all(s[1] == 256 for s in calls)
+    assert _rel(z, z_ref) <= 1e-5 and _rel(out, out_ref) <= 1e-5
+    for m in ours.modules():  # the plain path, for contrast: the same function
+        if hasattr(m, "fast"):
+            m.fast = False
+    with torch.no_grad():
+        assert _rel(ours.decode(z_ref, tiling="off"), out_ref) <= 1e-5
