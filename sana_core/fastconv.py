@@ -104,7 +104,8 @@ def _winograd_one(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     for i0 in range(0, th, stripe):
         s = min(stripe, th - i0)
         # Tile rows 0..3 of tile row i are padded rows 2i, 2i+1, 2i+2, 2i+3: each (2 col parities, C, s, tw+1).
-        r0, r1, r2, r3 = e[0, :, :, i0:i0 + s], e[1, :, :, i0:i0 + s], e[0, :, :, i0 + 1:i0 + 1 + s], e[1, :, :, i0 + 1:i0 + 1 + s]
+        r0, r1 = e[0, :, :, i0:i0 + s], e[1, :, :, i0:i0 + s]
+        r2, r3 = e[0, :, :, i0 + 1:i0 + 1 + s], e[1, :, :, i0 + 1:i0 + 1 + s]
         d = x.new_empty(4, 2, C, s, tw + 1)  # Bᵀ applied over rows
         torch.sub(r0, r2, out=d[0])
         torch.add(r1, r2, out=d[1])
