@@ -127,6 +127,33 @@ def norm_channels(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return norm(x.movedim(1, -1)).movedim(-1, 1)
 
 
+def _sum_squares_channels(h: torch.Tensor) -> torch.Tensor:
+    """Σ_c h² of (B, C, H, W) → (B, 1, H, W). Channels-last: one reduction over the contiguous dim. NCHW: in column
+    blocks of ~1 M elements, which stay in cache (7× faster here than one reduction across the C planes)."""
+    b, c, hh, ww = h.shape
+    if not h.is_contiguous():
+        return torch.linalg.vector_norm(h, 2, dim=1, keepdim=True).square_()
+    out = h.new_empty(b, 1, hh, ww)
+    cols = max(1, 2**20 // c)
+    for hb, ob in zip(h.view(b, c, -1), out.view(b, -1)):  # (C, HW), (HW,)
+        for s in range(0, hb.shape[1], cols):
+            blk = hb[:, s:s + cols]
+            torch.sum(blk * blk, 0, out=ob[s:s + cols])
+    return out
+
+
+def norm_residual(norm: RMSNorm, h: torch.Tensor, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    """``norm_channels(norm, h) + x``; on the CPU in fp32 (``fast``) the same math in place over h, a tensor the
+    caller owns: one reduction and three passes instead of six fresh full-size tensors (same function to rounding)."""
+    if not (fast and use_fast(h)):
+        return norm_channels(norm, h) + x
+    scale = _sum_squares_channels(h)  # (B, 1, H, W)
+    scale.div_(h.shape[1]).add_(norm.eps).rsqrt_()
+    h.mul_(scale)
+    torch.addcmul(norm.bias[:, None, None], h, norm.weight[:, None, None], out=h)
+    return h.add_(x)
+
+
 class ResBlock(nn.Module):
     """conv1 3×3 → act → conv2 3×3 (no bias) → RMSNorm over channels → + input."""
 
@@ -140,10 +167,12 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast:
-            h = conv3x3(self.conv2, self.nonlinearity(conv3x3(self.conv1, x)))
+            h = conv3x3(self.conv1, x)
+            h = conv3x3(self.conv2, F.silu(h, inplace=True) if isinstance(self.nonlinearity, nn.SiLU) else
+                        self.nonlinearity(h))
         else:
             h = self.conv2(self.nonlinearity(self.conv1(x)))
-        return norm_channels(self.norm, h) + x
+        return norm_residual(self.norm, h, x, self.fast)
 
 
 class MultiscaleProjection(nn.Module):
@@ -178,6 +207,7 @@ class MultiscaleLinearAttention(nn.Module):
         self.nonlinearity = nn.ReLU()
         self.to_out = nn.Linear(inner * (1 + len(kernel_sizes)), channels, bias=False)
         self.norm_out = RMSNorm(channels)
+        self.fast = True  # in-place norm + residual on the CPU in fp32; False: diffusers' op order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -202,7 +232,7 @@ class MultiscaleLinearAttention(nn.Module):
             out = torch.matmul(v, s.to(v.dtype))  # (B, heads', hd, N)
         out = torch.reshape(out, (b, -1, h, w))  # (B, D·(1+S), H, W)
         out = self.to_out(out.movedim(1, -1)).movedim(-1, 1)  # (B, C, H, W)
-        return norm_channels(self.norm_out, out) + x
+        return norm_residual(self.norm_out, out, x, self.fast)
 
 
 class GLUMBConv(nn.Module):
@@ -216,12 +246,15 @@ class GLUMBConv(nn.Module):
         self.conv_depth = nn.Conv2d(hidden * 2, hidden * 2, 3, 1, 1, groups=hidden * 2)
         self.conv_point = nn.Conv2d(hidden, channels, 1, 1, 0, bias=False)
         self.norm = RMSNorm(channels)
+        self.fast = True  # in-place activations, norm and residual on the CPU in fp32; False: diffusers' op order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_depth(self.nonlinearity(self.conv_inverted(x)))  # (B, 8C, H, W)
+        fast = self.fast and use_fast(x)
+        h = self.conv_inverted(x)
+        h = self.conv_depth(F.silu(h, inplace=True) if fast else self.nonlinearity(h))  # (B, 8C, H, W)
         h, gate = torch.chunk(h, 2, dim=1)  # (B, 4C, H, W) each
-        h = self.conv_point(h * self.nonlinearity(gate))
-        return norm_channels(self.norm, h) + x
+        h = self.conv_point(h.mul_(F.silu(gate, inplace=True)) if fast else h * self.nonlinearity(gate))
+        return norm_residual(self.norm, h, x, self.fast)
 
 
 class EfficientViTBlock(nn.Module):
@@ -265,8 +298,8 @@ class DCUpBlock2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.interpolate and self.fast and use_fast(x):
-            h = upsample_conv3x3(self.conv, x)
-        elif self.interpolate:
+            return upsample_conv3x3(self.conv, x, self.repeats)
+        if self.interpolate:
             h = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
         else:
             h = F.pixel_shuffle(self.conv(x), 2)

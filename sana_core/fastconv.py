@@ -56,15 +56,26 @@ def _phase_kernels(w: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([merge[b](r) for b in (0, 1)]) for r in rows]).to(w.dtype)
 
 
-def upsample_conv3x3(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(F.interpolate(x, scale_factor=2, mode="nearest"))`` for a 3×3, stride-1, padding-1 conv."""
+def upsample_conv3x3(conv: nn.Conv2d, x: torch.Tensor, shortcut_repeats: int = 0) -> torch.Tensor:
+    """``conv(F.interpolate(x, scale_factor=2, mode="nearest"))`` for a 3×3, stride-1, padding-1 conv.
+
+    With ``shortcut_repeats`` r, also adds the DC-AE up block's shortcut
+    ``pixel_shuffle(x.repeat_interleave(r, dim=1), 2)``, whose phase (a, b) is input channel (4c + 2a + b) // r: it
+    is added per phase at low resolution, so the repeated and shuffled full-size tensors are never built.
+    """
     k = _cached(conv, "phase", _phase_kernels)  # (2, 2, Co, Ci, 2, 2)
     B, _, H, W = x.shape
+    co = k.shape[2]
     xp = F.pad(x, (1, 1, 1, 1))  # (B, Ci, H+2, W+2)
-    y = x.new_empty(B, k.shape[2], 2 * H, 2 * W)
+    y = x.new_empty(B, co, 2 * H, 2 * W)
     for a in (0, 1):
         for b in (0, 1):
-            y[:, :, a::2, b::2] = F.conv2d(xp[:, :, a:a + H + 1, b:b + W + 1], k[a, b], conv.bias)  # (B, Co, H, W)
+            h = F.conv2d(xp[:, :, a:a + H + 1, b:b + W + 1], k[a, b], conv.bias)  # (B, Co, H, W)
+            if shortcut_repeats:
+                idx = torch.div(torch.arange(co, device=x.device) * 4 + 2 * a + b, shortcut_repeats,
+                                rounding_mode="floor")
+                h += x.index_select(1, idx)
+            y[:, :, a::2, b::2] = h
     return y
 
 
@@ -93,7 +104,11 @@ def _winograd_one(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     Co, th, tw = u.shape[1], H // 2, W // 2
     # The zero-padded input, split by row and column parity so that every tile gather is a plain slice:
     # e[p, q, :, i, j] = padded[:, 2i+p, 2j+q]; padded row r is input row r-1.
-    e = x.new_zeros(2, 2, C, th + 1, tw + 1)
+    e = x.new_empty(2, 2, C, th + 1, tw + 1)
+    e[0, :, :, 0] = 0  # padded row 0
+    e[1, :, :, th] = 0  # padded row H+1
+    e[:, 0, :, :, 0] = 0  # padded column 0
+    e[:, 1, :, :, tw] = 0  # padded column W+1
     xv = x.view(C, th, 2, tw, 2)
     e[0, 0, :, 1:, 1:] = xv[:, :, 1, :, 1]
     e[0, 1, :, 1:, :tw] = xv[:, :, 1, :, 0]

@@ -31,6 +31,15 @@ def test_upsample_conv_is_conv_of_nearest_upsample(ci, co, h, w, bias):
     assert _rel(conv(F.interpolate(x, scale_factor=2, mode="nearest")), ref) <= 1e-5  # fp32 reference, same bound
 
 
+@pytest.mark.parametrize("ci,co", [(8, 4), (4, 4), (16, 4)])  # shortcut repeats 2, 4, 1
+def test_upsample_conv_with_the_up_block_shortcut(ci, co):
+    conv = _conv(ci, co)
+    x = torch.randn(2, ci, 3, 5)
+    r = co * 4 // ci
+    ref = conv(F.interpolate(x, scale_factor=2, mode="nearest")) + F.pixel_shuffle(x.repeat_interleave(r, dim=1), 2)
+    assert _rel(fastconv.upsample_conv3x3(conv, x, r), ref) <= 1e-5
+
+
 @pytest.mark.parametrize("h,w,bias", [(6, 10, True), (2, 2, False), (12, 4, True)])
 def test_winograd_is_the_conv(h, w, bias):
     conv = _conv(256, 64, bias)
