@@ -25,6 +25,8 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 
+_PAGE = mmap.PAGESIZE
+
 _ST_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -90,7 +92,26 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             t = torch.frombuffer(buf, dtype=dtype, count=numel, offset=offset)
         out[name] = t.view(shape)
+        if isinstance(buf, mmap.mmap) and not offset % itemsize:
+            out[name]._sana_span = (buf, offset, hi - lo)  # for release_source: (map, byte offset, byte length)
     return out
+
+
+def release_source(t: torch.Tensor) -> None:
+    """Drop the resident file pages lying wholly inside a mapped tensor that has just been copied elsewhere.
+
+    The map is private and never written, so MADV_DONTNEED only forgets the pages: touching them again re-reads
+    the file. Without this, casting a whole file (fp32 → bf16) would hold every source page until the end: 3× the
+    weights at the peak instead of ~1×.
+    """
+    span = getattr(t, "_sana_span", None)
+    if span is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    buf, offset, n = span
+    lo = -(-offset // _PAGE) * _PAGE
+    hi = (offset + n) // _PAGE * _PAGE
+    if hi > lo:
+        buf.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def read_sharded(index_path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -185,5 +206,11 @@ def load_into(module: torch.nn.Module, sd: dict[str, torch.Tensor], dtype: torch
         if tuple(sd[k].shape) != tuple(ref.shape):
             raise SanaError(f"{source}: tensor {k!r} has shape {tuple(sd[k].shape)}, the detected model expects "
                             f"{tuple(ref.shape)}")
-    cast = {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in sd.items()}
+    cast = {}
+    for k, v in sd.items():
+        if v.is_floating_point() and v.dtype != dtype:
+            cast[k] = v.to(dtype)
+            release_source(v)
+        else:
+            cast[k] = v
     module.load_state_dict(cast, strict=True, assign=True)
