@@ -1,0 +1,167 @@
+"""Benchmark: a whole text-to-image through the nodes against the sum of its parts, and what PAG costs.
+
+Random weights of the published configs (Sana 0.6B transformer, DC-AE f32c32, Gemma-2-2B with a small stand-in
+vocabulary for the tokenizer), fp32 on the CPU, 512 px, 20 steps, CFG 4.5, in one process:
+
+- parts: the core calls the nodes make (``SanaTextEncoder.encode`` for the prompt and the negative,
+  ``pipeline.denoise``, ``pipeline.decode_images``), each timed alone;
+- whole: the node classes in a row (SanaEncodePrompt ×2 → SanaEmptyLatent → SanaSample → SanaDecode), with the
+  package's plain host stand-ins (no ComfyUI: its executor adds its own scheduling on top);
+- PAG: one CFG step (batch 2) and one CFG+PAG step (batch 3) through the guidance wrapper, against a plain model
+  call at batch 3: the perturbed branch should cost no more than one extra batch item.
+
+The two are run alternately (parts, whole, parts, whole …) and the best of each is compared.
+Run: .sana-env/venv/bin/python bench/bench_nodes.py [--steps 20] [--size 512] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # script-only: the test fixtures' tokenizer builder
+# The package under the tests' stable name, whatever the checkout folder is called (as tests/conftest.py does).
+_spec = importlib.util.spec_from_file_location("sana_comfy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+sys.modules["sana_comfy"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sys.modules["sana_comfy"])
+
+from fixtures_text import build_tokenizer  # noqa: E402
+from sana_comfy.nodes import host, models  # noqa: E402
+from sana_comfy.nodes import sana_nodes as N  # noqa: E402
+from sana_comfy.sana_core import guidance, pipeline, sampling  # noqa: E402
+from sana_comfy.sana_core import text_encoder as te_mod  # noqa: E402
+from sana_comfy.sana_core.dcae import DCAE, DCAEConfig  # noqa: E402
+from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer  # noqa: E402
+
+PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
+NEG = "blurry, low quality"
+
+
+def build_models(tmp: Path, size: int):
+    from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    cfg = PRESETS.get(f"Sana_600M_{size}px", PRESETS["Sana_600M_1024px"])  # the 0.6B trained at this size
+    net = SanaTransformer(cfg, dtype=torch.float32)
+    for name, p in net.named_parameters():  # a trained-like scale: small weights, unit norms
+        torch.nn.init.normal_(p, std=0.02) if p.ndim > 1 else torch.nn.init.constant_(p, 1.0 if "norm" in name else 0.0)
+    net.eval().requires_grad_(False)
+    vae = DCAE(DCAEConfig()).eval().requires_grad_(False)
+    tok = GemmaTokenizerFast.from_pretrained(build_tokenizer(tmp / "tok"))
+    gcfg = Gemma2Config(vocab_size=len(tok), hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                        num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+                        sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+                        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, max_position_embeddings=8192)
+    gemma = Gemma2Model(gcfg).eval().requires_grad_(False)
+    enc = te_mod.SanaTextEncoder(gemma, tok, "random Gemma-2-2B")
+    print(f"Sana 0.6B trained at {cfg.resolution} px; built random models in {time.perf_counter() - t0:.0f} s "
+          f"(Gemma-2-2B layers with a {len(tok)}-token vocabulary: the 256k-row embedding is a lookup, it costs "
+          "no time)", flush=True)
+    return net, vae, enc
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def parts(net, vae, enc, size: int, steps: int) -> dict[str, float]:
+    opts = pipeline.SampleOptions(steps=steps, cfg=4.5)
+    res = {}
+    with torch.no_grad():
+        res["encode prompt"], (pe, pm) = timed(lambda: enc.encode([PROMPT], chi=te_mod.DEFAULT_CHI, max_length=300))
+        res["encode negative"], (ne, nm) = timed(lambda: enc.encode([NEG], chi=None, max_length=300))
+        bh, bw = pipeline.binned_size(size, size, net, True)  # what SanaEmptyLatent makes with binning on
+        lat = torch.zeros(1, 32, bh // 32, bw // 32)
+        noise = sampling.noise_for_seed(0, tuple(lat.shape), None)
+        res["denoise"], raw = timed(lambda: pipeline.denoise(net, guidance.TextCond(pe, pm),
+                                                            guidance.TextCond(ne, nm), lat, 0, opts, noise=noise))
+        res["decode"], _ = timed(lambda: pipeline.decode_images(vae, raw, None if (bh, bw) == (size, size) else
+                                                                (size, size), "auto"))
+    return res
+
+
+def whole(model, te, vae, size: int, steps: int) -> float:
+    t0 = time.perf_counter()
+    pos = N.SanaEncodePrompt().encode(te, PROMPT, True, 300)[0]
+    neg = N.SanaEncodePrompt().encode(te, NEG, False, 300)[0]
+    lat = N.SanaEmptyLatent().make(size, size, 1, True, model)[0]
+    out = N.SanaSample().sample(model, pos, neg, lat, 0, steps, 4.5, "flow_dpm_solver", 0.0, 0.0, 0.0, "8", 1.0)[0]
+    img = N.SanaDecode().decode(vae, out, "auto")[0]
+    dt = time.perf_counter() - t0
+    assert img.shape == (1, size, size, 3) and torch.isfinite(img).all()
+    return dt
+
+
+def pag_cost(net, enc, size: int, repeats: int = 3) -> None:
+    with torch.no_grad():
+        pe, pm = enc.encode([PROMPT], max_length=300)
+        ne, nm = enc.encode([NEG], chi=None, max_length=300)
+    pos, neg = guidance.TextCond(pe, pm), guidance.TextCond(ne, nm)
+    x = torch.randn(1, 32, size // 32, size // 32)
+    t = torch.tensor([500.0])
+    cfg_fn = guidance.guided_model_fn(net, pos, neg, cfg=4.5)
+    pag_fn = guidance.guided_model_fn(net, pos, neg, cfg=4.5, pag_scale=3.0, pag_layers=frozenset({8}))
+    emb3, mask3 = torch.cat([ne, pe, pe]), torch.cat([nm, pm, pm])
+    calls = {"cfg step (batch 2)": lambda: cfg_fn(x, t), "cfg+pag step (batch 3)": lambda: pag_fn(x, t),
+             "plain model call, batch 3": lambda: net(x.repeat(3, 1, 1, 1), t.repeat(3), emb3, mask3)}
+    best = {k: float("inf") for k in calls}
+    with torch.no_grad():
+        for fn in calls.values():
+            fn()  # warm-up
+        for _ in range(repeats):
+            for k, fn in calls.items():
+                best[k] = min(best[k], timed(fn)[0])
+    for k, v in best.items():
+        print(f"  {k:28s} {v:6.2f} s", flush=True)
+    extra, item = best["cfg+pag step (batch 3)"] - best["cfg step (batch 2)"], \
+        best["plain model call, batch 3"] - best["cfg step (batch 2)"]
+    print(f"PAG: the perturbed branch adds {extra:.2f} s a step; one extra batch item costs {item:.2f} s "
+          f"(ratio {extra / item:.2f}); CFG+PAG step / plain batch-3 call = "
+          f"{best['cfg+pag step (batch 3)'] / best['plain model call, batch 3']:.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--skip-pag", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"host: {'ComfyUI' if host.IN_COMFY else 'plain stand-ins'}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        net, vae, enc = build_models(Path(tmp), args.size)
+    model = models.SanaModel(host.wrap(net, "diffusion"), "random 0.6B")
+    te = models.SanaTextEncoderHandle(host.wrap(enc.model, "text_encoder"), enc, "random Gemma-2-2B")
+    vh = models.SanaVAE(host.wrap(vae, "vae"), "random DC-AE")
+    with torch.no_grad():  # warm-up: first-call allocations and oneDNN primitive creation out of the timings
+        enc.encode(["warm up"], max_length=300)
+        net(torch.zeros(2, 32, 4, 4), torch.tensor([1.0, 1.0]), torch.zeros(2, 300, 2304), torch.ones(2, 300))
+    best_parts, best_whole = None, float("inf")
+    for _ in range(args.repeats):
+        p = parts(net, vae, enc, args.size, args.steps)
+        if best_parts is None or sum(p.values()) < sum(best_parts.values()):
+            best_parts = p
+        best_whole = min(best_whole, whole(model, te, vh, args.size, args.steps))
+    total = sum(best_parts.values())
+    for k, v in best_parts.items():
+        print(f"  {k:28s} {v:7.2f} s", flush=True)
+    print(f"text-to-image {args.size}px, {args.steps} steps, CFG, fp32: sum of parts {total:.2f} s, through the "
+          f"nodes {best_whole:.2f} s, overhead {best_whole / total - 1:+.2%}", flush=True)
+    if not args.skip_pag:
+        pag_cost(net, enc, args.size)
+
+
+if __name__ == "__main__":
+    main()
