@@ -34,7 +34,8 @@ def use_fast(x: torch.Tensor) -> bool:
 
 def _cached(conv: nn.Conv2d, kind: str, make) -> torch.Tensor:
     w = conv.weight
-    key = (kind, w.data_ptr(), w._version, w.dtype, w.device)
+    version = 0 if w.is_inference() else w._version  # weights made under inference_mode (ComfyUI) have no counter
+    key = (kind, w.data_ptr(), version, w.dtype, w.device)
     cache = conv.__dict__.setdefault("_sana_fast", {})
     if key not in cache:
         cache.clear()

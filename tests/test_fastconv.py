@@ -76,6 +76,16 @@ def test_derived_weights_follow_weight_edits():
     assert "_sana_fast" not in str(conv.state_dict().keys())
 
 
+def test_weights_made_in_inference_mode():
+    """ComfyUI loads and runs models under torch.inference_mode: such weights carry no version counter."""
+    with torch.inference_mode():
+        conv = _conv(256, 8)
+        x = torch.randn(1, 256, 4, 6)
+        assert conv.weight.is_inference()
+        assert _rel(fastconv.conv3x3(conv, x), conv(x)) <= 1e-5
+        assert _rel(fastconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
+
+
 def test_dcae_with_a_winograd_stage_matches_diffusers():
     """A 256-channel ResBlock stage (the published config's second stage width) takes the Winograd path."""
     widths = (64, 256, 256, 256)
