@@ -4,8 +4,9 @@ oneDNN already runs a plain 3×3 convolution at the matmul roofline here, so the
 arithmetic. Both forms give the same function as the plain op up to fp32 rounding (the tests pin ≤ 1e-5 relative):
 
 - ``upsample_conv3x3``: nearest 2× upsampling followed by a 3×3 conv equals, for each of the four output phases, a
-  2×2 conv on the low-resolution input with summed taps; 16 instead of 36 multiply-adds per input pixel and channel
-  pair (2.25× fewer), and the upsampled tensor is never built.
+  2×2 conv on the low-resolution input with summed taps, i.e. one stride-2 transposed conv with a 4×4 kernel; 16
+  instead of 36 multiply-adds per input pixel and channel pair (2.25× fewer), and the upsampled tensor is never
+  built.
 - ``winograd_conv3x3``: Winograd F(2×2, 3×3) (Lavin & Gray 2015): 16 instead of 36 multiplies per 2×2 output tile,
   as 16 batched matmuls. It only pays where those matmuls are large enough to run near the roofline, which on this
   MKL build means C_in ≥ 256; the 128-channel stage keeps oneDNN's direct conv.
@@ -44,40 +45,37 @@ def _cached(conv: nn.Conv2d, kind: str, make) -> torch.Tensor:
     return cache[key]
 
 
-def _phase_kernels(w: torch.Tensor) -> torch.Tensor:
-    """(Co, Ci, 3, 3) → (2, 2, Co, Ci, 2, 2): the 2×2 taps each output phase (a, b) applies to the padded input.
+# Transposed-conv tap k of a stride-2, padding-1, 4-tap kernel reaches output row 2m+a from input row m-1 (k=3, a=0),
+# m (k=1, a=0; k=2, a=1) or m+1 (k=0, a=1); the 3×3 taps of the upsampled conv that land on each: see upsample_conv3x3.
+_TAPS = ((2,), (1, 2), (0, 1), (0,))
 
-    Output row 2i+a reads upsampled rows 2i+a-1 … 2i+a+1, i.e. input rows {i-1, i, i} (a = 0) or {i, i, i+1}
-    (a = 1): phase 0 merges taps (0 | 1+2), phase 1 merges (0+1 | 2). Same for columns.
-    """
+
+def _upsample_kernel(w: torch.Tensor, repeats: int) -> torch.Tensor:
+    """(Co, Ci, 3, 3) → the (Ci, Co, 4, 4) transposed-conv kernel of nearest-2× + this conv (+ the shortcut)."""
     w32 = w.float()
-    merge = (lambda k: torch.stack([k[..., 0], k[..., 1] + k[..., 2]], -1),
-             lambda k: torch.stack([k[..., 0] + k[..., 1], k[..., 2]], -1))
-    rows = [merge[a](w32.transpose(-1, -2)).transpose(-1, -2) for a in (0, 1)]  # (Co, Ci, 2, 3)
-    return torch.stack([torch.stack([merge[b](r) for b in (0, 1)]) for r in rows]).to(w.dtype)
+    rows = torch.stack([w32[:, :, list(t)].sum(2) for t in _TAPS], 2)  # (Co, Ci, 4, 3)
+    k = torch.stack([rows[..., list(t)].sum(-1) for t in _TAPS], -1)  # (Co, Ci, 4, 4)
+    if repeats:  # shortcut phase (a, b) of output channel c is input channel (4c + 2a + b) // r, at tap (1+a, 1+b)
+        co = w.shape[0]
+        for a in (0, 1):
+            for b in (0, 1):
+                src = torch.div(torch.arange(co) * 4 + 2 * a + b, repeats, rounding_mode="floor")
+                k[torch.arange(co), src, 1 + a, 1 + b] += 1.0
+    return k.transpose(0, 1).contiguous().to(w.dtype)
 
 
 def upsample_conv3x3(conv: nn.Conv2d, x: torch.Tensor, shortcut_repeats: int = 0) -> torch.Tensor:
     """``conv(F.interpolate(x, scale_factor=2, mode="nearest"))`` for a 3×3, stride-1, padding-1 conv.
 
-    With ``shortcut_repeats`` r, also adds the DC-AE up block's shortcut
-    ``pixel_shuffle(x.repeat_interleave(r, dim=1), 2)``, whose phase (a, b) is input channel (4c + 2a + b) // r: it
-    is added per phase at low resolution, so the repeated and shuffled full-size tensors are never built.
+    Output row 2m+a reads upsampled rows 2m+a-1 … 2m+a+1, i.e. input rows {m-1, m, m} (a = 0) or {m, m, m+1}
+    (a = 1): each output phase is a 2×2 conv of the input with summed taps, and the four phases together are one
+    stride-2 transposed conv with a 4×4 kernel (oneDNN writes the interleaved output directly).
+    With ``shortcut_repeats`` r, the DC-AE up block's shortcut ``pixel_shuffle(x.repeat_interleave(r, dim=1), 2)``
+    (phase (a, b) of channel c is input channel (4c + 2a + b) // r) is folded into the kernel as unit taps, so the
+    repeated and shuffled full-size tensors are never built.
     """
-    k = _cached(conv, "phase", _phase_kernels)  # (2, 2, Co, Ci, 2, 2)
-    B, _, H, W = x.shape
-    co = k.shape[2]
-    xp = F.pad(x, (1, 1, 1, 1))  # (B, Ci, H+2, W+2)
-    y = x.new_empty(B, co, 2 * H, 2 * W)
-    for a in (0, 1):
-        for b in (0, 1):
-            h = F.conv2d(xp[:, :, a:a + H + 1, b:b + W + 1], k[a, b], conv.bias)  # (B, Co, H, W)
-            if shortcut_repeats:
-                idx = torch.div(torch.arange(co, device=x.device) * 4 + 2 * a + b, shortcut_repeats,
-                                rounding_mode="floor")
-                h += x.index_select(1, idx)
-            y[:, :, a::2, b::2] = h
-    return y
+    k = _cached(conv, f"upsample{shortcut_repeats}", lambda w: _upsample_kernel(w, shortcut_repeats))
+    return F.conv_transpose2d(x, k, conv.bias, stride=2, padding=1)  # (B, Co, 2H, 2W)
 
 
 def _winograd_weights(w: torch.Tensor) -> torch.Tensor:
