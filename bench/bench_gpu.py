@@ -12,26 +12,18 @@ Run: .sana-env/venv/bin/python bench/bench_gpu.py [--repeats 5] [--size 1024] [-
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _package  # noqa: F401  (registers sana_comfy; puts tests/ on the path)
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # script-only: the test fixtures' tokenizer builder
-_spec = importlib.util.spec_from_file_location("sana_comfy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-sys.modules["sana_comfy"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sys.modules["sana_comfy"])
-
-from fixtures_text import build_tokenizer  # noqa: E402
-from sana_comfy.sana_core import pipeline  # noqa: E402
-from sana_comfy.sana_core.dcae import DCAE, DCAEConfig  # noqa: E402
-from sana_comfy.sana_core.text_encoder import SanaTextEncoder  # noqa: E402
-from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer  # noqa: E402
-from sana_comfy.sana_core.weights import load_into  # noqa: E402
+from fixtures_text import build_tokenizer
+from sana_comfy.sana_core import pipeline
+from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
+from sana_comfy.sana_core.text_encoder import SanaTextEncoder
+from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
+from sana_comfy.sana_core.weights import load_into
 
 PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
 DT = {"bf16": torch.bfloat16, "fp32": torch.float32}

@@ -17,29 +17,20 @@ Run: .sana-env/venv/bin/python bench/bench_nodes.py [--steps 20] [--size 512] [-
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _package  # noqa: F401  (registers sana_comfy; puts tests/ on the path)
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # script-only: the test fixtures' tokenizer builder
-# The package under the tests' stable name, whatever the checkout folder is called (as tests/conftest.py does).
-_spec = importlib.util.spec_from_file_location("sana_comfy", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-sys.modules["sana_comfy"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sys.modules["sana_comfy"])
-
-from fixtures_text import build_tokenizer  # noqa: E402
-from sana_comfy.nodes import host, models  # noqa: E402
-from sana_comfy.nodes import sana_nodes as N  # noqa: E402
-from sana_comfy.sana_core import guidance, pipeline, sampling  # noqa: E402
-from sana_comfy.sana_core import text_encoder as te_mod  # noqa: E402
-from sana_comfy.sana_core.dcae import DCAE, DCAEConfig  # noqa: E402
-from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer  # noqa: E402
+from fixtures_text import build_tokenizer
+from sana_comfy.nodes import host, models
+from sana_comfy.nodes import sana_nodes as N
+from sana_comfy.sana_core import guidance, pipeline, sampling
+from sana_comfy.sana_core import text_encoder as te_mod
+from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
+from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
 PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
 NEG = "blurry, low quality"
