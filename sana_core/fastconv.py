@@ -52,8 +52,8 @@ _TAPS = ((2,), (1, 2), (0, 1), (0,))
 
 def _upsample_kernel(w: torch.Tensor, repeats: int) -> torch.Tensor:
     """(Co, Ci, 3, 3) → the (Ci, Co, 4, 4) transposed-conv kernel of nearest-2× + this conv (+ the shortcut)."""
-    w32 = w.float()
-    rows = torch.stack([w32[:, :, list(t)].sum(2) for t in _TAPS], 2)  # (Co, Ci, 4, 3)
+    w64 = w.double()  # the summed taps are rounded once, to the weight dtype
+    rows = torch.stack([w64[:, :, list(t)].sum(2) for t in _TAPS], 2)  # (Co, Ci, 4, 3)
     k = torch.stack([rows[..., list(t)].sum(-1) for t in _TAPS], -1)  # (Co, Ci, 4, 4)
     if repeats:  # shortcut phase (a, b) of output channel c is input channel (4c + 2a + b) // r, at tap (1+a, 1+b)
         co = w.shape[0]
