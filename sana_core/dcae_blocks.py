@@ -294,7 +294,7 @@ class DCUpBlock2d(nn.Module):
         self.interpolate = interpolate
         self.repeats = out_channels * 4 // in_channels
         self.conv = nn.Conv2d(in_channels, out_channels if interpolate else out_channels * 4, 3, 1, 1)
-        self.fast = True  # upsample + conv + shortcut as one transposed conv on the CPU (fastconv); False: diffusers'
+        self.fast = True  # CPU: upsample + conv + shortcut as one transposed conv (fastconv); False: diffusers' order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.interpolate and self.fast and use_fast(x):
