@@ -3,9 +3,11 @@
 Random weights of the published configs (Sana 0.6B at 1024 px, DC-AE f32c32, Gemma-2-2B with a small stand-in
 vocabulary), bf16 on the GPU, 1024×1024, 20 steps of Flow-DPM-Solver, CFG 4.5, one prompt with the complex human
 instruction. Both pipelines share the same Gemma module and get copies of the same transformer and DC-AE weights;
-each is warmed up, then they alternate and the best time of each is kept. Prints the card's name, both times and
-the ratio (issue 6: ours < 0.4 s on an H100 and ≤ 0.7× diffusers).
-Run: .sana-env/venv/bin/python bench/bench_gpu.py [--repeats 5] [--size 1024] [--steps 20]
+each is warmed up, then they alternate and the best time of each is kept. Ours runs twice: with CUDA-graph replay
+of the transformer (the default on a GPU) and eagerly. Prints the card's name, the times and the ratios (issue 6:
+ours < 0.4 s on an H100 and ≤ 0.7× diffusers), a per-stage breakdown, the bf16 matmul rate, and the top kernels of
+one eager run of ours (--profile).
+Run: .sana-env/venv/bin/python bench/bench_gpu.py [--repeats 5] [--size 1024] [--steps 20] [--profile FILE]
      CPU smoke test of the script itself: --device cpu --dtype fp32 --size 256 --steps 2 --text-layers 2
 """
 
@@ -21,6 +23,7 @@ import torch
 from fixtures_text import build_tokenizer
 from sana_comfy.sana_core import pipeline
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
+from sana_comfy.sana_core.guidance import TextCond
 from sana_comfy.sana_core.text_encoder import SanaTextEncoder
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 from sana_comfy.sana_core.weights import load_into
@@ -34,6 +37,24 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def timed(fn, dev: str) -> float:
+    sync(dev)
+    t0 = time.perf_counter()
+    fn()
+    sync(dev)
+    return time.perf_counter() - t0
+
+
+def matmul_rate(dev: str, dt: torch.dtype, n: int = 8192) -> float:
+    if not dev.startswith("cuda"):
+        return float("nan")
+    a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)
+    for _ in range(3):
+        a @ b
+    t = min(timed(lambda: a @ b, dev) for _ in range(10))
+    return 2 * n**3 / t / 1e12
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
@@ -42,6 +63,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--text-layers", type=int, default=26, help="Gemma-2 layers (26 in the published 2B)")
+    ap.add_argument("--profile", default="", help="write the top kernels of one eager run of ours to this file")
     args = ap.parse_args()
     from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
@@ -49,32 +71,36 @@ def main() -> None:
     dev, dt = args.device, DT[args.dtype]
     name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "CPU"
     print(f"device: {name}, torch {torch.__version__}, {args.dtype}", flush=True)
+    print(f"matmul 8192³ {args.dtype}: {matmul_rate(dev, dt):.0f} TFLOP/s", flush=True)
     torch.manual_seed(0)
-    ref_tr = SanaTransformer2DModel(num_attention_heads=36, attention_head_dim=32, num_layers=28,
-                                    num_cross_attention_heads=16, cross_attention_head_dim=72,
-                                    cross_attention_dim=1152, sample_size=32).eval().requires_grad_(False)
-    ref_vae = AutoencoderDC(encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-                            decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-                            encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-                            decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-                            encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3,) * 6,
-                            encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-                            decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), upsample_block_type="interpolate",
-                            downsample_block_type="Conv", decoder_norm_types="rms_norm", decoder_act_fns="silu",
-                            scaling_factor=0.41407).eval().requires_grad_(False)
+    with torch.device(dev):  # random init on the device itself (a 2.6B Gemma initialised on the CPU takes minutes)
+        ref_tr = SanaTransformer2DModel(num_attention_heads=36, attention_head_dim=32, num_layers=28,
+                                        num_cross_attention_heads=16, cross_attention_head_dim=72,
+                                        cross_attention_dim=1152, sample_size=32).eval().requires_grad_(False)
+        ref_vae = AutoencoderDC(encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+                                decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+                                encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+                                decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+                                encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3,) * 6,
+                                encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+                                decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+                                upsample_block_type="interpolate", downsample_block_type="Conv",
+                                decoder_norm_types="rms_norm", decoder_act_fns="silu",
+                                scaling_factor=0.41407).eval().requires_grad_(False)
     with torch.device("meta"):
         net, vae = SanaTransformer(PRESETS["Sana_600M_1024px"], dtype=dt), DCAE(DCAEConfig())
-    load_into(net, dict(ref_tr.state_dict()), dt, "bench")
-    load_into(vae, dict(ref_vae.state_dict()), dt, "bench")
+    load_into(net, {k: v.clone() for k, v in ref_tr.state_dict().items()}, dt, "bench")
+    load_into(vae, {k: v.clone() for k, v in ref_vae.state_dict().items()}, dt, "bench")
     net, vae = net.eval().requires_grad_(False).to(dev), vae.eval().requires_grad_(False).to(dev)
     ref_tr, ref_vae = ref_tr.to(dev, dt), ref_vae.to(dev, dt)
     with tempfile.TemporaryDirectory() as tmp:
         tok = GemmaTokenizerFast.from_pretrained(build_tokenizer(Path(tmp) / "tok"))
-    gemma = Gemma2Model(Gemma2Config(
-        vocab_size=len(tok), hidden_size=2304, intermediate_size=9216, num_hidden_layers=args.text_layers,
-        num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=4096,
-        final_logit_softcapping=30.0, attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh",
-        rms_norm_eps=1e-6)).eval().requires_grad_(False).to(dev, dt)
+    with torch.device(dev):
+        gemma = Gemma2Model(Gemma2Config(
+            vocab_size=len(tok), hidden_size=2304, intermediate_size=9216, num_hidden_layers=args.text_layers,
+            num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
+            sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+            hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)).eval().requires_grad_(False).to(dt)
     scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0,
                                             algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
                                             lower_order_final=True, final_sigmas_type="zero")
@@ -82,30 +108,82 @@ def main() -> None:
     ref.set_progress_bar_config(disable=True)
     enc = SanaTextEncoder(gemma, tok, "random Gemma-2-2B")
     opts = pipeline.SampleOptions(steps=args.steps, cfg=4.5)
+    print(f"models built ({time.perf_counter() - T0:.0f} s since start)", flush=True)
 
     def ours():
-        return pipeline.text_to_image(net, enc, vae, PROMPT, height=args.size, width=args.size, seed=0, opts=opts)
+        return pipeline.text_to_image(net, enc, vae, PROMPT, height=args.size, width=args.size, seed=0, opts=opts,
+                                      binning=False, lowercase=True)  # as diffusers does
+
+    def ours_eager():
+        net.cuda_graphs = False
+        try:
+            return ours()
+        finally:
+            net.cuda_graphs = True
 
     def theirs():
         return ref(prompt=PROMPT, height=args.size, width=args.size, num_inference_steps=args.steps,
-                   guidance_scale=4.5, generator=torch.Generator(dev).manual_seed(0), output_type="pt").images
+                   guidance_scale=4.5, generator=torch.Generator(dev).manual_seed(0), output_type="pt",
+                   use_resolution_binning=False).images
 
-    best = {"ours": float("inf"), "diffusers": float("inf")}
+    runs = {"ours": ours, "ours, eager": ours_eager, "diffusers": theirs}
+    best = dict.fromkeys(runs, float("inf"))
     with torch.inference_mode():
-        a, b = ours(), theirs()  # warm-up (kernels, allocator), and a sanity check that both made the same image
-        diff = (a.float().cpu() - b.float().cpu().permute(0, 2, 3, 1)).abs().max().item() * 255
+        imgs = {k: fn() for k, fn in runs.items()}  # warm-up (kernels, allocator, graph capture)
+        imgs = {k: v.float().cpu() for k, v in imgs.items()}
+        imgs["diffusers"] = imgs["diffusers"].permute(0, 2, 3, 1)
         for _ in range(args.repeats):
-            for k, fn in (("ours", ours), ("diffusers", theirs)):
+            for k, fn in runs.items():
+                best[k] = min(best[k], timed(fn, dev))
+
+        # Where the time goes: each stage of ours timed alone, and diffusers' text encoding and decode.
+        bh = bw = args.size
+        pos = TextCond(*enc.encode([PROMPT], lowercase=True))
+        neg = TextCond(*enc.encode_negative([""]))
+        latent = torch.zeros(1, 32, bh // 32, bw // 32)
+        raw = pipeline.denoise(net, pos, neg, latent, 0, opts)
+        stages = {
+            "text (prompt + negative)": lambda: (enc.encode([PROMPT], lowercase=True), enc.encode_negative([""])),
+            "denoise (graphs)": lambda: pipeline.denoise(net, pos, neg, latent, 0, opts),
+            "denoise (eager)": lambda: (setattr(net, "cuda_graphs", False),
+                                        pipeline.denoise(net, pos, neg, latent, 0, opts),
+                                        setattr(net, "cuda_graphs", True)),
+            "decode": lambda: pipeline.decode_images(vae, raw),
+            "diffusers text": lambda: ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
+                                                        complex_human_instruction=ref_chi(ref)),
+            "diffusers decode": lambda: ref_vae.decode(raw.to(dev, dt)).sample,
+        }
+        for k, fn in stages.items():
+            fn()
+            print(f"  {k}: {min(timed(fn, dev) for _ in range(3)) * 1000:.1f} ms", flush=True)
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
+            with profile(activities=acts) as prof:
+                ours_eager()
                 sync(dev)
-                t0 = time.perf_counter()
-                fn()
-                sync(dev)
-                best[k] = min(best[k], time.perf_counter() - t0)
+            key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
+            Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+            print(f"  profile written to {args.profile}", flush=True)
+
+    def diff(a, b):
+        return (imgs[a] - imgs[b]).abs().max().item() * 255
+
     peak = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB" if dev.startswith("cuda") else ""
     print(f"text-to-image {args.size}px, {args.steps} steps, CFG, 0.6B, {args.dtype} on {name}: ours "
-          f"{best['ours']:.3f} s, diffusers {best['diffusers']:.3f} s, ratio {best['ours'] / best['diffusers']:.2f}"
-          f"{peak}; max pixel difference between the two images {diff:.1f}/255", flush=True)
+          f"{best['ours']:.3f} s, ours eager {best['ours, eager']:.3f} s, diffusers {best['diffusers']:.3f} s; "
+          f"ratio {best['ours'] / best['diffusers']:.2f} (eager {best['ours, eager'] / best['diffusers']:.2f})"
+          f"{peak}; max pixel difference ours/diffusers {diff('ours', 'diffusers'):.1f}/255, "
+          f"graphs/eager {diff('ours', 'ours, eager'):.1f}/255", flush=True)
 
+
+def ref_chi(ref) -> list[str]:
+    """The complex human instruction diffusers' SanaPipeline uses by default (its __call__ default argument)."""
+    import inspect
+    return inspect.signature(type(ref).__call__).parameters["complex_human_instruction"].default
+
+
+T0 = time.perf_counter()
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cudagraph
+
 
 @dataclass(frozen=True)
 class SanaConfig:
@@ -289,6 +291,8 @@ class SanaTransformer(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.empty(2, d, device=device, dtype=dtype))
         self.proj_out = nn.Linear(d, cfg.patch_size**2 * cfg.out_channels, device=device, dtype=dtype)
         self._pe_cache: dict[tuple, torch.Tensor] = {}
+        self.cuda_graphs = True  # replay captured steps on a GPU (cudagraph.py); False: always eager
+        self._graphs = cudagraph.GraphCache()
 
     @property
     def dtype(self) -> torch.dtype:  # a table no storage format changes (8-bit storage keeps it in the compute dtype)
@@ -310,6 +314,21 @@ class SanaTransformer(nn.Module):
         ``identity_blocks``/``n_identity``: in those blocks the last ``n_identity`` batch items use identity
         self-attention (perturbed-attention guidance). Returns (B, C_out, H, W) in the model dtype.
         """
+        identity_blocks = frozenset(identity_blocks)
+        if self.cuda_graphs and cudagraph.usable(x):
+            def eager(*a):
+                return self._forward(*a, identity_blocks=identity_blocks, n_identity=n_identity)
+            return self._graphs.run(self, eager, (x, timestep, context, context_mask, guidance),
+                                    (identity_blocks, n_identity))
+        return self._forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity)
+
+    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: captured graphs are stale
+        self._graphs.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                 context_mask: torch.Tensor | None, guidance: torch.Tensor | None,
+                 identity_blocks: frozenset[int], n_identity: int) -> torch.Tensor:
         cfg = self.cfg
         b, _, hh, ww = x.shape
         p = cfg.patch_size

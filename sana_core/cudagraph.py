@@ -1,0 +1,105 @@
+"""CUDA graphs for the transformer on a GPU: each input signature is captured once and replayed on every step.
+
+A Sana step at 1024 px is ~1,500 small kernels; launched one by one from Python the GPU waits on the CPU for most of
+the step. Replaying a captured graph issues them all in one call. The captured forward is the eager one, unchanged,
+so the result is the eager result (same kernels, same order).
+
+Rules that keep a replay correct:
+- Inputs are copied into static buffers; the output is cloned out of the graph's memory before it is returned.
+- A graph reads the weights at the addresses it saw. Every call compares the addresses of all parameters and
+  buffers with those at capture (a host that offloads, reloads or patches weights moves them) and recaptures on
+  any difference; moving the whole model (``.to``) drops every graph at once.
+- Only without autograd, on a CUDA tensor, outside another capture. ``SANA_CUDA_GRAPHS=0`` turns graphs off.
+- A signature whose capture fails (an op that cannot be captured) runs eagerly from then on, with one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+MAX_GRAPHS = 4  # signatures kept per model (batch sizes × image sizes × PAG layouts), least recently used dropped
+
+
+def usable(x: torch.Tensor) -> bool:
+    return (x.is_cuda and not torch.is_grad_enabled() and os.environ.get("SANA_CUDA_GRAPHS", "1") != "0"
+            and not torch.cuda.is_current_stream_capturing())
+
+
+def _signature(t: torch.Tensor | None):
+    return None if t is None else (tuple(t.shape), t.dtype, t.device)
+
+
+class _Entry:
+    def __init__(self, weights: tuple[int, ...]):
+        self.weights = weights
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: list[torch.Tensor | None] = []
+        self.output: torch.Tensor | None = None
+
+
+class GraphCache:
+    """Captured forwards of one module, keyed by the input signature."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._failed: set[tuple] = set()
+        self._pool = None
+        self.captures = 0  # how many graphs were captured (tests read it)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._pool = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def run(self, module: torch.nn.Module, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor | None],
+            static: tuple) -> torch.Tensor:
+        key = (tuple(_signature(t) for t in inputs), static, torch.is_inference_mode_enabled(),
+               torch.cuda.current_device())
+        if key in self._failed:
+            return fn(*inputs)
+        weights = tuple(t.data_ptr() for t in module.parameters()) + tuple(t.data_ptr() for t in module.buffers())
+        entry = self._entries.get(key)
+        if entry is None or entry.weights != weights:
+            self._entries.pop(key, None)
+            try:
+                entry = self._capture(fn, inputs, weights)
+            except Exception as e:  # an op that cannot be captured: this signature stays eager
+                self._failed.add(key)
+                log.warning("Sana: CUDA graph capture failed (%s: %s); this input shape runs eagerly",
+                            type(e).__name__, e)
+                return fn(*inputs)
+            self._entries[key] = entry
+            while len(self._entries) > MAX_GRAPHS:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(key)
+        for dst, src in zip(entry.inputs, inputs):
+            if dst is not None:
+                dst.copy_(src)
+        entry.graph.replay()
+        return entry.output.clone()
+
+    def _capture(self, fn, inputs, weights) -> _Entry:
+        entry = _Entry(weights)
+        entry.inputs = [None if t is None else t.clone() for t in inputs]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture: cuBLAS/cuDNN workspaces, lazy caches
+            fn(*entry.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            entry.output = fn(*entry.inputs)
+        entry.graph = graph
+        self.captures += 1
+        return entry

@@ -1,0 +1,120 @@
+"""CUDA-graph replay of the transformer (sana_core/cudagraph.py): the replayed step equals the eager one, new inputs
+and moved or replaced weights are honoured, and graphs are only used where they are safe. Needs a GPU; the CPU
+checks at the end run everywhere."""
+
+import pytest
+import torch
+from sana_comfy.sana_core import cudagraph, pipeline
+from sana_comfy.sana_core.guidance import TextCond
+from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
+
+CFG = SanaConfig(num_layers=4, num_heads=2, head_dim=16, cross_heads=2, cross_head_dim=16, caption_channels=48,
+                 sample_size=8)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _model(device: str, cfg: SanaConfig = CFG) -> SanaTransformer:
+    torch.manual_seed(0)
+    m = SanaTransformer(cfg, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape) * 0.05 + (1.0 if p.ndim == 1 and p.shape[0] == cfg.dim else 0.0))
+    return m.eval().requires_grad_(False)
+
+
+def _inputs(device: str, batch: int = 2, hw=(8, 6), seed: int = 1, length: int = 10):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 32, *hw, generator=g)
+    t = torch.rand(batch, generator=g) * 1000
+    y = torch.randn(batch, length, CFG.caption_channels, generator=g)
+    mask = torch.ones(batch, length, dtype=torch.int64)
+    mask[0, 4:] = 0
+    return [v.to(device) for v in (x, t, y, mask)]
+
+
+def _eager(m, *a, **kw):
+    m.cuda_graphs = False
+    try:
+        return m(*a, **kw)
+    finally:
+        m.cuda_graphs = True
+
+
+@cuda
+def test_replay_equals_eager_and_follows_new_inputs():
+    m = _model("cuda")
+    with torch.no_grad():
+        for seed in (1, 2, 3):  # one capture, then replays with other values
+            a = _inputs("cuda", seed=seed)
+            got, want = m(*a), _eager(m, *a)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert m._graphs.captures == 1
+        out1 = m(*_inputs("cuda", seed=1))
+        m(*_inputs("cuda", seed=2))
+        torch.testing.assert_close(out1, _eager(m, *_inputs("cuda", seed=1)))  # a returned output is never overwritten
+        m(*_inputs("cuda", batch=3, hw=(4, 4)))  # another signature: its own graph
+        assert m._graphs.captures == 2 and len(m._graphs) == 2
+
+
+@cuda
+def test_pag_layout_and_inference_mode():
+    m = _model("cuda")
+    a = _inputs("cuda", batch=3)
+    with torch.inference_mode():
+        got = m(*a, identity_blocks=frozenset({1, 2}), n_identity=1)
+        want = _eager(m, *a, identity_blocks=frozenset({1, 2}), n_identity=1)
+        plain = m(*a)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert (got - plain).abs().max() > 1e-4  # the perturbed layout is its own graph, not the plain one replayed
+    assert m._graphs.captures == 2
+
+
+@cuda
+def test_moved_or_replaced_weights_are_recaptured():
+    m = _model("cuda")
+    a = _inputs("cuda")
+    with torch.no_grad():
+        m(*a)
+        blk = m.transformer_blocks[1].attn1.to_v
+        blk.weight = torch.nn.Parameter(blk.weight * 3, requires_grad=False)  # as a host patching weights does
+        torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
+        assert m._graphs.captures == 2
+        m.to("cpu")
+        assert len(m._graphs) == 0  # moving the model drops every graph
+        m.to("cuda")
+        torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
+
+
+@cuda
+def test_graphs_stay_off_where_unsafe(monkeypatch):
+    m = _model("cuda")
+    a = _inputs("cuda")
+    m(*a)  # autograd on: eager
+    assert m._graphs.captures == 0
+    monkeypatch.setenv("SANA_CUDA_GRAPHS", "0")
+    with torch.no_grad():
+        m(*a)
+    assert m._graphs.captures == 0
+
+
+@cuda
+def test_denoise_on_the_gpu_matches_eager():
+    m = _model("cuda")
+    g = torch.Generator().manual_seed(3)
+    pos = TextCond(torch.randn(1, 10, CFG.caption_channels, generator=g), torch.ones(1, 10, dtype=torch.int64))
+    neg = TextCond(torch.randn(1, 7, CFG.caption_channels, generator=g), torch.ones(1, 7, dtype=torch.int64))
+    latent = torch.zeros(1, 32, 8, 8)
+    opts = pipeline.SampleOptions(steps=6, cfg=4.5, pag_scale=2.0, pag_layers="1")
+    got = pipeline.denoise(m, pos, neg, latent, seed=5, opts=opts)
+    m.cuda_graphs = False
+    want = pipeline.denoise(m, pos, neg, latent, seed=5, opts=opts)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_never_captures():
+    m = _model("cpu")
+    with torch.no_grad():
+        a = _inputs("cpu")
+        assert not cudagraph.usable(a[0])
+        torch.testing.assert_close(m(*a), _eager(m, *a), rtol=0, atol=0)
+    assert m._graphs.captures == 0
