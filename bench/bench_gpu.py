@@ -14,6 +14,7 @@ Run: .sana-env/venv/bin/python bench/bench_gpu.py [--repeats 5] [--size 1024] [-
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -114,22 +115,30 @@ def main() -> None:
         return pipeline.text_to_image(net, enc, vae, PROMPT, height=args.size, width=args.size, seed=0, opts=opts,
                                       binning=False, lowercase=True)  # as diffusers does
 
-    def ours_eager():
-        net.cuda_graphs = False
+    def ours_eager():  # no CUDA graphs anywhere
+        os.environ["SANA_CUDA_GRAPHS"] = "0"
         try:
             return ours()
         finally:
-            net.cuda_graphs = True
+            del os.environ["SANA_CUDA_GRAPHS"]
+
+    def ours_plain():  # graphs, but the blocks in their plain (diffusers-layout) forms
+        set_fast(net, False)
+        try:
+            return ours()
+        finally:
+            set_fast(net, True)
 
     def theirs():
         return ref(prompt=PROMPT, height=args.size, width=args.size, num_inference_steps=args.steps,
                    guidance_scale=4.5, generator=torch.Generator(dev).manual_seed(0), output_type="pt",
                    use_resolution_binning=False).images
 
-    runs = {"ours": ours, "ours, eager": ours_eager, "diffusers": theirs}
+    runs = {"ours": ours, "ours, plain blocks": ours_plain, "ours, eager": ours_eager, "diffusers": theirs}
     best = dict.fromkeys(runs, float("inf"))
     with torch.inference_mode():
-        imgs = {k: fn() for k, fn in runs.items()}  # warm-up (kernels, allocator, graph capture)
+        imgs = {k: fn() for k, fn in runs.items()}  # warm-up (kernels, allocator)
+        imgs = {k: fn() for k, fn in runs.items()}  # graphs are captured on a signature's second call
         imgs = {k: v.float().cpu() for k, v in imgs.items()}
         imgs["diffusers"] = imgs["diffusers"].permute(0, 2, 3, 1)
         for _ in range(args.repeats):
@@ -142,20 +151,39 @@ def main() -> None:
         neg = TextCond(*enc.encode_negative([""]))
         latent = torch.zeros(1, 32, bh // 32, bw // 32)
         raw = pipeline.denoise(net, pos, neg, latent, 0, opts)
+        with torch.device("meta"):
+            vae_cl = DCAE(DCAEConfig())
+        load_into(vae_cl, {k: v.clone() for k, v in vae.state_dict().items()}, dt, "bench")
+        vae_cl = vae_cl.eval().to(dev).to(memory_format=torch.channels_last)
+        z = raw.to(dev, dt)
         stages = {
             "text (prompt + negative)": lambda: (enc.encode([PROMPT], lowercase=True), enc.encode_negative([""])),
             "denoise (graphs)": lambda: pipeline.denoise(net, pos, neg, latent, 0, opts),
-            "denoise (eager)": lambda: (setattr(net, "cuda_graphs", False),
-                                        pipeline.denoise(net, pos, neg, latent, 0, opts),
-                                        setattr(net, "cuda_graphs", True)),
             "decode": lambda: pipeline.decode_images(vae, raw),
+            "decode, DC-AE alone": lambda: vae.decode(z, tiling="off"),
+            "decode, DC-AE alone, channels-last": lambda: vae_cl.decode(z.contiguous(memory_format=torch.channels_last),
+                                                                        tiling="off"),
             "diffusers text": lambda: ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
                                                         complex_human_instruction=ref_chi(ref)),
-            "diffusers decode": lambda: ref_vae.decode(raw.to(dev, dt)).sample,
+            "diffusers decode": lambda: ref_vae.decode(z).sample,
         }
         for k, fn in stages.items():
-            fn()
+            fn(), fn()
             print(f"  {k}: {min(timed(fn, dev) for _ in range(3)) * 1000:.1f} ms", flush=True)
+
+        # Parity stage by stage (bf16 on both sides; diffusers is the reference).
+        pe, pm, ne, nm = ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
+                                           complex_human_instruction=ref_chi(ref))
+        print(f"  parity: text embeddings {rel(pos.embeds, pe):.2e} (masks equal: "
+              f"{bool((pos.mask.to(dev) == pm).all())}), negative {rel(neg.embeds, ne):.2e}", flush=True)
+        x = torch.randn(2, 32, bh // 32, bw // 32, generator=torch.Generator().manual_seed(1)).to(dev, dt)
+        t = torch.full((2,), 999.0, device=dev)
+        y, m = torch.cat([ne, pe]), torch.cat([nm, pm])
+        want = ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m, timestep=t, return_dict=False)[0]
+        img = vae.decode(z, tiling="off")
+        img_cl = vae_cl.decode(z.contiguous(memory_format=torch.channels_last), tiling="off")
+        print(f"  parity: one transformer call {rel(net(x, t, y, m), want):.2e}; decode "
+              f"{rel(img, ref_vae.decode(z).sample):.2e}; channels-last decode {rel(img_cl, img):.2e}", flush=True)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
@@ -163,18 +191,32 @@ def main() -> None:
                 ours_eager()
                 sync(dev)
             key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
-            Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=40))
+            Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=60))
             print(f"  profile written to {args.profile}", flush=True)
 
     def diff(a, b):
-        return (imgs[a] - imgs[b]).abs().max().item() * 255
+        d = (imgs[a] - imgs[b]).abs() * 255
+        return f"max {d.max().item():.1f}, mean {d.mean().item():.2f}"
 
     peak = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB" if dev.startswith("cuda") else ""
-    print(f"text-to-image {args.size}px, {args.steps} steps, CFG, 0.6B, {args.dtype} on {name}: ours "
-          f"{best['ours']:.3f} s, ours eager {best['ours, eager']:.3f} s, diffusers {best['diffusers']:.3f} s; "
-          f"ratio {best['ours'] / best['diffusers']:.2f} (eager {best['ours, eager'] / best['diffusers']:.2f})"
-          f"{peak}; max pixel difference ours/diffusers {diff('ours', 'diffusers'):.1f}/255, "
-          f"graphs/eager {diff('ours', 'ours, eager'):.1f}/255", flush=True)
+    d = best["diffusers"]
+    print(f"text-to-image {args.size}px, {args.steps} steps, CFG, 0.6B, {args.dtype} on {name}{peak}", flush=True)
+    for k, v in best.items():
+        print(f"  {k:20s} {v:.3f} s  ratio to diffusers {v / d:.2f}", flush=True)
+    print(f"  pixel differences /255: ours vs diffusers {diff('ours', 'diffusers')}; plain blocks vs diffusers "
+          f"{diff('ours, plain blocks', 'diffusers')}; graphs vs eager {diff('ours', 'ours, eager')}", flush=True)
+
+
+def set_fast(model: torch.nn.Module, on: bool) -> None:
+    for m in model.modules():
+        if hasattr(m, "fast"):
+            m.fast = on
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative L2 difference."""
+    a, b = a.float(), b.float().to(a.device)
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def ref_chi(ref) -> list[str]:

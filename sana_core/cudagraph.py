@@ -10,6 +10,8 @@ Rules that keep a replay correct:
   buffers with those at capture (a host that offloads, reloads or patches weights moves them) and recaptures on
   any difference; moving the whole model (``.to``) drops every graph at once.
 - Only without autograd, on a CUDA tensor, outside another capture. ``SANA_CUDA_GRAPHS=0`` turns graphs off.
+- A signature is captured on its second call with the same weights; the first runs eagerly. A one-off call (a
+  prompt encoded once, then the encoder offloaded) never pays for a capture.
 - A signature whose capture fails (an op that cannot be captured) runs eagerly from then on, with one log line.
 """
 
@@ -50,11 +52,13 @@ class GraphCache:
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self._failed: set[tuple] = set()
+        self._seen: dict[tuple, tuple[int, ...]] = {}  # signature → weight addresses of its last eager call
         self._pool = None
         self.captures = 0  # how many graphs were captured (tests read it)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._seen.clear()
         self._pool = None
 
     def __len__(self) -> int:
@@ -70,6 +74,9 @@ class GraphCache:
         entry = self._entries.get(key)
         if entry is None or entry.weights != weights:
             self._entries.pop(key, None)
+            if self._seen.get(key) != weights:  # first call with these weights: eager
+                self._seen[key] = weights
+                return fn(*inputs)
             try:
                 entry = self._capture(fn, inputs, weights)
             except Exception as e:  # an op that cannot be captured: this signature stays eager

@@ -18,6 +18,7 @@ import torch
 import transformers
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
+from . import cudagraph
 from .errors import SanaError
 from .weights import dominant_dtype, load_into, read_safetensors, read_sharded, strip_prefix
 
@@ -171,6 +172,7 @@ class SanaTextEncoder:
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"
         self.source = source
+        self._graphs = cudagraph.GraphCache()  # on a GPU each prompt length is one captured Gemma forward
 
     @property
     def dtype(self) -> torch.dtype:
@@ -188,6 +190,7 @@ class SanaTextEncoder:
         """Move the model (in place; the dtype never changes: Gemma-2 runs in bf16 or fp32 only). Returns self."""
         if isinstance(device, torch.dtype):
             raise SanaError(f"SanaTextEncoder.to({device}): only a device may be given; the dtype is chosen at load")
+        self._graphs.clear()
         self.model.to(device)
         return self
 
@@ -268,8 +271,14 @@ class SanaTextEncoder:
         ids = tok.input_ids.to(self.device)
         mask = tok.attention_mask.to(device=self.device, dtype=torch.int64)
         with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=mask, use_cache=False)
-        return out.last_hidden_state.to(self.dtype), mask  # after the final norm
+            if cudagraph.usable(ids):
+                out = self._graphs.run(self.model, self._forward, (ids, mask), ())
+            else:
+                out = self._forward(ids, mask)
+        return out.to(self.dtype), mask
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # after the norm
 
 
 def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,

@@ -11,6 +11,13 @@ from torch import nn
 
 from . import cudagraph
 
+FAST_DEVICES = {"cuda"}  # where the blocks take their fused-layout forms (tests add "cpu" to compare)
+
+
+def _fast(module: nn.Module, x: torch.Tensor) -> bool:
+    """The GPU forms: same math, fewer and contiguous kernels (no transposed copies, one rounding per fused op)."""
+    return module.fast and x.device.type in FAST_DEVICES
+
 
 @dataclass(frozen=True)
 class SanaConfig:
@@ -186,6 +193,7 @@ class LinearAttention(nn.Module):
             self.norm_k = RMSNorm(dim, 1e-5, device=device, dtype=dtype)
         else:
             self.norm_q = self.norm_k = None
+        self.fast = True
 
     def forward(self, x: torch.Tensor, n_identity: int = 0) -> torch.Tensor:
         """x (B, N, D). The last ``n_identity`` batch items get identity attention (PAG's perturbed chunk)."""
@@ -194,6 +202,8 @@ class LinearAttention(nn.Module):
             ident = self._out(self.to_v(x[keep:]))  # each token attends only to itself
             return ident if keep == 0 else torch.cat([self.forward(x[:keep]), ident])
         q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        if _fast(self, x):
+            return self._out(self._attend_tokens(q, k, v))
         if self.norm_q is not None:
             q, k = self.norm_q(q), self.norm_k(k)
         q = F.relu(q.transpose(1, 2).unflatten(1, (self.heads, -1))).float()  # (B, h, d, N)
@@ -203,6 +213,23 @@ class LinearAttention(nn.Module):
         o = torch.matmul(torch.matmul(v, k), q)  # ((d+1)×d)·(d×N), in this order for parity
         o = o[:, :, :-1] / (o[:, :, -1:] + 1e-15)  # (B, h, d, N)
         return self._out(o.flatten(1, 2).transpose(1, 2).to(x.dtype))
+
+    def _attend_tokens(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The same fp32 linear attention in the token layout (B, N, heads·d), per sample, with no transposed copy:
+        Σ_N k⊗v and Σ_N k, then one (N × d) · (d × (d+1)) product per head gives numerator and normaliser."""
+        if self.norm_q is not None:
+            q, k = self.norm_q(q), self.norm_k(k)
+        b, n, dim = q.shape
+        h = self.heads
+        d = dim // h
+        out = torch.empty(b, n, h, d, dtype=v.dtype, device=v.device)  # back in the model dtype
+        q, k, v = F.relu(q).float(), F.relu(k).float(), v.float()
+        for i in range(b):
+            qi, ki, vi = (t[i].view(n, h, d).transpose(0, 1) for t in (q, k, v))  # (h, N, d) views
+            s = torch.cat([torch.bmm(ki.transpose(1, 2), vi), ki.sum(1).unsqueeze(2)], 2)  # (h, d, d+1)
+            o = torch.bmm(qi, s)  # (h, N, d+1)
+            torch.div(o[..., :d], o[..., d:] + 1e-15, out=out[i].transpose(0, 1))
+        return out.view(b, n, dim)
 
     def _out(self, x: torch.Tensor) -> torch.Tensor:
         x = self.to_out[0](x)
@@ -252,6 +279,17 @@ class GLUMBConv(nn.Module):
         x, gate = x.chunk(2, dim=1)
         return self.conv_point(x * F.silu(gate))
 
+    def forward_tokens(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """The same block on tokens (B, N, D) → (B, N, D): the 1×1 convs as matmuls, the depthwise conv on the
+        channels-last view of the tokens (no permuted copies), the gate written contiguously."""
+        b, n, dim = x.shape
+        inv, point = self.conv_inverted, self.conv_point
+        x = F.silu(F.linear(x, inv.weight.view(inv.out_channels, dim), inv.bias))  # (B, N, 2H)
+        x = self.conv_depth(x.view(b, *hw, -1).permute(0, 3, 1, 2))  # channels-last (B, 2H, H, W)
+        x = x.permute(0, 2, 3, 1).reshape(b, n, -1)  # (B, N, 2H), a view when the conv kept channels-last
+        x, gate = x.chunk(2, dim=-1)
+        return F.linear(x * F.silu(gate), point.weight.view(dim, point.in_channels))
+
 
 class SanaBlock(nn.Module):
     def __init__(self, cfg: SanaConfig, device=None, dtype=None):
@@ -262,11 +300,18 @@ class SanaBlock(nn.Module):
         self.attn2 = CrossAttention(d, cfg.cross_heads, cfg.qk_norm, device, dtype)
         self.ff = GLUMBConv(d, cfg.mlp_hidden, device, dtype)
         self.scale_shift_table = nn.Parameter(torch.empty(6, d, device=device, dtype=dtype))
+        self.fast = True
 
     def forward(self, h, y, bias, t, hw: tuple[int, int], n_identity: int = 0) -> torch.Tensor:
         b, d = h.shape[0], h.shape[-1]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t.reshape(b, 6, -1)).chunk(6, dim=1)  # each (B, 1, D)
+        if _fast(self, h):  # modulation and gated residuals as one fused multiply-add each
+            n = torch.addcmul(shift_msa, F.layer_norm(h, (d,), eps=self.eps), 1 + scale_msa)
+            h = torch.addcmul(h, gate_msa, self.attn1(n, n_identity))
+            h = self.attn2(h, y, bias) + h
+            n = torch.addcmul(shift_mlp, F.layer_norm(h, (d,), eps=self.eps), 1 + scale_mlp)
+            return torch.addcmul(h, gate_mlp, self.ff.forward_tokens(n, hw))
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_msa) + shift_msa
         h = h + gate_msa * self.attn1(n.to(h.dtype), n_identity)
         h = self.attn2(h, y, bias) + h  # this operand order keeps diffusers' memory layout (bf16 parity)

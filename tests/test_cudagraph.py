@@ -44,7 +44,7 @@ def _eager(m, *a, **kw):
 def test_replay_equals_eager_and_follows_new_inputs():
     m = _model("cuda")
     with torch.no_grad():
-        for seed in (1, 2, 3):  # one capture, then replays with other values
+        for seed in (1, 2, 3, 4):  # eager, capture, then replays with other values
             a = _inputs("cuda", seed=seed)
             got, want = m(*a), _eager(m, *a)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -52,7 +52,10 @@ def test_replay_equals_eager_and_follows_new_inputs():
         out1 = m(*_inputs("cuda", seed=1))
         m(*_inputs("cuda", seed=2))
         torch.testing.assert_close(out1, _eager(m, *_inputs("cuda", seed=1)))  # a returned output is never overwritten
-        m(*_inputs("cuda", batch=3, hw=(4, 4)))  # another signature: its own graph
+        other = _inputs("cuda", batch=3, hw=(4, 4))
+        m(*other)  # another signature: a one-off call stays eager ...
+        assert m._graphs.captures == 1
+        torch.testing.assert_close(m(*other), _eager(m, *other), rtol=1e-5, atol=1e-6)  # ... a second is captured
         assert m._graphs.captures == 2 and len(m._graphs) == 2
 
 
@@ -60,10 +63,11 @@ def test_replay_equals_eager_and_follows_new_inputs():
 def test_pag_layout_and_inference_mode():
     m = _model("cuda")
     a = _inputs("cuda", batch=3)
+    pag = dict(identity_blocks=frozenset({1, 2}), n_identity=1)
     with torch.inference_mode():
-        got = m(*a, identity_blocks=frozenset({1, 2}), n_identity=1)
-        want = _eager(m, *a, identity_blocks=frozenset({1, 2}), n_identity=1)
-        plain = m(*a)
+        for _ in range(3):
+            got, plain = m(*a, **pag), m(*a)
+        want = _eager(m, *a, **pag)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert (got - plain).abs().max() > 1e-4  # the perturbed layout is its own graph, not the plain one replayed
     assert m._graphs.captures == 2
@@ -74,27 +78,49 @@ def test_moved_or_replaced_weights_are_recaptured():
     m = _model("cuda")
     a = _inputs("cuda")
     with torch.no_grad():
-        m(*a)
+        m(*a), m(*a)
+        assert m._graphs.captures == 1
         blk = m.transformer_blocks[1].attn1.to_v
         blk.weight = torch.nn.Parameter(blk.weight * 3, requires_grad=False)  # as a host patching weights does
-        torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
+        for _ in range(2):
+            torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
         assert m._graphs.captures == 2
         m.to("cpu")
         assert len(m._graphs) == 0  # moving the model drops every graph
         m.to("cuda")
-        torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
+        for _ in range(2):
+            torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
+        assert m._graphs.captures == 3
 
 
 @cuda
 def test_graphs_stay_off_where_unsafe(monkeypatch):
     m = _model("cuda")
     a = _inputs("cuda")
-    m(*a)  # autograd on: eager
+    m(*a), m(*a)  # autograd on: eager
     assert m._graphs.captures == 0
     monkeypatch.setenv("SANA_CUDA_GRAPHS", "0")
     with torch.no_grad():
-        m(*a)
+        m(*a), m(*a)
     assert m._graphs.captures == 0
+
+
+@cuda
+def test_text_encoder_replays_gemma(tmp_path, monkeypatch):
+    from fixtures_text import build_tiny_gemma, build_tokenizer
+    from sana_comfy.sana_core.text_encoder import load_text_encoder
+
+    tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
+    enc = load_text_encoder(tiny.sana_repo).to("cuda")
+    prompts = ["a red fox in the snow", "a lighthouse at dusk"]
+    got = [enc.encode([p]) for p in prompts + prompts]  # eager, capture, replay, replay
+    assert enc._graphs.captures == 1
+    monkeypatch.setenv("SANA_CUDA_GRAPHS", "0")
+    want = [enc.encode([p]) for p in prompts + prompts]
+    assert enc._graphs.captures == 1
+    for (e, m), (we, wm) in zip(got, want):
+        torch.testing.assert_close(e, we, rtol=1e-5, atol=1e-6)
+        assert torch.equal(m, wm)
 
 
 @cuda

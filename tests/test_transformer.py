@@ -76,3 +76,43 @@ def test_dtype_choice(tmp_path):
     assert load_transformer(folder, "fp32").dtype == torch.float32
     with pytest.raises(SanaError, match="weight dtype"):
         load_transformer(folder, "int4")
+
+
+def _set_fast(model, on: bool) -> None:
+    for m in model.modules():
+        if hasattr(m, "fast"):
+            m.fast = on
+
+
+@pytest.mark.parametrize("variant", ["base", "qk_norm"])
+def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
+    """The fused-layout forms the GPU takes (token-layout linear attention and Mix-FFN, fused modulation), run here on
+    the CPU: fp32 against diffusers and against our own plain forms, with and without PAG's identity chunk; bf16
+    within the bf16 tolerance."""
+    import sana_comfy.sana_core.transformer as tr
+
+    monkeypatch.setattr(tr, "FAST_DEVICES", {"cuda", "cpu"})
+    ref = tiny_diffusers_transformer(**VARIANTS[variant])
+    folder = save_layouts(ref, tmp_path)["folder"]
+    ours = load_transformer(folder, "fp32")
+    x, y, mask, t = _inputs(batch=2, h=6, w=10)
+    pag = dict(identity_blocks=frozenset({1}), n_identity=1)
+    with torch.no_grad():
+        want = ref(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t, return_dict=False)[0]
+        got, got_pag = ours(x, t, y, mask), ours(x, t, y, mask, **pag)
+        _set_fast(ours, False)
+        plain, plain_pag = ours(x, t, y, mask), ours(x, t, y, mask, **pag)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(got, plain)  # the other forms did run (their sums round differently)
+    torch.testing.assert_close(got_pag, plain_pag, rtol=1e-5, atol=1e-5)
+    assert (got_pag - got).abs().max() > 1e-3  # the identity chunk changed something
+
+    fast16 = load_transformer(folder, "bf16")
+    ref16 = ref.to(torch.bfloat16)
+    with torch.no_grad():
+        want16 = ref16(x.bfloat16(), encoder_hidden_states=y.bfloat16(), encoder_attention_mask=mask, timestep=t,
+                       return_dict=False)[0]
+        got16 = fast16(x.bfloat16(), t, y.bfloat16(), mask)
+    assert got16.dtype == torch.bfloat16
+    assert (got16.float() - want16.float()).abs().max().item() <= 2e-2
