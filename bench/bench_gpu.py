@@ -101,7 +101,8 @@ def main() -> None:
             vocab_size=len(tok), hidden_size=2304, intermediate_size=9216, num_hidden_layers=args.text_layers,
             num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
             sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
-            hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)).eval().requires_grad_(False).to(dt)
+            hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, attn_implementation="eager")
+        ).eval().requires_grad_(False).to(dt)  # eager attention: what both loaders pick for Gemma-2 (soft-capping)
     scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0,
                                             algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
                                             lower_order_final=True, final_sigmas_type="zero")
@@ -180,6 +181,13 @@ def main() -> None:
         t = torch.full((2,), 999.0, device=dev)
         y, m = torch.cat([ne, pe]), torch.cat([nm, pm])
         want = ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m, timestep=t, return_dict=False)[0]
+        # How far a random-weight model amplifies a tiny change: the same run with the noise moved by 0.1 %.
+        noise = torch.randn(1, 32, bh // 32, bw // 32, generator=torch.Generator().manual_seed(0))
+        a = pipeline.decode_images(vae, pipeline.denoise(net, pos, neg, latent, 0, opts, noise=noise))
+        b = pipeline.decode_images(vae, pipeline.denoise(net, pos, neg, latent, 0, opts, noise=noise * 1.001))
+        d = (a - b).abs() * 255
+        print(f"  sensitivity: noise × 1.001 moves the image by max {d.max().item():.1f}, mean {d.mean().item():.2f} "
+              "/255", flush=True)
         img = vae.decode(z, tiling="off")
         img_cl = vae_cl.decode(z.contiguous(memory_format=torch.channels_last), tiling="off")
         print(f"  parity: one transformer call {rel(net(x, t, y, m), want):.2e}; decode "

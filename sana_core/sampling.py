@@ -111,10 +111,39 @@ def noise_latent(latent: torch.Tensor, noise: torch.Tensor, sigma: float | torch
     return sigma * noise + (1.0 - sigma) * latent
 
 
+def _nan_error(i: int, steps: int) -> SanaError:
+    return SanaError(f"the model produced NaN/Inf at step {i + 1} of {steps}; this is usually an fp16 "
+                     "overflow — load the transformer in bf16 (or fp32)")
+
+
 def _check_finite(v: torch.Tensor, i: int, steps: int) -> None:
     if not torch.isfinite(v).all():
-        raise SanaError(f"the model produced NaN/Inf at step {i + 1} of {steps}; this is usually an fp16 "
-                        "overflow — load the transformer in bf16 (or fp32)")
+        raise _nan_error(i, steps)
+
+
+class FiniteCheck:
+    """The NaN/Inf check of every step. On the CPU it raises at once; on a GPU each step's flag stays on the device
+    and ``done()`` reads them all at the end (reading one per step would stall the GPU queue every step). Either way
+    the error names the first step that failed."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self._flags: list[tuple[int, torch.Tensor]] = []
+
+    def __call__(self, v: torch.Tensor, i: int) -> None:
+        if v.is_cuda:
+            self._flags.append((i, torch.isfinite(v).all()))
+        else:
+            _check_finite(v, i, self.steps)
+
+    def done(self) -> None:
+        if not self._flags:
+            return
+        ok = torch.stack([f for _, f in self._flags]).cpu()
+        steps = [i for i, _ in self._flags]
+        self._flags = []
+        if not bool(ok.all()):
+            raise _nan_error(steps[int((~ok).nonzero()[0])], self.steps)
 
 
 def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor,
@@ -126,13 +155,14 @@ def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: 
     n = len(sig) - 1
     x = x.float()
     prev_x0 = None
+    check = FiniteCheck(n)
 
     def lam(s):  # λ(σ) = log α − log σ, α = 1 − σ
         return torch.log(1 - s) - torch.log(s)
 
     for i in range(n):
         x0 = denoise_fn(x, i)
-        _check_finite(x0, i, n)
+        check(x0, i)
         s0, s1 = sig[i], sig[i + 1]
         a1 = 1 - s1
         h = lam(s1) - lam(s0)
@@ -146,18 +176,20 @@ def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: 
         x = x_next
         if callback is not None:
             callback(i, n, x, x0)
+    check.done()
     return x
 
 
 def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None
                     ) -> torch.Tensor:
-    """Flow-DPM-Solver on a velocity model: x0 = x − σ·v."""
-    sig = schedule.sigmas
+    """Flow-DPM-Solver on a velocity model: x0 = x − σ·v (σ > 0 before the last step, so a NaN/Inf in v shows in
+    x0, which the solver checks)."""
+    sig = schedule.sigmas.float().cpu()  # 0-dim CPU σ: scalars to the kernels, no host-to-device copy per step
+    ts = schedule.timesteps.to(x.device)  # one copy, not one per step
 
     def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
-        v = model_fn(x, schedule.timesteps[i].expand(x.shape[0]).to(x.device)).float()
-        _check_finite(v, i, schedule.steps)
-        return x - sig[i].to(x.device) * v
+        v = model_fn(x, ts[i].expand(x.shape[0])).float()
+        return x - sig[i] * v
 
     return flow_dpm_solver(denoise, x, sig, callback)
 
@@ -165,17 +197,19 @@ def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, call
 def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None
                       ) -> torch.Tensor:
     """Flow Euler: x ← x + (σ_{i+1} − σ_i)·v, in fp32."""
-    sig = schedule.sigmas
+    sig = schedule.sigmas.float().cpu()
     n = schedule.steps
     x = x.float()
+    ts = schedule.timesteps.to(x.device)
+    check = FiniteCheck(n)
     for i in range(n):
-        t = schedule.timesteps[i].expand(x.shape[0]).to(x.device)
-        v = model_fn(x, t).float()
-        _check_finite(v, i, n)
+        v = model_fn(x, ts[i].expand(x.shape[0])).float()
+        check(v, i)
         x0 = x - sig[i] * v
         x = x + (sig[i + 1] - sig[i]) * v
         if callback is not None:
             callback(i, n, x, x0)
+    check.done()
     return x
 
 

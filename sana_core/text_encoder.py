@@ -173,6 +173,7 @@ class SanaTextEncoder:
         self.tokenizer.padding_side = "right"
         self.source = source
         self._graphs = cudagraph.GraphCache()  # on a GPU each prompt length is one captured Gemma forward
+        self._mask_form_ok: dict[tuple, bool] = {}  # shape → ready-made masks give Gemma's own output (see _forward_gpu)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -271,14 +272,46 @@ class SanaTextEncoder:
         ids = tok.input_ids.to(self.device)
         mask = tok.attention_mask.to(device=self.device, dtype=torch.int64)
         with torch.no_grad():
-            if cudagraph.usable(ids):
-                out = self._graphs.run(self.model, self._forward, (ids, mask), ())
-            else:
-                out = self._forward(ids, mask)
+            out = self._forward_gpu(ids, mask) if cudagraph.usable(ids) else self._forward(ids, mask)
         return out.to(self.dtype), mask
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # after the norm
+
+    def _forward_gpu(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Gemma as a replayed CUDA graph. transformers builds its masks with a host-to-device copy, which a graph
+        cannot hold, so the graph takes them ready-made (its layers' mask mapping, transformers ≥ 5). The first call
+        of each shape checks that form against the model's own masks, bit for bit; where it differs, or the window is
+        shorter than the text, Gemma runs as usual."""
+        length = ids.shape[1]
+        if length > (getattr(self.model.config, "sliding_window", None) or length):
+            return self._forward(ids, mask)
+        key = (tuple(ids.shape), ids.device)
+        additive = _additive_mask(mask, self.dtype)
+        if key not in self._mask_form_ok:
+            want = self._forward(ids, mask)
+            try:
+                same = torch.equal(self._forward_masks(ids, additive), want)
+            except Exception:  # an older transformers: no ready-made masks
+                same = False
+            self._mask_form_ok[key] = same
+            return want
+        if not self._mask_form_ok[key]:
+            return self._forward(ids, mask)
+        return self._graphs.run(self.model, self._forward_masks, (ids, additive), ())
+
+    def _forward_masks(self, ids: torch.Tensor, additive: torch.Tensor) -> torch.Tensor:
+        masks = {"full_attention": additive, "sliding_attention": additive}
+        return self.model(input_ids=ids, attention_mask=masks, use_cache=False).last_hidden_state
+
+
+def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) 0/1 → the (B, 1, L, L) causal + padding mask transformers gives eager attention: 0 where a query may
+    attend a key, the dtype's lowest value elsewhere."""
+    length = mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+    allowed = causal[None, None] & mask[:, None, None, :].bool()
+    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,

@@ -14,6 +14,24 @@ from . import cudagraph
 FAST_DEVICES = {"cuda"}  # where the blocks take their fused-layout forms (tests add "cpu" to compare)
 
 
+_HALF_PRODUCTS: dict[str, bool] = {}
+
+
+def _half_products(x: torch.Tensor) -> bool:
+    """Whether this device multiplies fp16/bf16 matrices into an fp32 result (``bmm(..., out_dtype=float32)``,
+    CUDA in recent PyTorch). Probed once per device type."""
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    kind = x.device.type
+    if kind not in _HALF_PRODUCTS:
+        try:
+            a = torch.ones(1, 2, 2, dtype=x.dtype, device=x.device)
+            _HALF_PRODUCTS[kind] = torch.bmm(a, a, out_dtype=torch.float32).dtype == torch.float32
+        except (TypeError, RuntimeError, NotImplementedError):
+            _HALF_PRODUCTS[kind] = False
+    return _HALF_PRODUCTS[kind]
+
+
 def _fast(module: nn.Module, x: torch.Tensor) -> bool:
     """The GPU forms: same math, fewer and contiguous kernels (no transposed copies, one rounding per fused op)."""
     return module.fast and x.device.type in FAST_DEVICES
@@ -223,10 +241,15 @@ class LinearAttention(nn.Module):
         h = self.heads
         d = dim // h
         out = torch.empty(b, n, h, d, dtype=v.dtype, device=v.device)  # back in the model dtype
-        q, k, v = F.relu(q).float(), F.relu(k).float(), v.float()
+        k = F.relu(k)
+        half = _half_products(k)  # bf16/fp16 operands are exact in fp32: multiply them as they are, sum in fp32
+        if not half:
+            k, v = k.float(), v.float()
+        q = F.relu(q).float()
         for i in range(b):
             qi, ki, vi = (t[i].view(n, h, d).transpose(0, 1) for t in (q, k, v))  # (h, N, d) views
-            s = torch.cat([torch.bmm(ki.transpose(1, 2), vi), ki.sum(1).unsqueeze(2)], 2)  # (h, d, d+1)
+            kv = torch.bmm(ki.transpose(1, 2), vi, out_dtype=torch.float32) if half else torch.bmm(ki.transpose(1, 2), vi)
+            s = torch.cat([kv, ki.sum(1, dtype=torch.float32).unsqueeze(2)], 2)  # (h, d, d+1) fp32
             o = torch.bmm(qi, s)  # (h, N, d+1)
             torch.div(o[..., :d], o[..., d:] + 1e-15, out=out[i].transpose(0, 1))
         return out.view(b, n, dim)
@@ -363,8 +386,9 @@ class SanaTransformer(nn.Module):
         if self.cuda_graphs and cudagraph.usable(x):
             def eager(*a):
                 return self._forward(*a, identity_blocks=identity_blocks, n_identity=n_identity)
+            forms = tuple(m.fast for m in self.modules() if isinstance(m, (SanaBlock, LinearAttention)))
             return self._graphs.run(self, eager, (x, timestep, context, context_mask, guidance),
-                                    (identity_blocks, n_identity))
+                                    (identity_blocks, n_identity, forms))  # a graph per set of block forms
         return self._forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity)
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: captured graphs are stale

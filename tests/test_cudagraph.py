@@ -113,14 +113,48 @@ def test_text_encoder_replays_gemma(tmp_path, monkeypatch):
     tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
     enc = load_text_encoder(tiny.sana_repo).to("cuda")
     prompts = ["a red fox in the snow", "a lighthouse at dusk"]
-    got = [enc.encode([p]) for p in prompts + prompts]  # eager, capture, replay, replay
+    window = enc.model.config.sliding_window  # the tiny Gemma's window is short; the 2B's is 4096
+    got = [enc.encode([p], chi=None, max_length=window) for p in prompts + prompts]  # check, eager, capture, replay
     assert enc._graphs.captures == 1
     monkeypatch.setenv("SANA_CUDA_GRAPHS", "0")
-    want = [enc.encode([p]) for p in prompts + prompts]
+    want = [enc.encode([p], chi=None, max_length=window) for p in prompts + prompts]
     assert enc._graphs.captures == 1
     for (e, m), (we, wm) in zip(got, want):
         torch.testing.assert_close(e, we, rtol=1e-5, atol=1e-6)
         assert torch.equal(m, wm)
+
+
+@cuda
+def test_switching_block_forms_is_not_served_a_stale_graph():
+    m = _model("cuda")
+    a = _inputs("cuda")
+    with torch.no_grad():
+        fused = [m(*a) for _ in range(3)]
+        for mod in m.modules():
+            if hasattr(mod, "fast"):
+                mod.fast = False
+        plain = [m(*a) for _ in range(3)]
+        want = _eager(m, *a)
+    assert m._graphs.captures == 2
+    torch.testing.assert_close(plain[-1], want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fused[-1], want, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(fused[-1], plain[-1])
+
+
+@cuda
+def test_nan_on_the_gpu_names_its_step():
+    from sana_comfy.sana_core.errors import SanaError
+    from sana_comfy.sana_core.sampling import make_schedule, sample
+
+    calls = []
+
+    def model_fn(x, t):
+        calls.append(1)
+        return torch.full_like(x, float("nan")) if len(calls) == 3 else x * 0.1
+
+    with pytest.raises(SanaError, match="step 3 of 6"):
+        sample("flow_dpm_solver", model_fn, torch.randn(1, 32, 4, 4, device="cuda"),
+               make_schedule("flow_dpm_solver", 6, 3.0))
 
 
 @cuda
@@ -144,3 +178,22 @@ def test_cpu_never_captures():
         assert not cudagraph.usable(a[0])
         torch.testing.assert_close(m(*a), _eager(m, *a), rtol=0, atol=0)
     assert m._graphs.captures == 0
+
+
+def test_ready_made_masks_give_gemmas_own_output(tmp_path):
+    """The form the Gemma graph takes (masks built outside the model) equals the model's own masking, padding
+    included; checked here on the CPU, and on a GPU once per shape before any capture."""
+    from fixtures_text import build_tiny_gemma, build_tokenizer
+    from sana_comfy.sana_core.text_encoder import _additive_mask, load_text_encoder
+
+    tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
+    enc = load_text_encoder(tiny.sana_repo)
+    window = enc.model.config.sliding_window  # the graph form is used up to Gemma's window (4096 in the 2B)
+    tok = enc.tokenizer(["a red fox in the snow", "a lighthouse"], padding="max_length", max_length=window,
+                        truncation=True, return_tensors="pt")
+    ids, mask = tok.input_ids, tok.attention_mask
+    assert (mask == 0).any()  # padding is present
+    with torch.no_grad():
+        want = enc._forward(ids, mask)
+        got = enc._forward_masks(ids, _additive_mask(mask, enc.dtype))
+    assert torch.equal(got, want)
