@@ -93,6 +93,8 @@ def main() -> None:
     load_into(net, {k: v.clone() for k, v in ref_tr.state_dict().items()}, dt, "bench")
     load_into(vae, {k: v.clone() for k, v in ref_vae.state_dict().items()}, dt, "bench")
     net, vae = net.eval().requires_grad_(False).to(dev), vae.eval().requires_grad_(False).to(dev)
+    tr_config = dict(ref_tr.config)
+    sd32 = {k: v.float().clone() for k, v in ref_tr.state_dict().items()}  # for the fp32 parity check
     ref_tr, ref_vae = ref_tr.to(dev, dt), ref_vae.to(dev, dt)
     with tempfile.TemporaryDirectory() as tmp:
         tok = GemmaTokenizerFast.from_pretrained(build_tokenizer(Path(tmp) / "tok"))
@@ -192,6 +194,18 @@ def main() -> None:
         img_cl = vae_cl.decode(z.contiguous(memory_format=torch.channels_last), tiling="off")
         print(f"  parity: one transformer call {rel(net(x, t, y, m), want):.2e}; decode "
               f"{rel(img, ref_vae.decode(z).sample):.2e}; channels-last decode {rel(img_cl, img):.2e}", flush=True)
+        if dev.startswith("cuda"):
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            set_fast(net, False)
+            plain = net(x, t, y, m)
+            with sdpa_kernel([SDPBackend.MATH]):
+                same_kernel = rel(net(x, t, y, m), ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m,
+                                                          timestep=t, return_dict=False)[0])
+            set_fast(net, True)
+            print(f"  parity: one call, plain blocks {rel(plain, want):.2e}; both on the math SDPA kernel "
+                  f"{same_kernel:.2e}", flush=True)
+        fp32_parity(net_cfg=PRESETS["Sana_600M_1024px"], tr_config=tr_config, sd32=sd32, dev=dev, x=x, t=t,
+                    y=y, m=m, pos=pos, neg=neg, noise=noise, steps=args.steps, vae=vae)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
@@ -213,6 +227,44 @@ def main() -> None:
         print(f"  {k:20s} {v:.3f} s  ratio to diffusers {v / d:.2f}", flush=True)
     print(f"  pixel differences /255: ours vs diffusers {diff('ours', 'diffusers')}; plain blocks vs diffusers "
           f"{diff('ours, plain blocks', 'diffusers')}; graphs vs eager {diff('ours', 'ours, eager')}", flush=True)
+
+
+def fp32_parity(net_cfg, tr_config, sd32, dev, x, t, y, m, pos, neg, noise, steps, vae) -> None:
+    """The same comparison in fp32 (TF32 off), where rounding cannot hide a difference: one call, and a whole
+    denoise through diffusers' DPM-Solver++ loop (SanaTransformer2DModel + its scheduler) against ours."""
+    from diffusers import DPMSolverMultistepScheduler, SanaTransformer2DModel
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.device(dev):
+        ref = SanaTransformer2DModel.from_config(tr_config).eval().requires_grad_(False)
+    ref.load_state_dict(sd32)
+    with torch.device("meta"):
+        ours = SanaTransformer(net_cfg, dtype=torch.float32)
+    load_into(ours, {k: v.clone() for k, v in sd32.items()}, torch.float32, "bench")
+    ours = ours.eval().requires_grad_(False).to(dev)
+    x, y = x.float(), y.float()
+    one = rel(ours(x, t, y, m), ref(x, encoder_hidden_states=y, encoder_attention_mask=m, timestep=t,
+                                   return_dict=False)[0])
+    sched = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0,
+                                        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+                                        lower_order_final=True, final_sigmas_type="zero")
+    sched.set_timesteps(steps, device=dev)
+    lat = noise.to(dev)
+    emb = torch.cat([neg.embeds, pos.embeds]).to(dev, torch.float32)
+    mask = torch.cat([neg.mask, pos.mask]).to(dev)
+    for ts in sched.timesteps:
+        v = ref(torch.cat([lat] * 2), encoder_hidden_states=emb, encoder_attention_mask=mask,
+                timestep=ts.expand(2), return_dict=False)[0].float()
+        v_u, v_c = v.chunk(2)
+        lat = sched.step(v_u + 4.5 * (v_c - v_u), ts, lat, return_dict=False)[0]
+    ours_lat = pipeline.denoise(ours, pos, neg, torch.zeros_like(noise), 0, pipeline.SampleOptions(steps=steps),
+                                noise=noise).to(dev) * pipeline.SCALING_FACTOR
+    a = pipeline.decode_images(vae, ours_lat / pipeline.SCALING_FACTOR)
+    b = pipeline.decode_images(vae, lat / pipeline.SCALING_FACTOR)
+    d = (a - b).abs() * 255
+    print(f"  parity fp32: one transformer call {one:.2e}; {steps}-step denoise {rel(ours_lat, lat):.2e}; image "
+          f"max {d.max().item():.1f}, mean {d.mean().item():.3f} /255", flush=True)
 
 
 def set_fast(model: torch.nn.Module, on: bool) -> None:

@@ -246,11 +246,13 @@ class LinearAttention(nn.Module):
         if not half:
             k, v = k.float(), v.float()
         q = F.relu(q).float()
+        s = torch.empty(b, h, d, d + 1, dtype=torch.float32, device=q.device)  # [Σ k⊗v | Σ k] per head
+        s[..., d] = k.view(b, n, h, d).sum(1, dtype=torch.float32)
         for i in range(b):
             qi, ki, vi = (t[i].view(n, h, d).transpose(0, 1) for t in (q, k, v))  # (h, N, d) views
-            kv = torch.bmm(ki.transpose(1, 2), vi, out_dtype=torch.float32) if half else torch.bmm(ki.transpose(1, 2), vi)
-            s = torch.cat([kv, ki.sum(1, dtype=torch.float32).unsqueeze(2)], 2)  # (h, d, d+1) fp32
-            o = torch.bmm(qi, s)  # (h, N, d+1)
+            s[i, :, :, :d] = (torch.bmm(ki.transpose(1, 2), vi, out_dtype=torch.float32) if half
+                              else torch.bmm(ki.transpose(1, 2), vi))
+            o = torch.bmm(qi, s[i])  # (h, N, d+1)
             torch.div(o[..., :d], o[..., d:] + 1e-15, out=out[i].transpose(0, 1))
         return out.view(b, n, dim)
 
@@ -306,12 +308,16 @@ class GLUMBConv(nn.Module):
         """The same block on tokens (B, N, D) → (B, N, D): the 1×1 convs as matmuls, the depthwise conv on the
         channels-last view of the tokens (no permuted copies), the gate written contiguously."""
         b, n, dim = x.shape
-        inv, point = self.conv_inverted, self.conv_point
-        x = F.silu(F.linear(x, inv.weight.view(inv.out_channels, dim), inv.bias))  # (B, N, 2H)
-        x = self.conv_depth(x.view(b, *hw, -1).permute(0, 3, 1, 2))  # channels-last (B, 2H, H, W)
-        x = x.permute(0, 2, 3, 1).reshape(b, n, -1)  # (B, N, 2H), a view when the conv kept channels-last
-        x, gate = x.chunk(2, dim=-1)
-        return F.linear(x * F.silu(gate), point.weight.view(dim, point.in_channels))
+        inv, dw, point = self.conv_inverted, self.conv_depth, self.conv_point
+        hid = point.in_channels
+        w_in, w_dw = inv.weight.view(2, hid, dim), dw.weight.view(2, hid, 1, 3, 3)
+        b_in, b_dw = inv.bias.view(2, hid), dw.bias.view(2, hid)
+        half = []  # value and gate halves computed apart (depthwise: exact), so each stays contiguous
+        for j in range(2):
+            t = F.silu(F.linear(x, w_in[j], b_in[j])).view(b, *hw, hid).permute(0, 3, 1, 2)  # channels-last
+            t = F.conv2d(t, w_dw[j], b_dw[j], padding=1, groups=hid)
+            half.append(t.permute(0, 2, 3, 1).reshape(b, n, hid))  # a view when the conv kept channels-last
+        return F.linear(half[0] * F.silu(half[1]), point.weight.view(dim, hid))
 
 
 class SanaBlock(nn.Module):
@@ -329,12 +335,10 @@ class SanaBlock(nn.Module):
         b, d = h.shape[0], h.shape[-1]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t.reshape(b, 6, -1)).chunk(6, dim=1)  # each (B, 1, D)
-        if _fast(self, h):  # modulation and gated residuals as one fused multiply-add each
-            n = torch.addcmul(shift_msa, F.layer_norm(h, (d,), eps=self.eps), 1 + scale_msa)
-            h = torch.addcmul(h, gate_msa, self.attn1(n, n_identity))
+        if _fast(self, h):  # modulation inside the norm, gated residuals as one fused multiply-add each
+            h = torch.addcmul(h, gate_msa, self.attn1(self._modulated(h, scale_msa, shift_msa), n_identity))
             h = self.attn2(h, y, bias) + h
-            n = torch.addcmul(shift_mlp, F.layer_norm(h, (d,), eps=self.eps), 1 + scale_mlp)
-            return torch.addcmul(h, gate_mlp, self.ff.forward_tokens(n, hw))
+            return torch.addcmul(h, gate_mlp, self.ff.forward_tokens(self._modulated(h, scale_mlp, shift_mlp), hw))
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_msa) + shift_msa
         h = h + gate_msa * self.attn1(n.to(h.dtype), n_identity)
         h = self.attn2(h, y, bias) + h  # this operand order keeps diffusers' memory layout (bf16 parity)
@@ -342,6 +346,13 @@ class SanaBlock(nn.Module):
         n = n.unflatten(1, hw).permute(0, 3, 1, 2)  # (B, N, D) → (B, D, H, W)
         ff = self.ff(n).flatten(2, 3).permute(0, 2, 1)  # → (B, N, D)
         return h + gate_mlp * ff
+
+
+    def _modulated(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """LayerNorm(h)·(1 + scale) + shift as each sample's norm with that affine (one rounding, no broadcast op)."""
+        d = h.shape[-1]
+        w = 1 + scale
+        return torch.stack([F.layer_norm(h[i], (d,), w[i, 0], shift[i, 0], self.eps) for i in range(h.shape[0])])
 
 
 class SanaTransformer(nn.Module):
