@@ -32,6 +32,11 @@ def _half_products(x: torch.Tensor) -> bool:
     return _HALF_PRODUCTS[kind]
 
 
+def _weight(m: nn.Module) -> torch.Tensor:
+    """A layer's weight in the compute dtype, whether stored plainly or in 8 bits (quant.py)."""
+    return m.dequantize() if hasattr(m, "dequantize") else m.weight
+
+
 def _fast(module: nn.Module, x: torch.Tensor) -> bool:
     """The GPU forms: same math, fewer and contiguous kernels (no transposed copies, one rounding per fused op)."""
     return module.fast and x.device.type in FAST_DEVICES
@@ -309,15 +314,16 @@ class GLUMBConv(nn.Module):
         channels-last view of the tokens (no permuted copies), the gate written contiguously."""
         b, n, dim = x.shape
         inv, dw, point = self.conv_inverted, self.conv_depth, self.conv_point
-        hid = point.in_channels
-        w_in, w_dw = inv.weight.view(2, hid, dim), dw.weight.view(2, hid, 1, 3, 3)
+        w_point = _weight(point)
+        hid = w_point.shape[1]
+        w_in, w_dw = _weight(inv).view(2, hid, dim), _weight(dw).view(2, hid, 1, 3, 3)
         b_in, b_dw = inv.bias.view(2, hid), dw.bias.view(2, hid)
         half = []  # value and gate halves computed apart (depthwise: exact), so each stays contiguous
         for j in range(2):
             t = F.silu(F.linear(x, w_in[j], b_in[j])).view(b, *hw, hid).permute(0, 3, 1, 2)  # channels-last
             t = F.conv2d(t, w_dw[j], b_dw[j], padding=1, groups=hid)
             half.append(t.permute(0, 2, 3, 1).reshape(b, n, hid))  # a view when the conv kept channels-last
-        return F.linear(half[0] * F.silu(half[1]), point.weight.view(dim, hid))
+        return F.linear(half[0] * F.silu(half[1]), w_point.view(dim, hid))
 
 
 class SanaBlock(nn.Module):
@@ -346,7 +352,6 @@ class SanaBlock(nn.Module):
         n = n.unflatten(1, hw).permute(0, 3, 1, 2)  # (B, N, D) → (B, D, H, W)
         ff = self.ff(n).flatten(2, 3).permute(0, 2, 1)  # → (B, N, D)
         return h + gate_mlp * ff
-
 
     def _modulated(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """LayerNorm(h)·(1 + scale) + shift as each sample's norm with that affine (one rounding, no broadcast op)."""
