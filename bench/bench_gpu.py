@@ -3,10 +3,11 @@
 Random weights of the published configs (Sana 0.6B at 1024 px, DC-AE f32c32, Gemma-2-2B with a small stand-in
 vocabulary), bf16 on the GPU, 1024×1024, 20 steps of Flow-DPM-Solver, CFG 4.5, one prompt with the complex human
 instruction. Both pipelines share the same Gemma module and get copies of the same transformer and DC-AE weights;
-each is warmed up, then they alternate and the best time of each is kept. Ours runs twice: with CUDA-graph replay
-of the transformer (the default on a GPU) and eagerly. Prints the card's name, the times and the ratios (issue 6:
-ours < 0.4 s on an H100 and ≤ 0.7× diffusers), a per-stage breakdown, the bf16 matmul rate, and the top kernels of
-one eager run of ours (--profile).
+each is warmed up, then they alternate and the best time of each is kept. Ours runs three ways: as shipped (CUDA
+graphs, fused-layout blocks), with the blocks in diffusers' op order, and without graphs. Prints the card's name, the
+times and the ratios (issue 6: ours < 0.4 s on an H100 and ≤ 0.7× diffusers), a per-stage breakdown, the bf16
+matmul rate, parity stage by stage (bf16, and fp32 for one call and a whole denoise), how much a 0.1 % change of
+the noise moves the image, and the top kernels of one eager run of ours (--profile).
 Run: .sana-env/venv/bin/python bench/bench_gpu.py [--repeats 5] [--size 1024] [--steps 20] [--profile FILE]
      CPU smoke test of the script itself: --device cpu --dtype fp32 --size 256 --steps 2 --text-layers 2
 """
