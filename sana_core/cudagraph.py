@@ -75,11 +75,13 @@ class GraphCache:
         if entry is None or entry.weights != weights:
             self._entries.pop(key, None)
             if self._seen.get(key) != weights:  # first call with these weights: eager
+                if len(self._seen) > 64:  # a long session of ever-new shapes keeps this small
+                    self._seen.clear()
                 self._seen[key] = weights
                 return fn(*inputs)
             try:
                 entry = self._capture(fn, inputs, weights)
-            except Exception as e:  # an op that cannot be captured: this signature stays eager
+            except RuntimeError as e:  # an op that cannot be captured (CUDA errors are RuntimeErrors): stays eager
                 self._failed.add(key)
                 log.warning("Sana: CUDA graph capture failed (%s: %s); this input shape runs eagerly",
                             type(e).__name__, e)

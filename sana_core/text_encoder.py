@@ -287,18 +287,17 @@ class SanaTextEncoder:
         if length > (getattr(self.model.config, "sliding_window", None) or length):
             return self._forward(ids, mask)
         key = (tuple(ids.shape), ids.device)
-        additive = _additive_mask(mask, self.dtype)
         if key not in self._mask_form_ok:
             want = self._forward(ids, mask)
             try:
-                same = torch.equal(self._forward_masks(ids, additive), want)
-            except Exception:  # an older transformers: no ready-made masks
+                same = torch.equal(self._forward_masks(ids, _additive_mask(mask, self.dtype)), want)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError):  # no ready-made masks
                 same = False
             self._mask_form_ok[key] = same
             return want
         if not self._mask_form_ok[key]:
             return self._forward(ids, mask)
-        return self._graphs.run(self.model, self._forward_masks, (ids, additive), ())
+        return self._graphs.run(self.model, self._forward_masks, (ids, _additive_mask(mask, self.dtype)), ())
 
     def _forward_masks(self, ids: torch.Tensor, additive: torch.Tensor) -> torch.Tensor:
         masks = {"full_attention": additive, "sliding_attention": additive}
