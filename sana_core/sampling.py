@@ -116,11 +116,6 @@ def _nan_error(i: int, steps: int) -> SanaError:
                      "overflow — load the transformer in bf16 (or fp32)")
 
 
-def _check_finite(v: torch.Tensor, i: int, steps: int) -> None:
-    if not torch.isfinite(v).all():
-        raise _nan_error(i, steps)
-
-
 class FiniteCheck:
     """The NaN/Inf check of every step. On the CPU it raises at once; on a GPU each step's flag stays on the device
     and ``done()`` reads them all at the end (reading one per step would stall the GPU queue every step). Either way
@@ -133,8 +128,8 @@ class FiniteCheck:
     def __call__(self, v: torch.Tensor, i: int) -> None:
         if v.is_cuda:
             self._flags.append((i, torch.isfinite(v).all()))
-        else:
-            _check_finite(v, i, self.steps)
+        elif not torch.isfinite(v).all():
+            raise _nan_error(i, self.steps)
 
     def done(self) -> None:
         if not self._flags:
@@ -240,17 +235,19 @@ def sample_sprint(model_fn: ModelFn, noise: torch.Tensor, trig: torch.Tensor, ge
     x = noise.float() * sigma_data
     n = len(trig) - 1
     x0 = x
+    check = FiniteCheck(n)
     for i in range(n):
         s, s_next = trig[i], trig[i + 1]
         tau = torch.sin(s) / (torch.sin(s) + torch.cos(s))
         norm = torch.sqrt(tau**2 + (1 - tau) ** 2)
         x_in = (x / sigma_data) * norm
         v = model_fn(x_in, tau.expand(x.shape[0]).to(x.device)).float()
-        _check_finite(v, i, n)
+        check(v, i)
         f = ((1 - 2 * tau) * x_in + (1 - 2 * tau + 2 * tau**2) * v) / norm * sigma_data
         x0 = torch.cos(s) * x - torch.sin(s) * f
         z = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device) * sigma_data
         x = torch.cos(s_next) * x0 + torch.sin(s_next) * z
         if callback is not None:
             callback(i, n, x, x0 / sigma_data)
+    check.done()
     return x0 / sigma_data

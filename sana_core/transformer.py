@@ -248,6 +248,7 @@ class LinearAttention(nn.Module):
         out = torch.empty(b, n, h, d, dtype=v.dtype, device=v.device)  # back in the model dtype
         k = F.relu(k)
         half = _half_products(k)  # bf16/fp16 operands are exact in fp32: multiply them as they are, sum in fp32
+        products = {"out_dtype": torch.float32} if half else {}
         if not half:
             k, v = k.float(), v.float()
         q = F.relu(q).float()
@@ -255,8 +256,7 @@ class LinearAttention(nn.Module):
         s[..., d] = k.view(b, n, h, d).sum(1, dtype=torch.float32)
         for i in range(b):
             qi, ki, vi = (t[i].view(n, h, d).transpose(0, 1) for t in (q, k, v))  # (h, N, d) views
-            s[i, :, :, :d] = (torch.bmm(ki.transpose(1, 2), vi, out_dtype=torch.float32) if half
-                              else torch.bmm(ki.transpose(1, 2), vi))
+            s[i, :, :, :d] = torch.bmm(ki.transpose(1, 2), vi, **products)
             o = torch.bmm(qi, s[i])  # (h, N, d+1)
             torch.div(o[..., :d], o[..., d:] + 1e-15, out=out[i].transpose(0, 1))
         return out.view(b, n, dim)
