@@ -1,15 +1,20 @@
-"""Fewer-FLOP forms of the DC-AE's two costliest convolutions, for CPUs (issue 6).
+"""Fewer-FLOP forms of the DC-AE's costliest convolutions, for CPUs in fp32 (issue 6).
 
-oneDNN already runs a plain 3×3 convolution at the matmul roofline here, so the only way past diffusers is to do less
-arithmetic. Both forms give the same function as the plain op up to fp32 rounding (the tests pin ≤ 1e-5 relative):
+oneDNN already runs a plain 3×3 convolution near the matmul roofline here, so the way past diffusers is less
+arithmetic and less memory traffic. On the CPU in fp32 the DC-AE's ResBlock stages run channels-last (NHWC): oneDNN's
+direct and transposed convs are faster in that layout, the channel norms reduce over the contiguous dim, and the
+Winograd tiles gather with plain strided views. The forms below give the same function as the plain ops up to fp32
+rounding (tests pin them against fp64):
 
 - ``upsample_conv3x3``: nearest 2× upsampling followed by a 3×3 conv equals, for each of the four output phases, a
   2×2 conv on the low-resolution input with summed taps, i.e. one stride-2 transposed conv with a 4×4 kernel; 16
   instead of 36 multiply-adds per input pixel and channel pair (2.25× fewer), and the upsampled tensor is never
   built.
-- ``winograd_conv3x3``: Winograd F(2×2, 3×3) (Lavin & Gray 2015): 16 instead of 36 multiplies per 2×2 output tile,
-  as 16 batched matmuls. It only pays where those matmuls are large enough to run near the roofline, which on this
-  MKL build means C_in ≥ 256; the 128-channel stage keeps oneDNN's direct conv.
+- ``winograd_conv3x3``: Winograd F(4×4, 3×3) (Lavin & Gray 2015): 36 instead of 144 multiplies per 4×4 output tile,
+  as 36 batched matmuls, in stripes of tile rows whose transforms stay in cache (the bias and the ResBlock's SiLU are
+  applied there too). It pays where those matmuls run near the roofline, C_in ≥ 256 on this MKL build; the
+  128-channel stage keeps oneDNN's direct conv (channels-last), which measured the same. It rounds about ten times as
+  much as the direct conv (its transforms scale the summed terms by up to 5 and 8): ~1e-5 of the largest output.
 
 The derived weights are cached on the module (not in its state dict), keyed by the weight tensor's identity and
 version, so a reload or an in-place edit recomputes them.
@@ -22,10 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 WINOGRAD_MIN_CHANNELS = 256
-_TILES = 2**17  # C_in × tiles per Winograd step (≈ 8 MB of transformed tiles): measured best here
-
-# Winograd F(2×2, 3×3) kernel transform G (4×3); the data (Bᵀ) and output (Aᵀ) transforms are written out below.
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_TILES = 2**16  # C_in × tiles per Winograd stripe (≈ 9 MB of transformed tiles): measured best here
 
 
 def use_fast(x: torch.Tensor) -> bool:
@@ -78,69 +80,119 @@ def upsample_conv3x3(conv: nn.Conv2d, x: torch.Tensor, shortcut_repeats: int = 0
     return F.conv_transpose2d(x, k, conv.bias, stride=2, padding=1)  # (B, Co, 2H, 2W)
 
 
+# Winograd F(4×4, 3×3) (Lavin & Gray 2015; interpolation points 0, ±1, ±2, ∞): the kernel transform G (6×3); the data
+# (Bᵀ, 6×6) and output (Aᵀ, 4×6) transforms are written out in _data_transform and _output_transform.
+_G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+      (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def _winograd_weights(w: torch.Tensor) -> torch.Tensor:
-    """U = G g Gᵀ per (Co, Ci) pair, computed in fp64: (Co, Ci, 3, 3) → (16, Co, Ci)."""
+    """U = G g Gᵀ per (Co, Ci) pair, computed in fp64: (Co, Ci, 3, 3) → (36, Ci, Co)."""
     g = torch.tensor(_G, dtype=torch.float64, device=w.device)
-    u = torch.einsum("ak,oikl,bl->aboi", g, w.double(), g)  # (4, 4, Co, Ci)
-    return u.reshape(16, w.shape[0], w.shape[1]).to(w.dtype).contiguous()
+    u = torch.einsum("ak,oikl,bl->abio", g, w.double(), g)  # (6, 6, Ci, Co)
+    return u.reshape(36, w.shape[1], w.shape[0]).to(w.dtype).contiguous()
 
 
 def winograd_ok(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     return (use_fast(x) and conv.in_channels >= WINOGRAD_MIN_CHANNELS
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
-            and conv.dilation == (1, 1) and conv.groups == 1 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0)
+            and conv.dilation == (1, 1) and conv.groups == 1 and x.shape[-2] % 4 == 0 and x.shape[-1] % 4 == 0)
 
 
-def winograd_conv3x3(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a 3×3, stride-1, padding-1 conv on even H, W, by Winograd F(2×2, 3×3)."""
-    u = _cached(conv, "winograd", _winograd_weights)  # (16, Co, Ci)
-    y = torch.stack([_winograd_one(xi, u) for xi in x]) if len(x) > 1 else _winograd_one(x[0], u)[None]
-    return y if conv.bias is None else y.add_(conv.bias[:, None, None])
+def _data_transform(r, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """out[k] = Σ_i Bᵀ[k, i] r[i] for the six equally shaped views r; a, b: scratch of that shape."""
+    r0, r1, r2, r3, r4, r5 = r
+    torch.add(r4, r2, alpha=-5, out=out[0]).add_(r0, alpha=4)  # 4 r0 − 5 r2 + r4
+    torch.add(r5, r3, alpha=-5, out=out[5]).add_(r1, alpha=4)  # 4 r1 − 5 r3 + r5
+    torch.add(r4, r2, alpha=-4, out=a)
+    torch.add(r3, r1, alpha=-4, out=b)
+    torch.add(a, b, out=out[1])  # −4 r1 − 4 r2 + r3 + r4
+    torch.sub(a, b, out=out[2])  # 4 r1 − 4 r2 − r3 + r4
+    torch.sub(r4, r2, out=a)
+    torch.sub(r3, r1, out=b)
+    torch.add(a, b, alpha=2, out=out[3])  # −2 r1 − r2 + 2 r3 + r4
+    torch.add(a, b, alpha=-2, out=out[4])  # 2 r1 − r2 − 2 r3 + r4
 
 
-def _winograd_one(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    C, H, W = x.shape
-    Co, th, tw = u.shape[1], H // 2, W // 2
-    # The zero-padded input, split by row and column parity so that every tile gather is a plain slice:
-    # e[p, q, :, i, j] = padded[:, 2i+p, 2j+q]; padded row r is input row r-1.
-    e = x.new_empty(2, 2, C, th + 1, tw + 1)
-    e[0, :, :, 0] = 0  # padded row 0
-    e[1, :, :, th] = 0  # padded row H+1
-    e[:, 0, :, :, 0] = 0  # padded column 0
-    e[:, 1, :, :, tw] = 0  # padded column W+1
-    xv = x.view(C, th, 2, tw, 2)
-    e[0, 0, :, 1:, 1:] = xv[:, :, 1, :, 1]
-    e[0, 1, :, 1:, :tw] = xv[:, :, 1, :, 0]
-    e[1, 0, :, :th, 1:] = xv[:, :, 0, :, 1]
-    e[1, 1, :, :th, :tw] = xv[:, :, 0, :, 0]
-    out = x.new_empty(2, 2, Co, th, tw)  # out[a, b, :, i, j] = y[:, 2i+a, 2j+b]
-    stripe = max(1, _TILES // (C * tw))
+def _output_transform(m, out: torch.Tensor, s: torch.Tensor) -> None:
+    """out[k] = Σ_i Aᵀ[k, i] m[i] for the six equally shaped views m; s: scratch (4, *that shape)."""
+    m0, m1, m2, m3, m4, m5 = m
+    p, q, r, t = s
+    torch.add(m1, m2, out=p)
+    torch.sub(m1, m2, out=q)
+    torch.add(m3, m4, out=r)
+    torch.sub(m3, m4, out=t)
+    torch.add(m0, p, out=out[0]).add_(r)  # m0 + m1 + m2 + m3 + m4
+    torch.add(q, t, alpha=2, out=out[1])  # m1 − m2 + 2 (m3 − m4)
+    torch.add(p, r, alpha=4, out=out[2])  # m1 + m2 + 4 (m3 + m4)
+    torch.add(q, t, alpha=8, out=out[3]).add_(m5)  # m1 − m2 + 8 (m3 − m4) + m5
+
+
+def winograd_conv3x3(conv: nn.Conv2d, x: torch.Tensor, silu: bool = False) -> torch.Tensor:
+    """``conv(x)`` (then SiLU, with ``silu``) for a 3×3, stride-1, padding-1 conv on H, W divisible by 4, by Winograd
+    F(4×4, 3×3): 36 instead of 144 multiplies per 4×4 output tile, as 36 batched matmuls. Channels-last in and out."""
+    u = _cached(conv, "winograd", _winograd_weights)  # (36, Ci, Co)
+    x = channels_last(x)
+    out = torch.empty(x.shape[0], u.shape[2], *x.shape[2:], dtype=x.dtype, memory_format=torch.channels_last)
+    for xi, oi in zip(x, out):
+        _winograd_one(xi.permute(1, 2, 0), u, conv.bias, silu, oi.permute(1, 2, 0))
+    return out
+
+
+def _winograd_one(x: torch.Tensor, u: torch.Tensor, bias, silu: bool, out: torch.Tensor) -> None:
+    """x (H, W, Ci) → out (H, W, Co), both contiguous, in stripes of tile rows whose transforms stay in cache."""
+    H, W, C = x.shape
+    Co, th, tw = u.shape[2], H // 4, W // 4
+    stripe = max(1, min(th, _TILES // (C * tw)))
+    pad = x.new_zeros(4 * stripe + 2, W + 2, C)  # the zero-padded input rows of one stripe
+    big = max(C, Co) * stripe * tw
+    bufs = [x.new_empty(n) for n in (6 * stripe * (W + 2) * C, 36 * big, 36 * big, 24 * big)]
+    outv = out.view(th, 4, tw, 4, Co)  # (tile row, a, tile column, b, Co)
     for i0 in range(0, th, stripe):
         s = min(stripe, th - i0)
-        # Tile rows 0..3 of tile row i are padded rows 2i, 2i+1, 2i+2, 2i+3: each (2 col parities, C, s, tw+1).
-        r0, r1 = e[0, :, :, i0:i0 + s], e[1, :, :, i0:i0 + s]
-        r2, r3 = e[0, :, :, i0 + 1:i0 + 1 + s], e[1, :, :, i0 + 1:i0 + 1 + s]
-        d = x.new_empty(4, 2, C, s, tw + 1)  # Bᵀ applied over rows
-        torch.sub(r0, r2, out=d[0])
-        torch.add(r1, r2, out=d[1])
-        torch.sub(r2, r1, out=d[2])
-        torch.sub(r1, r3, out=d[3])
-        c0, c1, c2, c3 = d[:, 0, ..., :tw], d[:, 1, ..., :tw], d[:, 0, ..., 1:], d[:, 1, ..., 1:]
-        v = x.new_empty(4, 4, C, s, tw)  # … and over columns
-        torch.sub(c0, c2, out=v[:, 0])
-        torch.add(c1, c2, out=v[:, 1])
-        torch.sub(c2, c1, out=v[:, 2])
-        torch.sub(c1, c3, out=v[:, 3])
-        m = torch.bmm(u, v.view(16, C, s * tw)).view(4, 4, Co, s, tw)
-        p = x.new_empty(2, 4, Co, s, tw)  # Aᵀ over rows
-        torch.add(m[0], m[1], out=p[0]).add_(m[2])
-        torch.sub(m[1], m[2], out=p[1]).sub_(m[3])
-        o = out[:, :, :, i0:i0 + s]  # … and over columns
-        torch.add(p[:, 0], p[:, 1], out=o[:, 0]).add_(p[:, 2])
-        torch.sub(p[:, 1], p[:, 2], out=o[:, 1]).sub_(p[:, 3])
-    return out.permute(2, 3, 0, 4, 1).reshape(Co, H, W)  # (Co, th, a, tw, b) → (Co, H, W)
+        # Padded row 4·i0 + r (r = 0 … 4s + 1) is input row 4·i0 + r − 1; rows outside the input stay zero.
+        lo, hi = 4 * i0 - 1, min(4 * (i0 + s) + 1, H)
+        if lo < 0:
+            pad[0].zero_()
+        pad[max(lo, 0) - lo:hi - lo, 1:W + 1] = x[max(lo, 0):hi]
+        if hi - lo < 4 * s + 2:
+            pad[hi - lo:4 * s + 2].zero_()
+        d, v, m, p = (_view(b, shape) for b, shape in zip(bufs, (
+            (6, s, W + 2, C),  # Bᵀ over the rows of each tile
+            (6, 6, s, tw, C),  # … and over its columns: v[k, l] = transformed tile element (k, l)
+            (36, s * tw, Co),  # the 36 products
+            (4, 6, s, tw, Co))))  # Aᵀ over rows
+        _data_transform([pad[r:r + 4 * s - 3:4] for r in range(6)], d, *_scratch(bufs[2], 2, d.shape[1:]))
+        _data_transform([d[:, :, c:c + 4 * tw - 3:4] for c in range(6)], v.transpose(0, 1),
+                        *_scratch(bufs[2], 2, v.shape[1:]))
+        torch.bmm(v.view(36, s * tw, C), u, out=m)
+        _output_transform(m.view(6, 6, s, tw, Co), p, _scratch(bufs[1], 4, p.shape[1:]))
+        o = outv[i0:i0 + s]
+        _output_transform(p.unbind(1), o.permute(3, 1, 0, 2, 4), _scratch(bufs[1], 4, (4, s, tw, Co)))
+        if bias is not None:
+            o.add_(bias)
+        if silu:
+            F.silu(o, inplace=True)
 
 
-def conv3x3(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``, by Winograd where it is faster."""
-    return winograd_conv3x3(conv, x) if winograd_ok(conv, x) else conv(x)
+def _view(flat: torch.Tensor, shape) -> torch.Tensor:
+    n = 1
+    for k in shape:
+        n *= k
+    return flat[:n].view(shape)
+
+
+def _scratch(flat: torch.Tensor, count: int, shape) -> torch.Tensor:
+    return _view(flat, (count, *shape))
+
+
+def conv3x3(conv: nn.Conv2d, x: torch.Tensor, silu: bool = False) -> torch.Tensor:
+    """``conv(x)`` (then SiLU, with ``silu``), by Winograd where it is faster; on the CPU in fp32 channels-last."""
+    if winograd_ok(conv, x):
+        return winograd_conv3x3(conv, x, silu)
+    y = conv(channels_last(x)) if use_fast(x) else conv(x)
+    return F.silu(y, inplace=True) if silu else y

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from fixtures_vae import tiny_diffusers_dcae
 from sana_comfy.sana_core import fastconv
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
+from sana_comfy.sana_core.dcae_blocks import DCDownBlock2d
 from sana_comfy.sana_core.weights import load_into
 from torch import nn
 
@@ -40,28 +41,40 @@ def test_upsample_conv_with_the_up_block_shortcut(ci, co):
     assert _rel(fastconv.upsample_conv3x3(conv, x, r), ref) <= 1e-5
 
 
-@pytest.mark.parametrize("h,w,bias", [(6, 10, True), (2, 2, False), (12, 4, True)])
-def test_winograd_is_the_conv(h, w, bias):
+# Winograd F(4×4, 3×3) rounds about ten times as much as the direct conv in fp32 (its transforms scale the terms of
+# each sum by up to 5 and 8), still ~1e-5 of the largest output.
+WINOGRAD_TOL = 3e-5
+
+
+@pytest.mark.parametrize("h,w,bias,tiles", [(8, 12, True, None), (4, 4, False, None), (12, 4, True, None),
+                                            (36, 20, True, 256 * 5), (20, 8, False, 256 * 6)])
+def test_winograd_is_the_conv(h, w, bias, tiles, monkeypatch):
+    if tiles:  # several stripes of tile rows, the last one short
+        monkeypatch.setattr(fastconv, "_TILES", tiles)
     conv = _conv(256, 64, bias)
     x = torch.randn(2, 256, h, w)
     assert fastconv.winograd_ok(conv, x)
     ref = conv.double()(x.double())
     conv.float()
     y = fastconv.winograd_conv3x3(conv, x)
-    assert y.shape == (2, 64, h, w)
-    assert _rel(y, ref) <= 1e-5
-    assert _rel(fastconv.conv3x3(conv, x[:1]), ref[:1]) <= 1e-5
+    assert y.shape == (2, 64, h, w) and y.is_contiguous(memory_format=torch.channels_last)
+    assert _rel(y, ref) <= WINOGRAD_TOL
+    assert _rel(fastconv.conv3x3(conv, x[:1]), ref[:1]) <= WINOGRAD_TOL
+    assert _rel(fastconv.conv3x3(conv, x[1:], silu=True), F.silu(ref[1:])) <= WINOGRAD_TOL
 
 
 def test_winograd_only_where_it_applies():
     conv = _conv(256, 8)
-    assert not fastconv.winograd_ok(conv, torch.randn(1, 256, 5, 4))  # odd height
+    assert not fastconv.winograd_ok(conv, torch.randn(1, 256, 6, 4))  # height not a multiple of the 4×4 tile
     assert not fastconv.winograd_ok(conv, torch.randn(1, 256, 4, 4, dtype=torch.bfloat16))  # bf16 keeps the op
     assert not fastconv.winograd_ok(_conv(128, 8), torch.randn(1, 128, 4, 4))  # below the channel threshold
     strided = nn.Conv2d(256, 8, 3, 2, 1)
     assert not fastconv.winograd_ok(strided, torch.randn(1, 256, 4, 4))
-    x = torch.randn(1, 256, 5, 4)  # falls back to the module itself
-    assert torch.equal(fastconv.conv3x3(conv, x), conv(x))
+    x = torch.randn(1, 256, 6, 4)  # falls back to the module itself, channels-last on the CPU in fp32
+    y = fastconv.conv3x3(conv, x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and _rel(y, conv(x)) <= 1e-6
+    x16 = x.bfloat16()
+    assert torch.equal(fastconv.conv3x3(conv.bfloat16(), x16), conv(x16))  # bf16: the module's own op
 
 
 def test_derived_weights_follow_weight_edits():
@@ -70,7 +83,7 @@ def test_derived_weights_follow_weight_edits():
     before = fastconv.winograd_conv3x3(conv, x)
     up_before = fastconv.upsample_conv3x3(conv, x)
     conv.weight.mul_(2)  # in place: a new tensor version
-    assert _rel(fastconv.winograd_conv3x3(conv, x), conv(x)) <= 1e-5
+    assert _rel(fastconv.winograd_conv3x3(conv, x), conv(x)) <= WINOGRAD_TOL
     assert _rel(fastconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
     assert not torch.allclose(before, conv(x)) and not torch.allclose(up_before, fastconv.upsample_conv3x3(conv, x))
     assert "_sana_fast" not in str(conv.state_dict().keys())
@@ -80,9 +93,9 @@ def test_weights_made_in_inference_mode():
     """ComfyUI loads and runs models under torch.inference_mode: such weights carry no version counter."""
     with torch.inference_mode():
         conv = _conv(256, 8)
-        x = torch.randn(1, 256, 4, 6)
+        x = torch.randn(1, 256, 4, 8)
         assert conv.weight.is_inference()
-        assert _rel(fastconv.conv3x3(conv, x), conv(x)) <= 1e-5
+        assert _rel(fastconv.conv3x3(conv, x), conv(x)) <= WINOGRAD_TOL
         assert _rel(fastconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
 
 
@@ -98,7 +111,7 @@ def test_dcae_with_a_winograd_stage_matches_diffusers():
     calls = []
     orig = fastconv.winograd_conv3x3
     try:
-        fastconv.winograd_conv3x3 = lambda conv, x: calls.append(x.shape) or orig(conv, x)
+        fastconv.winograd_conv3x3 = lambda conv, x, *a: calls.append(x.shape) or orig(conv, x, *a)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(2, 3, 48, 64, generator=g) * 2 - 1
         with torch.no_grad():
@@ -113,3 +126,40 @@ def test_dcae_with_a_winograd_stage_matches_diffusers():
             m.fast = False
     with torch.no_grad():
         assert _rel(ours.decode(z_ref, tiling="off"), out_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("ci,co", [(8, 32), (8, 16), (16, 16), (32, 8), (12, 16)])  # groups of 1, 2, 4, 16; 3: plain
+def test_down_block_shortcut_channels_last(ci, co):
+    """The encoder's down block adds its unshuffle-and-average shortcut over strided views of a channels-last input."""
+    torch.manual_seed(0)
+    block = DCDownBlock2d(ci, co, pixel_unshuffle=False).eval()
+    ref = DCDownBlock2d(ci, co, pixel_unshuffle=False).eval().double()
+    ref.load_state_dict(block.state_dict())
+    x = torch.randn(2, ci, 8, 12)
+    with torch.no_grad():
+        y, y_ref = block(fastconv.channels_last(x)), ref(x.double())
+        assert _rel(y, y_ref) <= 1e-6 and _rel(block(x), y_ref) <= 1e-6
+
+
+def test_dcae_runs_channels_last_on_the_cpu():
+    """CPU fp32: the ResBlock stages run channels-last, the attention stages and the results are plain NCHW."""
+    ref = tiny_diffusers_dcae()
+    with torch.device("meta"):
+        ours = DCAE(DCAEConfig.from_diffusers(dict(ref.config)))
+    load_into(ours, dict(ref.state_dict()), torch.float32, "test")
+    seen = {}
+
+    def record(m, args, out):
+        seen.setdefault(type(m).__name__, set()).add(args[0].is_contiguous(memory_format=torch.channels_last)
+                                                     and not args[0].is_contiguous())
+
+    for m in ours.modules():
+        if type(m).__name__ in ("ResBlock", "EfficientViTBlock"):
+            m.register_forward_hook(record)
+    x = torch.rand(1, 3, 32, 64) * 2 - 1
+    with torch.no_grad():
+        z = ours.encode(x, tiling="off")
+        out = ours.decode(z, tiling="off")
+        assert z.is_contiguous() and out.is_contiguous()
+        assert _rel(out, ref.decode(z).sample) <= 1e-5
+    assert seen["ResBlock"] == {True}
