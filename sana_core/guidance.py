@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SanaError
-from .transformer import SanaTransformer
+from .transformer import Caption, SanaTransformer
 
 
 @dataclass(frozen=True)
@@ -77,23 +77,22 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond, uncond: TextCond | N
     ts = model.cfg.timestep_scale if timestep_scale is None else timestep_scale
     chunks = ([(uncond, "negative")] if use_cfg else []) + [(cond, "positive")] * (2 if use_pag else 1)
     n_chunks = len(chunks)
-    text: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # batch size → batched (embeds, mask), built once
+    text: dict[int, Caption] = {}  # batch size → the batched caption, built once (its keys/values: on first use)
 
-    def batched_text(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batched_text(b: int) -> Caption:
         if b not in text:
             cs = [c.repeat_to(b, name) for c, name in chunks]
             length = max(c.embeds.shape[1] for c in cs)
             cs = [_pad_to(c, length) for c in cs]
-            text[b] = torch.cat([c.embeds for c in cs]).to(dev, dt), torch.cat([c.mask for c in cs]).to(dev)
+            text[b] = Caption(torch.cat([c.embeds for c in cs]).to(dev, dt), torch.cat([c.mask for c in cs]).to(dev))
         return text[b]
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        emb, mask = batched_text(b)
         x_in = torch.cat([x] * n_chunks).to(dev, dt)
         t_in = torch.cat([t] * n_chunks).to(dev, torch.float32) * ts
         g = None if guidance is None else guidance.to(dev).expand(b).repeat(n_chunks)
-        out = model(x_in, t_in, emb, mask, guidance=g, identity_blocks=pag_layers if use_pag else frozenset(),
+        out = model(x_in, t_in, batched_text(b), guidance=g, identity_blocks=pag_layers if use_pag else frozenset(),
                     n_identity=b if use_pag else 0).float().to(x.device)
         parts = list(out.chunk(n_chunks))  # [uncond?, cond, perturbed?]
         v_u = parts.pop(0) if use_cfg else None

@@ -282,14 +282,25 @@ class CrossAttention(nn.Module):
         else:
             self.norm_q = self.norm_k = None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        b = x.shape[0]
-        q, k, v = self.to_q(x), self.to_k(y), self.to_v(y)
-        if self.norm_q is not None:
-            q, k = self.norm_q(q), self.norm_k(k)
-        q = q.view(b, -1, self.heads, q.shape[-1] // self.heads).transpose(1, 2)  # (B, h, N, d)
+    def keys_values(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The caption's keys and values (B, h, L, d): they depend on the caption only, not on the latent."""
+        b = y.shape[0]
+        k, v = self.to_k(y), self.to_v(y)
+        if self.norm_k is not None:
+            k = self.norm_k(k)
         k = k.view(b, -1, self.heads, k.shape[-1] // self.heads).transpose(1, 2)  # (B, h, L, d)
         v = v.view(b, -1, self.heads, v.shape[-1] // self.heads).transpose(1, 2)
+        return k, v
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, bias: torch.Tensor | None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, N, D); the caption y (B, L, D), or its ``kv`` prepared once per sampling run (``Caption``)."""
+        b = x.shape[0]
+        q = self.to_q(x)
+        if self.norm_q is not None:
+            q = self.norm_q(q)
+        k, v = self.keys_values(y) if kv is None else kv
+        q = q.view(b, -1, self.heads, q.shape[-1] // self.heads).transpose(1, 2)  # (B, h, N, d)
         mask = None if bias is None else bias[:, None]  # (B, 1, 1, L)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         o = o.transpose(1, 2).reshape(b, -1, q.shape[1] * q.shape[3]).to(q.dtype)
@@ -337,17 +348,17 @@ class SanaBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.empty(6, d, device=device, dtype=dtype))
         self.fast = True
 
-    def forward(self, h, y, bias, t, hw: tuple[int, int], n_identity: int = 0) -> torch.Tensor:
+    def forward(self, h, y, bias, t, hw: tuple[int, int], n_identity: int = 0, kv=None) -> torch.Tensor:
         b, d = h.shape[0], h.shape[-1]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + t.reshape(b, 6, -1)).chunk(6, dim=1)  # each (B, 1, D)
         if _fast(self, h):  # modulation inside the norm, gated residuals as one fused multiply-add each
             h = torch.addcmul(h, gate_msa, self.attn1(self._modulated(h, scale_msa, shift_msa), n_identity))
-            h = self.attn2(h, y, bias) + h
+            h = self.attn2(h, y, bias, kv) + h
             return torch.addcmul(h, gate_mlp, self.ff.forward_tokens(self._modulated(h, scale_mlp, shift_mlp), hw))
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_msa) + shift_msa
         h = h + gate_msa * self.attn1(n.to(h.dtype), n_identity)
-        h = self.attn2(h, y, bias) + h  # this operand order keeps diffusers' memory layout (bf16 parity)
+        h = self.attn2(h, y, bias, kv) + h  # this operand order keeps diffusers' memory layout (bf16 parity)
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_mlp) + shift_mlp
         n = n.unflatten(1, hw).permute(0, 3, 1, 2)  # (B, N, D) → (B, D, H, W)
         ff = self.ff(n).flatten(2, 3).permute(0, 2, 1)  # → (B, N, D)
@@ -358,6 +369,39 @@ class SanaBlock(nn.Module):
         d = h.shape[-1]
         w = 1 + scale
         return torch.stack([F.layer_norm(h[i], (d,), w[i, 0], shift[i, 0], self.eps) for i in range(h.shape[0])])
+
+
+class Caption:
+    """A caption held fixed for a whole sampling run: ``model(x, t, Caption(context, mask))`` equals
+    ``model(x, t, context, mask)``, but each block's cross-attention keys and values (which depend on the caption
+    only) are computed on the first step and reused by every later one (diffusers recomputes them each step: about
+    1/6 of a 512 px step's arithmetic for the 0.6B model at batch 2).
+
+    They are recomputed whenever the model's weights are not the ones they were made from (another model, a moved
+    or reloaded or patched one: the weights' addresses and versions are checked on every step, like the CUDA graphs).
+    A replayed CUDA graph uses the plain context, computing them inside the graph. Treat the context as read-only
+    while the Caption is in use.
+    """
+
+    def __init__(self, context: torch.Tensor, mask: torch.Tensor | None = None):
+        self.context, self.mask = context, mask
+        self._key: tuple | None = None
+        self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def keys_values(self, model: SanaTransformer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if torch.is_grad_enabled():  # keys and values kept across steps would join every step's autograd graph
+            y = model.caption_features(self.context)
+            return [b.attn2.keys_values(y) for b in model.transformer_blocks]
+        modules = [model.caption_projection, model.caption_norm] + [b.attn2 for b in model.transformer_blocks]
+        key = (id(model), torch.is_inference_mode_enabled(), tuple(
+            (t.data_ptr(), t.dtype, t.device, 0 if t.is_inference() else t._version)
+            for m in modules for t in (*m.parameters(), *m.buffers())))
+        if key != self._key:
+            self._kv = []  # free the old ones first
+            y = model.caption_features(self.context)
+            self._kv = [b.attn2.keys_values(y) for b in model.transformer_blocks]
+            self._key = key
+        return self._kv
 
 
 class SanaTransformer(nn.Module):
@@ -393,19 +437,27 @@ class SanaTransformer(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor | None = None, guidance: torch.Tensor | None = None,
                 identity_blocks: frozenset[int] = frozenset(), n_identity: int = 0) -> torch.Tensor:
-        """x (B, C, H, W) in the model dtype; timestep (B,); context (B, L, Cc); context_mask (B, L) of 0/1.
+        """x (B, C, H, W) in the model dtype; timestep (B,); context (B, L, Cc) and context_mask (B, L) of 0/1, or a
+        ``Caption`` of both, held for a sampling run (its keys and values are computed once).
 
         ``identity_blocks``/``n_identity``: in those blocks the last ``n_identity`` batch items use identity
         self-attention (perturbed-attention guidance). Returns (B, C_out, H, W) in the model dtype.
         """
         identity_blocks = frozenset(identity_blocks)
-        if self.cuda_graphs and cudagraph.usable(x):
+        caption = None
+        if isinstance(context, Caption):
+            caption, context, context_mask = context, context.context, context.mask
+        if self.cuda_graphs and cudagraph.usable(x):  # a replay recomputes the caption's keys and values in-graph
             def eager(*a):
                 return self._forward(*a, identity_blocks=identity_blocks, n_identity=n_identity)
             forms = tuple(m.fast for m in self.modules() if isinstance(m, (SanaBlock, LinearAttention)))
             return self._graphs.run(self, eager, (x, timestep, context, context_mask, guidance),
                                     (identity_blocks, n_identity, forms))  # a graph per set of block forms
-        return self._forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity)
+        return self._forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity, caption)
+
+    def caption_features(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, L, Cc) caption-encoder features → (B, L, D), the cross-attention's input in every block."""
+        return self.caption_norm(self.caption_projection(context).view(context.shape[0], -1, self.cfg.dim))
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: captured graphs are stale
         self._graphs.clear()
@@ -413,7 +465,7 @@ class SanaTransformer(nn.Module):
 
     def _forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                  context_mask: torch.Tensor | None, guidance: torch.Tensor | None,
-                 identity_blocks: frozenset[int], n_identity: int) -> torch.Tensor:
+                 identity_blocks: frozenset[int], n_identity: int, caption: Caption | None = None) -> torch.Tensor:
         cfg = self.cfg
         b, _, hh, ww = x.shape
         p = cfg.patch_size
@@ -426,10 +478,13 @@ class SanaTransformer(nn.Module):
         if cfg.interpolation_scale is not None:
             h = (h + self._pos_embed(hp, wp, x.device)).to(h.dtype)
         t, e = self.time_embed(timestep, guidance, h.dtype)  # (B, 6D), (B, D)
-        y = self.caption_norm(self.caption_projection(context).view(b, -1, h.shape[-1]))  # (B, L, D)
+        if caption is None:
+            y, kvs = self.caption_features(context), [None] * len(self.transformer_blocks)
+        else:
+            y, kvs = None, caption.keys_values(self)
 
-        for i, block in enumerate(self.transformer_blocks):
-            h = block(h, y, bias, t, (hp, wp), n_identity if i in identity_blocks else 0)
+        for i, (block, kv) in enumerate(zip(self.transformer_blocks, kvs)):
+            h = block(h, y, bias, t, (hp, wp), n_identity if i in identity_blocks else 0, kv)
 
         shift, scale = (self.scale_shift_table[None] + e[:, None]).chunk(2, dim=1)
         h = F.layer_norm(h, (h.shape[-1],), eps=1e-6) * (1 + scale) + shift

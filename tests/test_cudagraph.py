@@ -197,3 +197,19 @@ def test_ready_made_masks_give_gemmas_own_output(tmp_path):
         want = enc._forward(ids, mask)
         got = enc._forward_masks(ids, _additive_mask(mask, enc.dtype))
     assert torch.equal(got, want)
+
+
+@cuda
+def test_prepared_caption_on_the_gpu():
+    """A Caption replays through the graph with its plain context, and runs eagerly with its kept keys and values."""
+    from sana_comfy.sana_core.transformer import Caption
+
+    m = _model("cuda")
+    x, t, y, mask = _inputs("cuda")
+    caption = Caption(y, mask)
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(m(x, t, caption), _eager(m, x, t, y, mask), rtol=1e-5, atol=1e-6)
+        assert m._graphs.captures == 1 and caption._key is None  # the graph computed them itself
+        torch.testing.assert_close(_eager(m, x, t, caption), _eager(m, x, t, y, mask), rtol=0, atol=0)
+        assert caption._key is not None

@@ -116,3 +116,34 @@ def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
         got16 = fast16(x.bfloat16(), t, y.bfloat16(), mask)
     assert got16.dtype == torch.bfloat16
     assert (got16.float() - want16.float()).abs().max().item() <= 2e-2
+
+
+@pytest.mark.parametrize("variant", ["base", "qk_norm"])
+def test_prepared_caption_is_the_same_call(tmp_path, variant):
+    """A Caption held for a sampling run gives exactly the plain call's result, computes each block's cross-attention
+    keys and values once, and recomputes them when the weights change."""
+    from sana_comfy.sana_core.transformer import Caption
+
+    ref = tiny_diffusers_transformer(**VARIANTS[variant])
+    ours = load_transformer(save_layouts(ref, tmp_path)["folder"], "fp32")
+    x, y, mask, t = _inputs()
+    calls = []
+    ours.transformer_blocks[0].attn2.to_k.register_forward_hook(lambda *a: calls.append(1))
+    caption = Caption(y, mask)
+    with torch.no_grad():
+        for step in range(3):
+            xs, ts = x * (1 + step), t - 100 * step
+            assert torch.equal(ours(xs, ts, caption), ours(xs, ts, y, mask))
+        assert torch.equal(ours(x, t, caption, identity_blocks={0}, n_identity=1),  # PAG's perturbed chunk
+                           ours(x, t, y, mask, identity_blocks={0}, n_identity=1))
+        assert len(calls) == 1 + 4  # once for the Caption, once per plain call
+        ours.transformer_blocks[0].attn2.to_v.weight.mul_(2)  # an edited weight: new keys and values
+        assert torch.equal(ours(x, t, caption), ours(x, t, y, mask))
+        assert len(calls) == 5 + 2
+    want = ref(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t, return_dict=False)[0]
+    assert not torch.allclose(ours(x, t, caption), want, atol=1e-3)  # the edit did reach the result
+    calls.clear()
+    with torch.enable_grad():  # with autograd nothing is kept across calls
+        ours(x, t, caption)
+        ours(x, t, caption)
+    assert len(calls) == 2
