@@ -11,7 +11,8 @@ from torch import nn
 
 from . import cudagraph
 
-FAST_DEVICES = {"cuda"}  # where the blocks take their fused-layout forms (tests add "cpu" to compare)
+FAST_DEVICES = {"cuda"}  # where the blocks take their fused-layout forms in every dtype (tests add "cpu" to compare)
+FAST_CPU_DTYPES = {torch.float32}  # and on the CPU (a 1024 px step ~12 % faster here); CPU bf16 keeps diffusers' order
 
 
 _HALF_PRODUCTS: dict[str, bool] = {}
@@ -38,8 +39,8 @@ def _weight(m: nn.Module) -> torch.Tensor:
 
 
 def _fast(module: nn.Module, x: torch.Tensor) -> bool:
-    """The GPU forms: same math, fewer and contiguous kernels (no transposed copies, one rounding per fused op)."""
-    return module.fast and x.device.type in FAST_DEVICES
+    """The fused forms: same math, fewer and contiguous kernels (no transposed copies, one rounding per fused op)."""
+    return module.fast and (x.device.type in FAST_DEVICES or (x.device.type == "cpu" and x.dtype in FAST_CPU_DTYPES))
 
 
 @dataclass(frozen=True)

@@ -86,9 +86,9 @@ def _set_fast(model, on: bool) -> None:
 
 @pytest.mark.parametrize("variant", ["base", "qk_norm"])
 def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
-    """The fused-layout forms the GPU takes (token-layout linear attention and Mix-FFN, fused modulation), run here on
-    the CPU: fp32 against diffusers and against our own plain forms, with and without PAG's identity chunk; bf16
-    within the bf16 tolerance."""
+    """The fused-layout forms (token-layout linear attention and Mix-FFN, fused modulation; the GPU's in every dtype,
+    the CPU's in fp32): fp32 against diffusers and against our own plain forms, with and without PAG's identity
+    chunk; bf16 (the GPU's forms, made to run here) within the bf16 tolerance."""
     import sana_comfy.sana_core.transformer as tr
 
     monkeypatch.setattr(tr, "FAST_DEVICES", {"cuda", "cpu"})
@@ -147,3 +147,14 @@ def test_prepared_caption_is_the_same_call(tmp_path, variant):
         ours(x, t, caption)
         ours(x, t, caption)
     assert len(calls) == 2
+
+
+def test_fused_forms_where_they_apply():
+    """The fused forms run on the CPU in fp32 (faster here) and on CUDA; the CPU keeps diffusers' op order in bf16."""
+    import sana_comfy.sana_core.transformer as tr
+
+    block = tr.SanaBlock(tr.SanaConfig(num_layers=1, num_heads=2, head_dim=8, cross_heads=2, cross_head_dim=8))
+    assert tr._fast(block, torch.zeros(1)) and tr._fast(block.attn1, torch.zeros(1))
+    assert not tr._fast(block, torch.zeros(1, dtype=torch.bfloat16))
+    block.fast = False
+    assert not tr._fast(block, torch.zeros(1))
