@@ -390,18 +390,19 @@ class Caption:
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def keys_values(self, model: SanaTransformer) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if torch.is_grad_enabled():  # keys and values kept across steps would join every step's autograd graph
+        def compute():
             y = model.caption_features(self.context)
             return [b.attn2.keys_values(y) for b in model.transformer_blocks]
+
+        if torch.is_grad_enabled():  # keys and values kept across steps would join every step's autograd graph
+            return compute()
         modules = [model.caption_projection, model.caption_norm] + [b.attn2 for b in model.transformer_blocks]
         key = (id(model), torch.is_inference_mode_enabled(), tuple(
             (t.data_ptr(), t.dtype, t.device, 0 if t.is_inference() else t._version)
             for m in modules for t in (*m.parameters(), *m.buffers())))
         if key != self._key:
             self._kv = []  # free the old ones first
-            y = model.caption_features(self.context)
-            self._kv = [b.attn2.keys_values(y) for b in model.transformer_blocks]
-            self._key = key
+            self._kv, self._key = compute(), key
         return self._kv
 
 
