@@ -30,7 +30,7 @@ from sana_comfy.nodes import sana_nodes as N
 from sana_comfy.sana_core import guidance, pipeline, sampling
 from sana_comfy.sana_core import text_encoder as te_mod
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
-from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
+from sana_comfy.sana_core.transformer import PRESETS, Caption, SanaTransformer
 
 PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
 NEG = "blurry, low quality"
@@ -103,9 +103,11 @@ def pag_cost(net, enc, size: int, repeats: int = 3) -> None:
     t = torch.tensor([500.0])
     cfg_fn = guidance.guided_model_fn(net, pos, neg, cfg=4.5)
     pag_fn = guidance.guided_model_fn(net, pos, neg, cfg=4.5, pag_scale=3.0, pag_layers=frozenset({8}))
-    emb3, mask3 = torch.cat([ne, pe, pe]), torch.cat([nm, pm, pm])
+    # The guided steps keep the caption's keys and values from their first call on (transformer.Caption); so does
+    # the plain batch-3 call it is compared with.
+    caption3 = Caption(torch.cat([ne, pe, pe]), torch.cat([nm, pm, pm]))
     calls = {"cfg step (batch 2)": lambda: cfg_fn(x, t), "cfg+pag step (batch 3)": lambda: pag_fn(x, t),
-             "plain model call, batch 3": lambda: net(x.repeat(3, 1, 1, 1), t.repeat(3), emb3, mask3)}
+             "plain model call, batch 3": lambda: net(x.repeat(3, 1, 1, 1), t.repeat(3), caption3)}
     best = {k: float("inf") for k in calls}
     with torch.no_grad():
         for fn in calls.values():
