@@ -25,9 +25,7 @@ if which == "diffusers":
     from diffusers import SanaTransformer2DModel
 else:
     from sana_core.loader import load_transformer
-def hwm():  # VmHWM: the peak resident set so far, read exactly (ru_maxrss is updated lazily)
-    line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
+from bench._rss import hwm
 base = hwm()
 t0 = time.perf_counter()
 if which == "diffusers":

@@ -19,12 +19,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # script-only: import the package's core as a plain package
 
+from _rss import hwm  # noqa: E402
+
 from sana_core.dcae import DCAE, DCAEConfig  # noqa: E402
-
-
-def hwm() -> int:  # VmHWM: the peak resident set so far, read exactly
-    line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
 
 
 def main() -> None:

@@ -22,6 +22,8 @@ version, so a reload or an in-place edit recomputes them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -150,6 +152,8 @@ def _winograd_one(x: torch.Tensor, u: torch.Tensor, bias, silu: bool, out: torch
     stripe = max(1, min(th, _TILES // (C * tw)))
     pad = x.new_zeros(4 * stripe + 2, W + 2, C)  # the zero-padded input rows of one stripe
     big = max(C, Co) * stripe * tw
+    # Four flat buffers, reused by every stripe: d, v, m, p below. The data transforms' scratch lives in m's buffer
+    # (m is written after them), the output transforms' scratch in v's (v is read before them).
     bufs = [x.new_empty(n) for n in (6 * stripe * (W + 2) * C, 36 * big, 36 * big, 24 * big)]
     outv = out.view(th, 4, tw, 4, Co)  # (tile row, a, tile column, b, Co)
     for i0 in range(0, th, stripe):
@@ -180,10 +184,7 @@ def _winograd_one(x: torch.Tensor, u: torch.Tensor, bias, silu: bool, out: torch
 
 
 def _view(flat: torch.Tensor, shape) -> torch.Tensor:
-    n = 1
-    for k in shape:
-        n *= k
-    return flat[:n].view(shape)
+    return flat[:math.prod(shape)].view(shape)
 
 
 def _scratch(flat: torch.Tensor, count: int, shape) -> torch.Tensor:

@@ -42,15 +42,19 @@ def test_forward_matches_diffusers(tmp_path, variant, hw):
     assert (got - want).abs().max().item() <= 1e-5
 
 
-def test_bf16_forward_close_to_diffusers(tmp_path):
-    ref = tiny_diffusers_transformer()
-    ours = load_transformer(save_layouts(ref, tmp_path)["folder"], "bf16")
+def _bf16_calls(ref, ours, x, y, mask, t):
+    """(ours, diffusers) in bf16 on the same inputs; ``ref`` is cast to bf16 in place."""
     ref = ref.to(torch.bfloat16)
-    x, y, mask, t = _inputs()
     with torch.no_grad():
         want = ref(x.bfloat16(), encoder_hidden_states=y.bfloat16(), encoder_attention_mask=mask, timestep=t,
                    return_dict=False)[0]
-        got = ours(x.bfloat16(), t, y.bfloat16(), mask)
+        return ours(x.bfloat16(), t, y.bfloat16(), mask), want
+
+
+def test_bf16_forward_close_to_diffusers(tmp_path):
+    ref = tiny_diffusers_transformer()
+    ours = load_transformer(save_layouts(ref, tmp_path)["folder"], "bf16")
+    got, want = _bf16_calls(ref, ours, *_inputs())
     assert got.dtype == torch.bfloat16
     assert (got.float() - want.float()).abs().max().item() <= 2e-2
 
@@ -108,12 +112,7 @@ def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
     torch.testing.assert_close(got_pag, plain_pag, rtol=1e-5, atol=1e-5)
     assert (got_pag - got).abs().max() > 1e-3  # the identity chunk changed something
 
-    fast16 = load_transformer(folder, "bf16")
-    ref16 = ref.to(torch.bfloat16)
-    with torch.no_grad():
-        want16 = ref16(x.bfloat16(), encoder_hidden_states=y.bfloat16(), encoder_attention_mask=mask, timestep=t,
-                       return_dict=False)[0]
-        got16 = fast16(x.bfloat16(), t, y.bfloat16(), mask)
+    got16, want16 = _bf16_calls(ref, load_transformer(folder, "bf16"), x, y, mask, t)
     assert got16.dtype == torch.bfloat16
     assert (got16.float() - want16.float()).abs().max().item() <= 2e-2
 
