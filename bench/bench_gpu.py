@@ -15,7 +15,7 @@ Run: .sana-env/venv/bin/python bench/bench_gpu.py [--repeats 5] [--size 1024] [-
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +23,10 @@ from pathlib import Path
 import _package  # noqa: F401  (registers sana_comfy; puts tests/ on the path)
 import torch
 from fixtures_text import build_tokenizer
-from sana_comfy.sana_core import pipeline
+from sana_comfy.sana_core import pipeline, speed
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
 from sana_comfy.sana_core.guidance import TextCond
+from sana_comfy.sana_core.speed import policy
 from sana_comfy.sana_core.text_encoder import SanaTextEncoder
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 from sana_comfy.sana_core.weights import load_into
@@ -93,7 +94,7 @@ def main() -> None:
         net, vae = SanaTransformer(PRESETS["Sana_600M_1024px"], dtype=dt), DCAE(DCAEConfig())
     load_into(net, {k: v.clone() for k, v in ref_tr.state_dict().items()}, dt, "bench")
     load_into(vae, {k: v.clone() for k, v in ref_vae.state_dict().items()}, dt, "bench")
-    net, vae = net.eval().requires_grad_(False).to(dev), vae.eval().requires_grad_(False).to(dev)
+    net, vae = (speed.apply(m.eval().requires_grad_(False).to(dev), True) for m in (net, vae))
     tr_config = dict(ref_tr.config)
     sd32 = {k: v.float().clone() for k, v in ref_tr.state_dict().items()}  # for the fp32 parity check
     ref_tr, ref_vae = ref_tr.to(dev, dt), ref_vae.to(dev, dt)
@@ -111,7 +112,7 @@ def main() -> None:
                                             lower_order_final=True, final_sigmas_type="zero")
     ref = SanaPipeline(tokenizer=tok, text_encoder=gemma, vae=ref_vae, transformer=ref_tr, scheduler=scheduler)
     ref.set_progress_bar_config(disable=True)
-    enc = SanaTextEncoder(gemma, tok, "random Gemma-2-2B")
+    enc = speed.apply(SanaTextEncoder(gemma, tok, "random Gemma-2-2B"), True)
     opts = pipeline.SampleOptions(steps=args.steps, cfg=4.5)
     print(f"models built ({time.perf_counter() - T0:.0f} s since start)", flush=True)
 
@@ -120,18 +121,12 @@ def main() -> None:
                                       binning=False, lowercase=True)  # as diffusers does
 
     def ours_eager():  # no CUDA graphs anywhere
-        os.environ["SANA_CUDA_GRAPHS"] = "0"
-        try:
+        with patched(policy, "cuda_graphs", lambda x: False):
             return ours()
-        finally:
-            del os.environ["SANA_CUDA_GRAPHS"]
 
     def ours_plain():  # graphs, but the blocks in their plain (diffusers-layout) forms
-        set_fast(net, False)
-        try:
+        with patched(policy, "FUSED_DEVICES", set()):
             return ours()
-        finally:
-            set_fast(net, True)
 
     def theirs():  # a CPU generator, as ours: the same initial noise on every device
         return ref(prompt=PROMPT, height=args.size, width=args.size, num_inference_steps=args.steps,
@@ -158,7 +153,7 @@ def main() -> None:
         with torch.device("meta"):
             vae_cl = DCAE(DCAEConfig())
         load_into(vae_cl, {k: v.clone() for k, v in vae.state_dict().items()}, dt, "bench")
-        vae_cl = vae_cl.eval().to(dev).to(memory_format=torch.channels_last)
+        vae_cl = speed.apply(vae_cl.eval().to(dev).to(memory_format=torch.channels_last), True)
         z = raw.to(dev, dt)
         stages = {
             "text (prompt + negative)": lambda: (enc.encode([PROMPT], lowercase=True), enc.encode_negative([""])),
@@ -197,12 +192,12 @@ def main() -> None:
               f"{rel(img, ref_vae.decode(z).sample):.2e}; channels-last decode {rel(img_cl, img):.2e}", flush=True)
         if dev.startswith("cuda"):
             from torch.nn.attention import SDPBackend, sdpa_kernel
-            set_fast(net, False)
+            speed.apply(net, False)
             plain = net(x, t, y, m)
             with sdpa_kernel([SDPBackend.MATH]):
                 same_kernel = rel(net(x, t, y, m), ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m,
                                                           timestep=t, return_dict=False)[0])
-            set_fast(net, True)
+            speed.apply(net, True)
             print(f"  parity: one call, plain blocks {rel(plain, want):.2e}; both on the math SDPA kernel "
                   f"{same_kernel:.2e}", flush=True)
         fp32_parity(net_cfg=PRESETS["Sana_600M_1024px"], tr_config=tr_config, sd32=sd32, dev=dev, x=x, t=t,
@@ -243,7 +238,7 @@ def fp32_parity(net_cfg, tr_config, sd32, dev, x, t, y, m, pos, neg, noise, step
     with torch.device("meta"):
         ours = SanaTransformer(net_cfg, dtype=torch.float32)
     load_into(ours, {k: v.clone() for k, v in sd32.items()}, torch.float32, "bench")
-    ours = ours.eval().requires_grad_(False).to(dev)
+    ours = speed.apply(ours.eval().requires_grad_(False).to(dev), True)
     x, y = x.float(), y.float()
     one = rel(ours(x, t, y, m), ref(x, encoder_hidden_states=y, encoder_attention_mask=m, timestep=t,
                                    return_dict=False)[0])
@@ -268,10 +263,15 @@ def fp32_parity(net_cfg, tr_config, sd32, dev, x, t, y, m, pos, neg, noise, step
           f"max {d.max().item():.1f}, mean {d.mean().item():.3f} /255", flush=True)
 
 
-def set_fast(model: torch.nn.Module, on: bool) -> None:
-    for m in model.modules():
-        if hasattr(m, "fast"):
-            m.fast = on
+@contextlib.contextmanager
+def patched(obj, name: str, value):
+    """Set ``obj.name`` for the duration (a bench variant of the speed policy)."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -27,10 +27,10 @@ import torch
 from fixtures_text import build_tokenizer
 from sana_comfy.nodes import host, models
 from sana_comfy.nodes import sana_nodes as N
-from sana_comfy.sana_core import guidance, pipeline, sampling
+from sana_comfy.sana_core import guidance, pipeline, sampling, speed
 from sana_comfy.sana_core import text_encoder as te_mod
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
-from sana_comfy.sana_core.transformer import PRESETS, Caption, SanaTransformer
+from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
 PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
 NEG = "blurry, low quality"
@@ -45,15 +45,15 @@ def build_models(tmp: Path, size: int):
     net = SanaTransformer(cfg, dtype=torch.float32)
     for name, p in net.named_parameters():  # a trained-like scale: small weights, unit norms
         torch.nn.init.normal_(p, std=0.02) if p.ndim > 1 else torch.nn.init.constant_(p, 1.0 if "norm" in name else 0.0)
-    net.eval().requires_grad_(False)
-    vae = DCAE(DCAEConfig()).eval().requires_grad_(False)
+    speed.apply(net.eval().requires_grad_(False), True)
+    vae = speed.apply(DCAE(DCAEConfig()).eval().requires_grad_(False), True)
     tok = GemmaTokenizerFast.from_pretrained(build_tokenizer(tmp / "tok"))
     gcfg = Gemma2Config(vocab_size=len(tok), hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
                         num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
                         sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
                         hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, max_position_embeddings=8192)
     gemma = Gemma2Model(gcfg).eval().requires_grad_(False)
-    enc = te_mod.SanaTextEncoder(gemma, tok, "random Gemma-2-2B")
+    enc = speed.apply(te_mod.SanaTextEncoder(gemma, tok, "random Gemma-2-2B"), True)
     print(f"Sana 0.6B trained at {cfg.resolution} px; built random models in {time.perf_counter() - t0:.0f} s "
           f"(Gemma-2-2B layers with a {len(tok)}-token vocabulary: the 256k-row embedding is a lookup, it costs "
           "no time)", flush=True)
@@ -103,11 +103,11 @@ def pag_cost(net, enc, size: int, repeats: int = 3) -> None:
     t = torch.tensor([500.0])
     cfg_fn = guidance.guided_model_fn(net, pos, neg, cfg=4.5)
     pag_fn = guidance.guided_model_fn(net, pos, neg, cfg=4.5, pag_scale=3.0, pag_layers=frozenset({8}))
-    # The guided steps keep the caption's keys and values from their first call on (transformer.Caption); so does
-    # the plain batch-3 call it is compared with.
-    caption3 = Caption(torch.cat([ne, pe, pe]), torch.cat([nm, pm, pm]))
+    # The guided steps keep the caption's keys and values from their second call on (speed/transformer.py); so
+    # does the plain batch-3 call it is compared with (the same caption tensors every call).
+    caption3 = torch.cat([ne, pe, pe]), torch.cat([nm, pm, pm])
     calls = {"cfg step (batch 2)": lambda: cfg_fn(x, t), "cfg+pag step (batch 3)": lambda: pag_fn(x, t),
-             "plain model call, batch 3": lambda: net(x.repeat(3, 1, 1, 1), t.repeat(3), caption3)}
+             "plain model call, batch 3": lambda: net(x.repeat(3, 1, 1, 1), t.repeat(3), *caption3)}
     best = {k: float("inf") for k in calls}
     with torch.no_grad():
         for fn in calls.values():

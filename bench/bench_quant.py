@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 from bench_nodes import NEG, PROMPT, build_models
+from fixtures_model import resident_bytes
 from sana_comfy.sana_core import guidance, pipeline, sampling
 from sana_comfy.sana_core import text_encoder as te_mod
-from sana_comfy.sana_core.quant import quantize_int8, resident_bytes
+from sana_comfy.sana_core.quant import quantize_int8
 
 
 def round_to_bf16_(m: torch.nn.Module) -> None:

@@ -5,6 +5,6 @@ from .sana_nodes import NODE_DISPLAY_NAME_MAPPINGS as _CORE_NAMES
 
 NODE_CLASS_MAPPINGS = {**_CORE, **NATIVE_NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {**_CORE_NAMES, **NATIVE_DISPLAY_NAMES}
-host.register_native()  # inside ComfyUI: the Flow-DPM-Solver joins KSampler's sampler list
+host.extend_host()  # inside ComfyUI: KSampler's sana_flow_dpm_solver and the /sana/ routes; nothing outside
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -38,9 +38,16 @@ class SanaModel(_Handle):
         return self.module.cfg
 
     @property
-    def info(self) -> str:
+    def summary(self) -> dict:
+        """What the frontend reads of a loaded model (the loaders' ``sana_model`` UI output)."""
         m = self.module
-        return f"{variant_name(m.cfg)} · {m.cfg.resolution} px · {str(m.dtype).removeprefix('torch.')} · {_params(m)}"
+        return {"variant": variant_name(m.cfg), "resolution": m.cfg.resolution,
+                "dtype": str(m.dtype).removeprefix("torch."), "params": sum(p.numel() for p in m.parameters())}
+
+    @property
+    def info(self) -> str:
+        s = self.summary
+        return f"{s['variant']} · {s['resolution']} px · {s['dtype']} · {_params(self.module)}"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class SanaToVAE:
         return {"required": {"vae": ("SANA_VAE",)}}
 
     def convert(self, vae: SanaVAE):
-        return (host.native().SanaVAEAdapter(vae.handle),)
+        return (host.vae_adapter(vae.handle),)
 
 
 class SanaFlowDPMSolverSampler:

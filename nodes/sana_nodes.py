@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from ..sana_core import pipeline
+from ..sana_core import bins, pipeline
 from ..sana_core.dcae import load_dcae
 from ..sana_core.errors import SanaError
 from ..sana_core.guidance import TextCond
@@ -133,13 +133,11 @@ class SanaEmptyLatent:
         }}
 
     def make(self, width, height, batch_size, resolution_binning, model: SanaModel | None = None):
-        bh, bw = pipeline.binned_size(height, width, model.module if model is not None else None,
-                                      resolution_binning)
-        samples = torch.zeros(batch_size, pipeline.LATENT_CHANNELS, bh // 32, bw // 32,
-                              device=host.intermediate_device())
+        plan = bins.plan(width, height, resolution_binning, model.cfg.resolution if model is not None else None)
+        samples = torch.zeros(batch_size, pipeline.LATENT_CHANNELS, *plan["latent"], device=host.intermediate_device())
         out = {"samples": samples}
-        if (bh, bw) != (height, width):
-            out[BINNING_KEY] = {"target": [height, width], "latent": [bh // 32, bw // 32]}
+        if plan["crop"]:
+            out[BINNING_KEY] = {"target": plan["crop"], "latent": plan["latent"]}
         return (out,)
 
 
@@ -170,8 +168,7 @@ class SanaSample:
 
     def sample(self, model: SanaModel, positive, negative, latent, seed, steps, cfg, sampler, flow_shift, pag_scale,
                pag_adaptive_scale, pag_layers, denoise):
-        samples = latent["samples"]
-        pipeline.check_latent(samples)
+        samples = latent["samples"]  # checked, with the conditioning, where it enters the core (pipeline.denoise)
         opts = pipeline.SampleOptions(steps=steps, cfg=cfg, sampler=sampler, flow_shift=flow_shift,
                                       pag_scale=pag_scale, pag_adaptive_scale=pag_adaptive_scale,
                                       pag_layers=pag_layers, denoise=denoise)
@@ -242,7 +239,7 @@ class SanaLoadTransformer:
 
     def load(self, model_name, weight_dtype):
         m = _transformer(host.resolve_model("diffusion_models", model_name), weight_dtype)
-        return {"ui": {"text": [m.info]}, "result": (m,)}
+        return {"ui": {"text": [m.info], "sana_model": [m.summary]}, "result": (m,)}
 
 
 class SanaLoadDCAE:
@@ -284,7 +281,7 @@ class SanaLoadPipeline:
         m = _transformer(root, weight_dtype)
         te = _text_encoder(root, "int8" if weight_dtype == "int8" else side)
         v = _vae(root, side)
-        return {"ui": {"text": [m.info, te.info, v.info]}, "result": (m, te, v)}
+        return {"ui": {"text": [m.info, te.info, v.info], "sana_model": [m.summary]}, "result": (m, te, v)}
 
 
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (

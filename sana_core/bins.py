@@ -1,4 +1,4 @@
-"""Resolution binning (sana-spec §6): aspect-ratio tables, nearest bin, and the resize + centre crop back."""
+"""Resolution binning (docs/model.md §6): aspect-ratio tables, nearest bin, and the resize + centre crop back."""
 
 from __future__ import annotations
 
@@ -72,3 +72,34 @@ def resize_and_crop(images: torch.Tensor, height: int, width: int) -> torch.Tens
     images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False)
     top, left = (nh - height) // 2, (nw - width) // 2
     return images[:, :, top:top + height, left:left + width]
+
+
+def check_size(height: int, width: int) -> None:
+    """Without binning the request is the latent's size × 32."""
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise SanaError(f"image size {width}x{height} must be positive multiples of 32 (the DC-AE "
+                        f"compresses 32×); e.g. {max(32, round(width / 32) * 32)}x{max(32, round(height / 32) * 32)}")
+
+
+def plan(width: int, height: int, binning: bool, resolution: int | None = None) -> dict:
+    """What SanaEmptyLatent makes for a request, as plain data (the frontend's readout shows the same): the size the
+    latent is made at (``bin``, [H, W]), the latent's [H/32, W/32], and the size SanaDecode crops back to (``crop``,
+    None when it is the bin). ``table``: the bin table used, the model's training ``resolution`` or, without a model,
+    the table nearest the requested area; None with binning off. Raises SanaError for a size it cannot make."""
+    if binning:
+        table = table_for_model(resolution // 32) if resolution else table_for_size(height, width)
+        bh, bw = nearest_bin(height, width, table)
+    else:
+        check_size(height, width)
+        table, bh, bw = None, height, width
+    return {"table": table, "bin": [bh, bw], "latent": [bh // 32, bw // 32],
+            "crop": None if (bh, bw) == (height, width) else [height, width]}
+
+
+def aspect_size(aspect: str, width: int, height: int, resolution: int | None = None) -> dict:
+    """Width and height for an aspect preset "w:h": the bin nearest that ratio in the model's table or, without a
+    model, in the table nearest the current width x height."""
+    a, b = (int(x) for x in aspect.split(":"))
+    table = resolution or table_for_size(height, width)
+    bh, bw = nearest_bin(b, a, table)
+    return {"width": bw, "height": bh, "table": table}

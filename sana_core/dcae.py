@@ -1,4 +1,4 @@
-"""DC-AE f32c32 (sana-spec §2): the model with (tiled) encode/decode, and loading from every published layout.
+"""DC-AE f32c32 (docs/model.md §2): the model with (tiled) encode/decode, and loading from every published layout.
 
 ``encode`` maps an image in [-1, 1], (B, 3, H, W), to the raw latent (B, 32, H/32, W/32); ``decode`` is its inverse.
 Neither applies ``scaling_factor``: callers multiply after encode and divide (in the VAE dtype) before decode.
@@ -8,7 +8,6 @@ only one row of tiles alive. DC-AE runs in bf16 or fp32 only: it overflows in fp
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -18,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import speed
 from .dcae_blocks import SANA_F32C32, DCAEConfig, Decoder, Encoder
 from .errors import SanaError
+from .loading import Family, locate, read_json, sniff, wrong_family
 from .weights import dominant_dtype, load_into, read_weights, strip_prefix
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ TILE_PX = 512  # diffusers' tile_sample_min
 STRIDE_PX = 448  # diffusers' tile_sample_stride
 AUTO_TILE_ABOVE_AREA = 1024 * 1024  # tiling="auto" tiles images larger than this many pixels: every bin of the
 # 512/1024 tables decodes in one pass (as diffusers does), 2K/4K images in tiles
-FP16_MESSAGE = "DC-AE overflows in fp16 (sana-spec §9.1); use torch.bfloat16 or torch.float32"
+FP16_MESSAGE = "DC-AE overflows in fp16 (docs/model.md §9.1); use torch.bfloat16 or torch.float32"
 
 
 def _check_dtype(dtype: object, source: str, what: str = "requested") -> None:
@@ -185,8 +186,8 @@ def _blend_h(a: torch.Tensor, b: torch.Tensor, extent: int) -> torch.Tensor:
 
 
 def convert_original_dcae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """mit-han-lab ``model.safetensors`` keys → diffusers keys (sana-spec §7.3; diffusers'
-    ``convert_autoencoder_dc_checkpoint_to_diffusers``), substitutions applied in order to every key."""
+    """mit-han-lab ``model.safetensors`` keys → diffusers keys (docs/model.md §7.3), substitutions applied in order
+    to every key."""
     subs = [("main.", ""), ("op_list.", ""), ("context_module", "attn"), ("local_module", "conv_out"),
             ("depth_conv.conv", "conv_depth"), ("inverted_conv.conv", "conv_inverted"),
             ("point_conv.conv", "conv_point"), ("point_conv.norm", "norm"), ("conv.conv.", "conv."),
@@ -214,28 +215,6 @@ def convert_original_dcae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         else:
             out[k] = t
     return out
-
-
-def _not_a_dcae(sd: dict[str, torch.Tensor], source: str) -> SanaError:
-    keys = list(sd)
-
-    def has(*parts: str) -> bool:
-        return any(p in k for k in keys for p in parts)
-
-    if has("transformer_blocks.", "caption_projection.", "blocks.0.cross_attn.", "x_embedder.", "t_embedder."):
-        what = "this looks like a Sana transformer, load it with the transformer loader"
-    elif has(".resnets.", "quant_conv.", "mid_block.", "encoder.down.0.block.", "encoder.mid.attn_1."):
-        what = "this looks like an SD/Flux-style KL VAE (AutoencoderKL), not a DC-AE"
-    elif has("self_attn.q_proj.", "embed_tokens."):
-        what = "this looks like a text encoder (e.g. Gemma), not a DC-AE"
-    elif has("encoder.project_in.conv.conv."):
-        what = ("this is an original DC-AE of a non-Sana variant (f32c32-in, f64, f128); only the f32c32 Sana DC-AE "
-                "is supported")
-    else:
-        what = "not a DC-AE"
-    return SanaError(f"{source}: {what}. Found {len(keys)} tensors (e.g. {keys[:3]}); expected DC-AE keys "
-                     "'encoder.conv_in.weight', 'decoder.conv_in.weight' (diffusers) or 'encoder.project_in.conv.bias' "
-                     "(original mit-han-lab)")
 
 
 def _shape(sd: dict[str, torch.Tensor], key: str, source: str) -> torch.Size:
@@ -311,41 +290,9 @@ def detect_dcae_config(sd: dict[str, torch.Tensor], source: str = "weights") -> 
     return cfg.validate(source)
 
 
-_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
-                 "diffusion_pytorch_model.bf16.safetensors", "diffusion_pytorch_model.bf16.safetensors.index.json",
-                 "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.safetensors.index.json",
-                 "model.safetensors", "diffusion_pytorch_model.bin")
-
-
-def _resolve(path: Path) -> tuple[Path, Path | None]:
-    """(weights file, diffusers config.json or None) for a repo folder, a vae folder or a single file."""
-    if not path.exists():
-        raise SanaError(f"{path}: not found")
-    if path.is_file():
-        cfg = path.parent / "config.json"
-        return path, (cfg if path.name.startswith("diffusion_pytorch_model") and cfg.is_file() else None)
-    if (path / "vae").is_dir():
-        path = path / "vae"
-    weights = next((path / n for n in _WEIGHT_NAMES if (path / n).is_file()), None)
-    if weights is None:
-        has_cfg = (path / "config.json").is_file()
-        raise SanaError(f"{path}: no DC-AE weights in this folder ({'config.json but ' if has_cfg else 'no config.json, '}"
-                        f"none of {', '.join(_WEIGHT_NAMES)}); expected a Sana repo folder (with vae/), a vae folder "
-                        "or a weight file")
-    cfg = path / "config.json"
-    return weights, (cfg if cfg.is_file() else None)
-
-
-def _read_config(cfg_path: Path) -> dict | None:
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SanaError(f"{cfg_path}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise SanaError(f"{cfg_path}: expected a JSON object")
-    if "_class_name" not in cfg and "encoder_block_out_channels" not in cfg:
-        return None  # not a diffusers config (e.g. mit-han-lab's own): detect from the tensors
-    return cfg
+_STEMS = ("diffusion_pytorch_model", "model")  # diffusers' name, then mit-han-lab's
+_EXPECTED_KEYS = ("DC-AE keys 'encoder.conv_in.weight', 'decoder.conv_in.weight' (diffusers) or "
+                  "'encoder.project_in.conv.bias' (original mit-han-lab)")
 
 
 def load_dcae(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> DCAE:
@@ -356,16 +303,21 @@ def load_dcae(path: str | os.PathLike, dtype: torch.dtype | None = None, device:
     path = Path(path)
     if dtype is not None:
         _check_dtype(dtype, str(path))
-    weights, cfg_path = _resolve(path)
+    where = locate(path, "vae")
+    weights = where.weights(_STEMS, "DC-AE")
+    cfg_path = where.config
+    if where.is_file and path.name.startswith(_STEMS[0]) and (path.parent / "config.json").is_file():
+        cfg_path = path.parent / "config.json"  # a diffusers-named file keeps its folder's config
     source = str(weights)
     sd = strip_prefix(read_weights(weights), ("vae.", "first_stage_model."))
-    layout = "diffusers"
-    if "encoder.project_in.conv.bias" in sd:
-        sd, layout = convert_original_dcae(sd), "original mit-han-lab"
-    elif "encoder.conv_in.weight" not in sd or "decoder.conv_in.weight" not in sd or \
-            any(k.startswith(("quant_conv.", "encoder.mid_block.", "encoder.down.")) for k in sd):
-        raise _not_a_dcae(sd, source)
-    cfg_dict = _read_config(cfg_path) if cfg_path is not None else None
+    family = sniff(sd)
+    if family is Family.DCAE_ORIGINAL:
+        sd = convert_original_dcae(sd)
+    elif family is not Family.DCAE_DIFFUSERS:
+        raise wrong_family(source, sd, family, "a DC-AE", _EXPECTED_KEYS)
+    cfg_dict = read_json(cfg_path) if cfg_path is not None else None
+    if cfg_dict is not None and "_class_name" not in cfg_dict and "encoder_block_out_channels" not in cfg_dict:
+        cfg_dict = None  # not a diffusers config (e.g. mit-han-lab's own): detect from the tensors
     config = DCAEConfig.from_diffusers(cfg_dict, str(cfg_path)) if cfg_dict else detect_dcae_config(sd, source)
     file_dtype = dominant_dtype(sd)
     if dtype is None:
@@ -375,9 +327,9 @@ def load_dcae(path: str | os.PathLike, dtype: torch.dtype | None = None, device:
     with torch.device("meta"):
         model = DCAE(config)
     load_into(model, sd, dtype, source)
-    model.requires_grad_(False).eval().to(device)
+    speed.apply(model.requires_grad_(False).eval().to(device))
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("DC-AE from %s (%s layout, config %s): widths %s, f%dc%d, %.1fM params, %s on %s", source, layout,
+    log.info("DC-AE from %s (%s layout, config %s): widths %s, f%dc%d, %.1fM params, %s on %s", source, family.layout,
              "config.json" if cfg_dict else "detected", list(config.encoder_block_out_channels),
              config.spatial_compression, config.latent_channels, n_params / 1e6, str(dtype).removeprefix("torch."),
              device)

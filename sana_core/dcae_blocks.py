@@ -1,8 +1,9 @@
-"""DC-AE config and building blocks (sana-spec §2.1–2.3): plain PyTorch with diffusers' module and state-dict names.
+"""DC-AE config and building blocks (docs/model.md §2.1–2.3): plain PyTorch with diffusers' module and state-dict
+names.
 
-Every op mirrors diffusers 0.42.1 ``autoencoder_dc.py`` / ``SanaMultiscaleAttnProcessor2_0`` in order and dtype, so
-fp32 outputs match it to rounding (the tests pin ≤ 1e-4). Feature maps are (B, C, H, W) throughout; norms and linears
-run channels-last through ``movedim`` exactly as diffusers does (the strided layout changes bf16 rounding, §9.7).
+Every op mirrors diffusers' ``AutoencoderDC`` in order and dtype, so fp32 outputs match it to rounding. Feature maps
+are (B, C, H, W) throughout; norms and linears run channels-last through ``movedim`` exactly as diffusers does (the
+strided layout changes bf16 rounding, docs/model.md §9.7). Faster CPU forms live in ``speed/dcae.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import SanaError
-from .fastconv import channels_last, conv3x3, upsample_conv3x3, use_fast
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "swish": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU,
                                            "mish": nn.Mish}
@@ -103,10 +103,9 @@ _DIFFUSERS_DEFAULTS = {**asdict(DCAEConfig()), "encoder_block_types": "ResBlock"
 SANA_F32C32 = DCAEConfig()
 
 
-
 class RMSNorm(nn.Module):
     """RMSNorm over the last dim with weight and bias (diffusers ``RMSNorm(bias=True)``): fp32 mean, then the product
-    is cast to the weight dtype only when that is half precision (§9.6)."""
+    is cast to the weight dtype only when that is half precision (docs/model.md §9.6)."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -127,33 +126,6 @@ def norm_channels(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return norm(x.movedim(1, -1)).movedim(-1, 1)
 
 
-def _sum_squares_channels(h: torch.Tensor) -> torch.Tensor:
-    """Σ_c h² of (B, C, H, W) → (B, 1, H, W). Channels-last: one reduction over the contiguous dim. NCHW: in column
-    blocks of ~1 M elements, which stay in cache (7× faster here than one reduction across the C planes)."""
-    b, c, hh, ww = h.shape
-    if not h.is_contiguous():
-        return torch.linalg.vector_norm(h, 2, dim=1, keepdim=True).square_()
-    out = h.new_empty(b, 1, hh, ww)
-    cols = max(1, 2**20 // c)
-    for hb, ob in zip(h.view(b, c, -1), out.view(b, -1)):  # (C, HW), (HW,)
-        for s in range(0, hb.shape[1], cols):
-            blk = hb[:, s:s + cols]
-            torch.sum(blk * blk, 0, out=ob[s:s + cols])
-    return out
-
-
-def norm_residual(norm: RMSNorm, h: torch.Tensor, x: torch.Tensor, fast: bool) -> torch.Tensor:
-    """``norm_channels(norm, h) + x``; on the CPU in fp32 (``fast``) the same math in place over h, a tensor the
-    caller owns: one reduction and three passes instead of six fresh full-size tensors (same function to rounding)."""
-    if not (fast and use_fast(h)):
-        return norm_channels(norm, h) + x
-    scale = _sum_squares_channels(h)  # (B, 1, H, W)
-    scale.div_(h.shape[1]).add_(norm.eps).rsqrt_()
-    h.mul_(scale)
-    torch.addcmul(norm.bias[:, None, None], h, norm.weight[:, None, None], out=h)
-    return h.add_(x)
-
-
 class ResBlock(nn.Module):
     """conv1 3×3 → act → conv2 3×3 (no bias) → RMSNorm over channels → + input."""
 
@@ -163,16 +135,10 @@ class ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
         self.norm = RMSNorm(channels)
-        self.fast = True  # Winograd convs where they pay (fastconv); False: diffusers' exact op order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast:  # on the CPU in fp32: channels-last, Winograd where it pays, SiLU applied in cache
-            silu = isinstance(self.nonlinearity, nn.SiLU)
-            h = conv3x3(self.conv1, x, silu=silu)
-            h = conv3x3(self.conv2, h if silu else self.nonlinearity(h))
-        else:
-            h = self.conv2(self.nonlinearity(self.conv1(x)))
-        return norm_residual(self.norm, h, x, self.fast)
+        h = self.conv2(self.nonlinearity(self.conv1(x)))
+        return norm_channels(self.norm, h) + x
 
 
 class MultiscaleProjection(nn.Module):
@@ -207,9 +173,12 @@ class MultiscaleLinearAttention(nn.Module):
         self.nonlinearity = nn.ReLU()
         self.to_out = nn.Linear(inner * (1 + len(kernel_sizes)), channels, bias=False)
         self.norm_out = RMSNorm(channels)
-        self.fast = True  # in-place norm + residual on the CPU in fp32; False: diffusers' op order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return norm_channels(self.norm_out, self.attend(x)) + x
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → the attention's output projection (B, C, H, W), before the norm and the residual."""
         b, _, h, w = x.shape
         use_linear = h * w > self.head_dim
         dtype = x.dtype
@@ -231,8 +200,7 @@ class MultiscaleLinearAttention(nn.Module):
             s = s / (torch.sum(s, dim=2, keepdim=True) + self.eps)
             out = torch.matmul(v, s.to(v.dtype))  # (B, heads', hd, N)
         out = torch.reshape(out, (b, -1, h, w))  # (B, D·(1+S), H, W)
-        out = self.to_out(out.movedim(1, -1)).movedim(-1, 1)  # (B, C, H, W)
-        return norm_residual(self.norm_out, out, x, self.fast)
+        return self.to_out(out.movedim(1, -1)).movedim(-1, 1)  # (B, C, H, W)
 
 
 class GLUMBConv(nn.Module):
@@ -246,15 +214,12 @@ class GLUMBConv(nn.Module):
         self.conv_depth = nn.Conv2d(hidden * 2, hidden * 2, 3, 1, 1, groups=hidden * 2)
         self.conv_point = nn.Conv2d(hidden, channels, 1, 1, 0, bias=False)
         self.norm = RMSNorm(channels)
-        self.fast = True  # in-place activations, norm and residual on the CPU in fp32; False: diffusers' op order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = self.fast and use_fast(x)
-        h = self.conv_inverted(x)
-        h = self.conv_depth(F.silu(h, inplace=True) if fast else self.nonlinearity(h))  # (B, 8C, H, W)
+        h = self.conv_depth(self.nonlinearity(self.conv_inverted(x)))  # (B, 8C, H, W)
         h, gate = torch.chunk(h, 2, dim=1)  # (B, 4C, H, W) each
-        h = self.conv_point(h.mul_(F.silu(gate, inplace=True)) if fast else h * self.nonlinearity(gate))
-        return norm_residual(self.norm, h, x, self.fast)
+        h = self.conv_point(h * self.nonlinearity(gate))
+        return norm_channels(self.norm, h) + x
 
 
 class EfficientViTBlock(nn.Module):
@@ -281,27 +246,11 @@ class DCDownBlock2d(nn.Module):
         h = self.conv(x)
         if self.pixel_unshuffle:
             h = F.pixel_unshuffle(h, 2)
-        elif use_fast(x) and x.is_contiguous(memory_format=torch.channels_last) and h.is_contiguous(
-                memory_format=torch.channels_last) and (self.group_size in (1, 2) or self.group_size % 4 == 0):
-            return _add_unshuffle_mean(h, x, self.group_size)
+        return h + self.shortcut(x)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         y = F.pixel_unshuffle(x, 2)  # (B, 4·C_in, H/2, W/2)
-        y = y.unflatten(1, (-1, self.group_size)).mean(dim=2)  # (B, C_out, H/2, W/2)
-        return h + y
-
-
-def _add_unshuffle_mean(h: torch.Tensor, x: torch.Tensor, g: int) -> torch.Tensor:
-    """``h + pixel_unshuffle(x, 2).unflatten(1, (-1, g)).mean(2)`` for channels-last h and x, in place over h (the
-    caller's own tensor): the group means are sums over strided views, with no unshuffled copy (7× faster here)."""
-    b, c, hh, ww = x.shape
-    x6 = x.permute(0, 2, 3, 1).view(b, hh // 2, 2, ww // 2, 2, c)  # (B, i, a, j, b, C): unshuffled channel 4c + 2a + b
-    t = h.permute(0, 2, 3, 1)  # (B, i, j, C_out)
-    if g == 1:
-        t.view(b, hh // 2, ww // 2, c, 2, 2).add_(x6.permute(0, 1, 3, 5, 2, 4))
-    elif g == 2:  # output channel 2c + a: the mean over b
-        t.view(b, hh // 2, ww // 2, c, 2).add_(x6.sum(4).permute(0, 1, 3, 4, 2), alpha=0.5)
-    else:  # g = 4n: output channel j: the mean over a, b and input channels nj … nj + n − 1
-        t.add_(x6.view(b, hh // 2, 2, ww // 2, 2, c * 4 // g, g // 4).sum((2, 4, 6)), alpha=1 / g)
-    return h
+        return y.unflatten(1, (-1, self.group_size)).mean(dim=2)  # (B, C_out, H/2, W/2)
 
 
 class DCUpBlock2d(nn.Module):
@@ -312,11 +261,8 @@ class DCUpBlock2d(nn.Module):
         self.interpolate = interpolate
         self.repeats = out_channels * 4 // in_channels
         self.conv = nn.Conv2d(in_channels, out_channels if interpolate else out_channels * 4, 3, 1, 1)
-        self.fast = True  # CPU: upsample + conv + shortcut as one transposed conv (fastconv); False: diffusers' order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.interpolate and self.fast and use_fast(x):  # channels-last: the ResBlock stages that follow keep it
-            return upsample_conv3x3(self.conv, channels_last(x), self.repeats)
         if self.interpolate:
             h = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
         else:
@@ -351,13 +297,13 @@ class Encoder(nn.Module):
         self.group_size = widths[-1] // latent_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) → (B, C_lat, H/r, W/r)
-        h = self.conv_in(channels_last(x) if use_fast(x) else x)  # CPU fp32: the ResBlock stages run channels-last
+        h = self.conv_in(x)
         for stage in self.down_blocks:
             h = stage(h)
         if not self.out_shortcut:
-            return self.conv_out(h).contiguous()
+            return self.conv_out(h)
         y = h.unflatten(1, (-1, self.group_size)).mean(dim=2)  # (B, C_lat, h, w)
-        return (self.conv_out(h) + y).contiguous()  # the blocks leave channels-last strides; latents are plain NCHW
+        return self.conv_out(h) + y
 
 
 class Decoder(nn.Module):
@@ -389,4 +335,4 @@ class Decoder(nn.Module):
         for stage in reversed(self.up_blocks):
             h = stage(h)
         h = self.conv_act(norm_channels(self.norm_out, h))
-        return self.conv_out(h).contiguous()
+        return self.conv_out(h)

@@ -1,4 +1,4 @@
-"""Guidance wraps the network into a model function; the sampler never knows (sana-spec §4.2, §5).
+"""Guidance wraps the network into a model function; the sampler never knows (docs/model.md §4.2, §5).
 
 Batch layouts (each chunk B items): CFG → [uncond, cond]; PAG → [cond, cond_perturbed];
 CFG + PAG → [uncond, cond, cond_perturbed]. The perturbed chunk gets identity self-attention in the PAG blocks.
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SanaError
-from .transformer import Caption, SanaTransformer
+from .transformer import SanaTransformer
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,16 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond, uncond: TextCond | N
     ts = model.cfg.timestep_scale if timestep_scale is None else timestep_scale
     chunks = ([(uncond, "negative")] if use_cfg else []) + [(cond, "positive")] * (2 if use_pag else 1)
     n_chunks = len(chunks)
-    text: dict[int, Caption] = {}  # batch size → the batched caption, built once (its keys/values: on first use)
+    # batch size → the batched caption and mask, built once: every step passes the same tensors, so the model may
+    # keep what depends on the caption alone (speed/transformer.py)
+    text: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def batched_text(b: int) -> Caption:
+    def batched_text(b: int) -> tuple[torch.Tensor, torch.Tensor]:
         if b not in text:
             cs = [c.repeat_to(b, name) for c, name in chunks]
             length = max(c.embeds.shape[1] for c in cs)
             cs = [_pad_to(c, length) for c in cs]
-            text[b] = Caption(torch.cat([c.embeds for c in cs]).to(dev, dt), torch.cat([c.mask for c in cs]).to(dev))
+            text[b] = torch.cat([c.embeds for c in cs]).to(dev, dt), torch.cat([c.mask for c in cs]).to(dev)
         return text[b]
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -92,7 +94,7 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond, uncond: TextCond | N
         x_in = torch.cat([x] * n_chunks).to(dev, dt)
         t_in = torch.cat([t] * n_chunks).to(dev, torch.float32) * ts
         g = None if guidance is None else guidance.to(dev).expand(b).repeat(n_chunks)
-        out = model(x_in, t_in, batched_text(b), guidance=g, identity_blocks=pag_layers if use_pag else frozenset(),
+        out = model(x_in, t_in, *batched_text(b), guidance=g, identity_blocks=pag_layers if use_pag else frozenset(),
                     n_identity=b if use_pag else 0).float().to(x.device)
         parts = list(out.chunk(n_chunks))  # [uncond?, cond, perturbed?]
         v_u = parts.pop(0) if use_cfg else None

@@ -1,21 +1,23 @@
-"""Finding and loading a Sana transformer from any published layout (sana-spec §1.2, §1.4, §7).
+"""Loading a Sana transformer from any published layout (docs/model.md §1.2, §1.4, §7).
 
 Layouts: a whole diffusers repo (``transformer/`` + ``scheduler/``), a transformer folder (``config.json`` +
-``diffusion_pytorch_model[.fp16|.bf16].safetensors`` or a sharded index), a single file in diffusers keys or in the
-original NVlabs keys (safetensors or ``.pth``). The variant is read off the tensors; what they cannot tell comes from
-``config.json``, else from the caller's options, else from the file name, else from documented defaults.
+``diffusion_pytorch_model[.bf16|.fp16|.fp32].safetensors`` or a sharded index), a single file in diffusers keys or in
+the original NVlabs keys (safetensors or ``.pth``), found as ``loading.locate`` says. The variant is read off the
+tensors; what they cannot tell comes from ``config.json``, else from the caller's options, else from the file name,
+else from documented defaults.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
 
 import torch
 
+from . import speed
 from .errors import SanaError
+from .loading import Family, key_summary, locate, read_json, sniff
 from .transformer import DEFAULT_FLOW_SHIFT, INTERPOLATION_SCALE, PRESETS, SanaConfig, SanaTransformer
 from .weights import WEIGHT_SUFFIXES, dominant_dtype, load_into, read_weights, strip_prefix
 
@@ -23,88 +25,25 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _WRAPPER_PREFIXES = ("model.diffusion_model.", "transformer.", "model.", "module.", "net.")
-_VARIANT_ORDER = ("", ".bf16", ".fp16", ".fp32")
-
-
-# --- locating a component inside a folder -------------------------------------------------------------------------
-
-def find_component(path: str | Path, component: str, stem: str = "diffusion_pytorch_model"
-                   ) -> tuple[Path, dict | None, Path | None]:
-    """Return (weights path, its config.json dict or None, the repo root or None) for ``component``.
-
-    ``path`` is a weight file, a component folder (``config.json`` + weights) or a whole repo holding
-    ``<component>/``.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise SanaError(f"{path}: not found")
-    if path.is_file():
-        return path, None, None
-    repo = None
-    if (path / component).is_dir() and not (path / "config.json").exists():
-        repo, path = path, path / component
-    cfg_file = path / "config.json"
-    if not cfg_file.exists():
-        weights = sorted(p.name for p in path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
-        raise SanaError(f"{path}: a model folder needs a config.json (found {weights or 'no weight files'}); "
-                        f"pass a weight file directly, or a diffusers folder with config.json"
-                        + (f" or a repo with a {component}/ folder" if repo is None else ""))
-    try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise SanaError(f"{cfg_file}: not valid JSON ({e})") from None
-    for variant in _VARIANT_ORDER:
-        for name in (f"{stem}{variant}.safetensors.index.json", f"{stem}{variant}.safetensors", f"{stem}{variant}.bin"):
-            if (path / name).exists():
-                return path / name, config, repo
-    others = sorted(p.name for p in path.glob("*.safetensors*"))
-    if len(others) == 1 and others[0].endswith(".safetensors"):
-        return path / others[0], config, repo
-    raise SanaError(f"{path}: has config.json but no {stem}[.bf16|.fp16].safetensors (or sharded index); "
-                    f"found {sorted(p.name for p in path.iterdir())}")
+_STEMS = ("diffusion_pytorch_model",)
 
 
 def read_scheduler_shift(repo: Path | None) -> float | None:
+    """A whole repo's ``scheduler/scheduler_config.json`` flow shift (``flow_shift``, else ``shift``), or None."""
     if repo is None:
         return None
     f = repo / "scheduler" / "scheduler_config.json"
-    if not f.exists():
+    if not f.is_file():
         return None
-    cfg = json.loads(f.read_text())
+    cfg = read_json(f)
     return float(cfg["flow_shift"]) if cfg.get("flow_shift") is not None else (
         float(cfg["shift"]) if cfg.get("shift") is not None else None)
 
 
-# --- what kind of checkpoint is this ------------------------------------------------------------------------------
-
-def identify(sd: dict[str, torch.Tensor]) -> str:
-    """'sana-diffusers' | 'sana-original' | another family's name (for the error) | 'unknown'."""
-    keys = sd.keys()
-
-    def has(pattern: str) -> bool:
-        return any(re.match(pattern, k) for k in keys)
-    if has(r"transformer_blocks\.\d+\.attn1\.to_q\.weight") and "caption_projection.linear_1.weight" in keys:
-        return "sana-diffusers"
-    if has(r"blocks\.\d+\.attn\.qkv\.weight") and has(r"blocks\.\d+\.cross_attn\.kv_linear\.weight"):
-        return "sana-original"
-    if has(r"(encoder|decoder)\.(conv_in|project_in)") and has(r"(encoder|decoder)\.(down_blocks|up_blocks|stages)"):
-        if "decoder.conv_in.weight" in keys or "decoder.project_in.conv.weight" in keys:
-            if has(r"decoder\.(up_blocks|stages)\.\d+\.\d+\.(attn|context_module)") or has(r".*context_module"):
-                return "a DC-AE autoencoder (load it with the VAE loader)"
-        return "an autoencoder (VAE), not a diffusion transformer"
-    if has(r"(model\.diffusion_model\.)?input_blocks\.\d+") or has(r"down_blocks\.\d+\.resnets"):
-        return "a Stable Diffusion / SDXL UNet"
-    if has(r"(model\.diffusion_model\.)?double_blocks\.\d+") or has(r"transformer_blocks\.\d+\.attn\.to_add_out"):
-        return "a Flux transformer"
-    if has(r"(model\.diffusion_model\.)?joint_blocks\.\d+"):
-        return "an SD3 MMDiT"
-    if has(r"model\.layers\.\d+\.self_attn|^layers\.\d+\.self_attn"):
-        return "a language model (text encoder), not a diffusion transformer"
-    return "unknown"
-
+# --- the key map ---------------------------------------------------------------------------------------------------
 
 def original_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The one key map from NVlabs names to diffusers names (sana-spec §7.2). Fused qkv / kv are split (views)."""
+    """The one key map from NVlabs names to diffusers names (docs/model.md §7.2). Fused qkv / kv are split (views)."""
     out: dict[str, torch.Tensor] = {}
     sprint = any(k.startswith("cfg_embedder.") for k in sd)
     t_prefix = "time_embed.timestep_embedder" if sprint else "time_embed.emb.timestep_embedder"
@@ -247,11 +186,6 @@ def variant_name(cfg: SanaConfig) -> str:
     return f"{family} {size}"
 
 
-def count_params(cfg: SanaConfig) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in SanaTransformer(cfg).parameters())
-
-
 # --- loading -------------------------------------------------------------------------------------------------------
 
 def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
@@ -267,23 +201,30 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
         if dtype not in DTYPES:
             raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
         dtype = DTYPES[dtype]
-    weights, file_config, repo = find_component(path, "transformer")
+    where = locate(path, "transformer")
+    if not where.is_file and where.config is None:
+        weights = sorted(p.name for p in where.path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
+        raise SanaError(f"{where.path}: a model folder needs a config.json (found {weights or 'no weight files'}); "
+                        "pass a weight file directly, or a diffusers folder with config.json"
+                        + (" or a repo with a transformer/ folder" if where.repo is None else ""))
+    file_config = read_json(where.config) if where.config else None
+    weights = where.weights(_STEMS, "Sana transformer")
     source = str(weights)
     sd = strip_prefix(read_weights(weights), _WRAPPER_PREFIXES)
-    kind = identify(sd)
+    family = sniff(sd)
     pos_embed = None
-    if kind == "sana-original":
+    if family is Family.SANA_NVLABS:
         pos_embed = sd.get("pos_embed")
         sd = original_to_diffusers(sd)
-    elif kind != "sana-diffusers":
-        found = kind if kind != "unknown" else f"an unrecognised key set (e.g. {sorted(sd)[:4]})"
-        raise SanaError(f"{source}: not a Sana transformer checkpoint: this is {found}. Expected Sana keys such as "
-                        "'transformer_blocks.0.attn1.to_q.weight' (diffusers) or 'blocks.0.attn.qkv.weight' (NVlabs)")
+    elif family is not Family.SANA_DIFFUSERS:  # the wording the README's troubleshooting table quotes
+        raise SanaError(f"{source}: not a Sana transformer checkpoint: this is {family.describe()}. Found "
+                        f"{key_summary(sd)}; expected Sana keys such as 'transformer_blocks.0.attn1.to_q.weight' "
+                        "(diffusers) or 'blocks.0.attn.qkv.weight' (NVlabs)")
     cfg = detect_config(sd, config or file_config, source, sample_size=sample_size, pos_embed=pos_embed)
     if sample_size is not None and sample_size != cfg.sample_size:
         cfg = cfg.replace(sample_size=sample_size, interpolation_scale=INTERPOLATION_SCALE.get(
             sample_size, cfg.interpolation_scale))
-    shift = flow_shift or read_scheduler_shift(repo)
+    shift = flow_shift or read_scheduler_shift(where.repo)
     if shift:
         cfg = cfg.replace(flow_shift=float(shift))
     dtype = dtype or dominant_dtype(sd)
@@ -295,7 +236,7 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
         from .quant import quantize_int8
 
         quantize_int8(model, dtype)
-    model = model.to(device).eval().requires_grad_(False)
+    model = speed.apply(model.to(device).eval().requires_grad_(False))
     model.source = source
     log.info("Sana transformer: %s · %d px · %s%s · %.0fM params · %s", variant_name(cfg), cfg.resolution,
              str(dtype).removeprefix("torch."), " (int8 storage)" if int8 else "", n / 1e6, source)

@@ -1,4 +1,4 @@
-"""Prompt → image with the pieces of sana_core, in the steps of diffusers' SanaPipeline (sana-spec §4.2).
+"""Prompt → image with the pieces of sana_core, in the steps of diffusers' SanaPipeline (docs/model.md §4.2).
 
 Latents crossing this module's boundary are *raw* DC-AE latents (as ``DCAE.encode`` returns them); sampling runs in
 the scaled space (raw × scaling factor), as ComfyUI does for every model.
@@ -36,20 +36,12 @@ class SampleOptions:
     denoise: float = 1.0
 
 
-def check_size(height: int, width: int) -> None:
-    if height % COMPRESSION or width % COMPRESSION or height <= 0 or width <= 0:
-        raise SanaError(f"image size {width}x{height} must be positive multiples of {COMPRESSION} (the DC-AE "
-                        f"compresses 32×); e.g. {max(32, round(width / 32) * 32)}x{max(32, round(height / 32) * 32)}")
-
-
 def binned_size(height: int, width: int, model: SanaTransformer | None = None, binning: bool = True
                 ) -> tuple[int, int]:
-    """The size actually generated: the nearest aspect-ratio bin of the model's table, or the request itself."""
-    if not binning:
-        check_size(height, width)
-        return height, width
-    table = bins.table_for_model(model.cfg.sample_size) if model is not None else bins.table_for_size(height, width)
-    return bins.nearest_bin(height, width, table)
+    """The size actually generated (``bins.plan``): the nearest aspect-ratio bin of the model's table, or the request
+    itself."""
+    bh, bw = bins.plan(width, height, binning, model.cfg.resolution if model is not None else None)["bin"]
+    return bh, bw
 
 
 def check_latent(latent: torch.Tensor, what: str = "latent") -> None:
@@ -74,45 +66,54 @@ def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | Non
             opts: SampleOptions, callback: Callback | None = None, noise: torch.Tensor | None = None
             ) -> torch.Tensor:
     """Raw latent (B, 32, h, w) in → raw latent out. ``denoise`` 1 ignores the input values (text-to-image),
-    below 1 starts part-way down the schedule from it (image-to-image), 0 returns it unchanged."""
+    below 1 starts part-way down the schedule from it (image-to-image), 0 returns it unchanged. The inputs are
+    checked here, once; Sana-Sprint models take their own sampler (``_sample_sprint``)."""
     check_latent(latent)
     check_cond(model, positive, "positive")
-    use_cfg = opts.cfg > 1.0 and not model.cfg.guidance_embeds  # Sprint takes cfg as an embedded value
-    if use_cfg and negative is None:
-        raise SanaError("cfg > 1 needs a negative conditioning")
-    if use_cfg:
-        check_cond(model, negative, "negative")
     b = latent.shape[0]
     positive = positive.repeat_to(b, "positive conditioning")
-    negative = negative.repeat_to(b, "negative conditioning") if use_cfg else None
+    sprint = model.cfg.guidance_embeds  # Sprint takes cfg as an embedded value, with no negative batch
+    use_cfg = opts.cfg > 1.0 and not sprint
+    if use_cfg:
+        if negative is None:
+            raise SanaError("cfg > 1 needs a negative conditioning")
+        check_cond(model, negative, "negative")
+        negative = negative.repeat_to(b, "negative conditioning")
     if opts.denoise <= 0:
         return latent.clone()
     if noise is None:
         noise = noise_for_seed(seed, tuple(latent.shape))
-    device = next(model.parameters()).device
-    noise = noise.to(device)
-    x_lat = latent.float().to(device) * SCALING_FACTOR
+    noise = noise.to(next(model.parameters()).device)
+    with torch.no_grad():
+        if sprint:
+            x = _sample_sprint(model, positive, seed, opts, noise, callback)
+        else:
+            x = _sample_flow(model, positive, negative if use_cfg else None, latent, opts, noise, callback)
+    return (x / SCALING_FACTOR).to(latent.device)
 
-    if model.cfg.guidance_embeds:  # Sana-Sprint: SCM sampler, guidance is a model input, no CFG batch
-        g = torch.full((1,), opts.cfg, dtype=torch.float32).to(positive.embeds.dtype) * model.cfg.guidance_embeds_scale
-        fn = guided_model_fn(model, positive, None, cfg=1.0, guidance=g.float(), timestep_scale=1.0)
-        gen = torch.Generator("cpu").manual_seed(seed)
-        torch.randn(noise.shape, generator=gen)  # the initial draw: step noise continues the same stream
-        with torch.no_grad():
-            x = sample_sprint(fn, noise, sprint_trig_times(opts.steps), gen, callback=callback)
-        return (x / SCALING_FACTOR).to(latent.device)
 
+def _sample_flow(model: SanaTransformer, positive: TextCond, negative: TextCond | None, latent: torch.Tensor,
+                 opts: SampleOptions, noise: torch.Tensor, callback: Callback | None) -> torch.Tensor:
+    """Flow-DPM-Solver or Flow-Euler with CFG and PAG, in the scaled latent space (docs/model.md §4.2)."""
     shift = opts.flow_shift or model.cfg.flow_shift
     sched = partial_schedule(opts.sampler, opts.steps, shift, min(opts.denoise, 1.0))
+    x_lat = latent.float().to(noise.device) * SCALING_FACTOR
     x = noise if opts.denoise >= 1 else noise_latent(x_lat, noise, sched.sigmas[0].item())
-    layers = frozenset()
-    if opts.pag_scale > 0:
-        layers = parse_pag_layers(opts.pag_layers, model.cfg.num_layers)
+    layers = parse_pag_layers(opts.pag_layers, model.cfg.num_layers) if opts.pag_scale > 0 else frozenset()
     fn = guided_model_fn(model, positive, negative, cfg=opts.cfg, pag_scale=opts.pag_scale,
                          pag_adaptive_scale=opts.pag_adaptive_scale, pag_layers=layers)
-    with torch.no_grad():
-        x = sample(opts.sampler, fn, x, sched, callback)
-    return (x / SCALING_FACTOR).to(latent.device)
+    return sample(opts.sampler, fn, x, sched, callback)
+
+
+def _sample_sprint(model: SanaTransformer, positive: TextCond, seed: int, opts: SampleOptions, noise: torch.Tensor,
+                   callback: Callback | None) -> torch.Tensor:
+    """Sana-Sprint: SCM sampling with the guidance scale as a model input (docs/model.md §8). The step noise
+    continues the seed's stream after the initial draw, as diffusers' pipeline draws it."""
+    g = torch.full((1,), opts.cfg, dtype=torch.float32).to(positive.embeds.dtype) * model.cfg.guidance_embeds_scale
+    fn = guided_model_fn(model, positive, None, cfg=1.0, guidance=g.float(), timestep_scale=1.0)
+    gen = torch.Generator("cpu").manual_seed(seed)
+    torch.randn(noise.shape, generator=gen)  # the initial draw
+    return sample_sprint(fn, noise, sprint_trig_times(opts.steps), gen, callback=callback)
 
 
 def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, tiling: str = "auto",

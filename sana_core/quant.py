@@ -80,8 +80,3 @@ def quantize_int8(module: nn.Module, dtype: torch.dtype, min_numel: int = 4096) 
         if p.is_floating_point() and p.dtype != dtype:
             setattr(module, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
     return module
-
-
-def resident_bytes(module: nn.Module) -> int:
-    """Bytes the module holds in parameters and buffers."""
-    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))

@@ -1,4 +1,4 @@
-"""Flow schedules and samplers (sana-spec §4). Pure functions over a schedule with a per-step callback.
+"""Flow schedules and samplers (docs/model.md §4). Pure functions over a schedule with a per-step callback.
 
 A model function is ``model_fn(x (B,C,H,W) fp32, t (B,) fp32 model timestep) -> v (B,C,H,W) fp32`` — the flow
 velocity, with guidance already applied (guidance.py wraps the network; the samplers know nothing of it).
@@ -62,20 +62,6 @@ def flow_euler_schedule(steps: int, shift: float) -> Schedule:
     s = np.linspace(1000.0, s_min * 1000, steps) / 1000  # float64
     s = torch.from_numpy(_shift(s, shift)).to(torch.float32)
     return Schedule(torch.cat([s, torch.zeros(1)]), s * 1000)
-
-
-def custom_schedule(sigmas: list[float] | torch.Tensor, truncate: bool = True) -> Schedule:
-    """A user σ list (decreasing in (0, 1], a final 0 appended if absent); timesteps σ·1000, truncated or not."""
-    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
-    if len(s) == 0 or not torch.isfinite(s).all() or (s < 0).any() or (s > 1).any():
-        raise SanaError(f"custom sigmas must be finite values in [0, 1], got {s.tolist()}")
-    if s[-1] != 0:
-        s = torch.cat([s, torch.zeros(1, dtype=torch.float64)])
-    if len(s) < 2 or (s[1:] >= s[:-1]).any():
-        raise SanaError(f"custom sigmas must be strictly decreasing, got {s.tolist()}")
-    t = s[:-1] * 1000
-    t = t.to(torch.int64) if truncate else t
-    return Schedule(s.to(torch.float32), t.to(torch.float32))
 
 
 def make_schedule(sampler: str, steps: int, shift: float) -> Schedule:
@@ -144,7 +130,7 @@ class FiniteCheck:
 def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor,
                     sigmas: torch.Tensor, callback: Callback | None = None) -> torch.Tensor:
     """DPM-Solver++(2M, midpoint) on flow sigmas over a data-prediction function ``denoise_fn(x, i) -> x0``;
-    first order on the first and last step (sana-spec §4.1). fp32 arithmetic on 0-dim σ tensors, in diffusers'
+    first order on the first and last step (docs/model.md §4.1). fp32 arithmetic on 0-dim σ tensors, in diffusers'
     order (bit parity). Shared by the Sana sampler and ComfyUI's native SAMPLER."""
     sig = sigmas.float().cpu()
     n = len(sig) - 1
@@ -217,7 +203,7 @@ def sample(sampler: str, model_fn: ModelFn, x: torch.Tensor, schedule: Schedule,
     raise SanaError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
 
-# --- Sana-Sprint (SCM, trigflow; sana-spec §8) -------------------------------------------------------------------
+# --- Sana-Sprint (SCM, trigflow; docs/model.md §8) -------------------------------------------------------------------
 
 def sprint_trig_times(steps: int, max_t: float = 1.57080, intermediate: float | None = 1.3) -> torch.Tensor:
     if steps < 1:

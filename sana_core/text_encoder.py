@@ -1,16 +1,16 @@
-"""Gemma-2 text encoder for Sana (sana-spec §3): loading, the complex human instruction (CHI), token selection.
+"""Gemma-2 text encoder for Sana (docs/model.md §3): loading, the complex human instruction (CHI), token selection.
 
 Semantics follow diffusers 0.42.1 ``SanaPipeline._get_gemma_prompt_embeds`` / ``encode_prompt`` exactly, with one
 deliberate difference: prompts keep their case unless ``lowercase=True`` (see ``SanaTextEncoder.encode``).
 
 The model is transformers' ``Gemma2Model`` (the decoder, no LM head) with eager attention: transformers does not
 offer SDPA for Gemma-2 (attention logit soft-capping), so eager is what ``from_pretrained`` gives diffusers too. It is
-built on the meta device from ``config.json`` and filled strictly from memory-mapped safetensors (one copy).
+built on the meta device from ``config.json`` and filled strictly from memory-mapped weights (one copy), found and
+checked by ``loading`` like the transformer's and the DC-AE's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,9 +18,10 @@ import torch
 import transformers
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
-from . import cudagraph
+from . import speed
 from .errors import SanaError
-from .weights import dominant_dtype, load_into, read_safetensors, read_sharded, strip_prefix
+from .loading import Family, Located, listing, locate, read_json, sniff, wrong_family
+from .weights import dominant_dtype, load_into, read_weights, strip_prefix
 
 log = logging.getLogger(__name__)
 
@@ -47,42 +48,32 @@ _ALLOWED_DTYPES = (torch.bfloat16, torch.float32)
 # Locating files
 
 
-def _listing(folder: Path) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    return ", ".join(names[:20]) + (f", … ({len(names)} entries)" if len(names) > 20 else "") if names else "nothing"
-
-
-def _locate(path: Path) -> tuple[Path, Path]:
-    """(model folder, tokenizer folder) for a Sana diffusers repo or a plain gemma-2 folder."""
-    if not path.exists():
-        raise SanaError(f"{path}: text encoder folder not found")
-    if not path.is_dir():
+def _locate(path: Path) -> tuple[Located, Path]:
+    """(the model, its tokenizer folder) for a Sana diffusers repo or a plain gemma-2 folder."""
+    if path.is_file():
         raise SanaError(f"{path}: is a file; expected a folder: a Sana diffusers repo (text_encoder/ + tokenizer/) "
                         "or a gemma-2-2b-it folder (config.json, tokenizer files, model*.safetensors)")
-    if (path / "text_encoder").is_dir():
-        tok_dir = path / "tokenizer"
-        if not tok_dir.is_dir():
-            raise SanaError(f"{path}: has text_encoder/ but no tokenizer/ folder (found: {_listing(path)}); a Sana "
-                            "diffusers repo needs both")
-        return path / "text_encoder", tok_dir
-    return path, path
+    where = locate(path, "text_encoder")
+    if where.repo is None:
+        return where, where.path
+    tok_dir = where.repo / "tokenizer"
+    if not tok_dir.is_dir():
+        raise SanaError(f"{where.repo}: has text_encoder/ but no tokenizer/ folder (found: {listing(where.repo)}); a "
+                        "Sana diffusers repo needs both")
+    return where, tok_dir
 
 
 def _read_config(model_dir: Path) -> Gemma2Config:
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
-        raise SanaError(f"{model_dir}: no config.json (found: {_listing(model_dir)}); expected a Gemma-2 folder "
+        raise SanaError(f"{model_dir}: no config.json (found: {listing(model_dir)}); expected a Gemma-2 folder "
                         "(config.json, tokenizer files, model*.safetensors) or a Sana repo with text_encoder/ and "
                         "tokenizer/")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SanaError(f"{cfg_path}: not valid JSON ({e})") from None
-    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    cfg = read_json(cfg_path)
+    model_type = cfg.get("model_type")
     if model_type not in _GEMMA2_TYPES:
-        arch = cfg.get("architectures") if isinstance(cfg, dict) else None
-        raise SanaError(f"{cfg_path}: model_type {model_type!r} (architectures {arch}); expected 'gemma2' "
-                        "(Gemma-2, e.g. gemma-2-2b-it): Sana's text encoder is Gemma-2-2B, not T5/CLIP/Gemma-1/3")
+        raise SanaError(f"{cfg_path}: model_type {model_type!r} (architectures {cfg.get('architectures')}); expected "
+                        "'gemma2' (Gemma-2, e.g. gemma-2-2b-it): Sana's text encoder is Gemma-2-2B, not T5/CLIP/Gemma-1/3")
     try:
         config = Gemma2Config.from_dict(cfg)
     except (ValueError, TypeError, KeyError) as e:
@@ -91,42 +82,25 @@ def _read_config(model_dir: Path) -> Gemma2Config:
     return config
 
 
-def _weight_file(model_dir: Path) -> Path:
-    """The weights in a folder: sharded index, single file, or a diffusers variant (e.g. ``model.bf16``)."""
-    for name in ("model.safetensors.index.json", "model.safetensors"):
-        if (model_dir / name).is_file():
-            return model_dir / name
-    variants = sorted(model_dir.glob("model.safetensors.index.*.json")) + sorted(model_dir.glob("model.*.safetensors"))
-    variants = [p for p in variants if "-of-" not in p.name]  # shards are reached through their index
-    if variants:
-        bf16 = [p for p in variants if ".bf16." in p.name]
-        return (bf16 or variants)[0]
-    loose = sorted(model_dir.glob("*.safetensors"))
-    if len(loose) == 1:
-        return loose[0]
-    found = ", ".join(p.name for p in loose) if loose else _listing(model_dir)
-    raise SanaError(f"{model_dir}: cannot tell which weights to load (found: {found}); expected model.safetensors, "
-                    "model.safetensors.index.json (sharded) or a single *.safetensors file")
-
-
 def _read_decoder_weights(weight_file: Path) -> dict[str, torch.Tensor]:
     """Gemma2Model keys: a Gemma2ForCausalLM file loses its ``model.`` prefix and its (unused) ``lm_head``."""
-    sd = read_sharded(weight_file) if weight_file.name.endswith(".json") else read_safetensors(weight_file)
-    sd = {k: v for k, v in sd.items() if not k.startswith("lm_head.")}
-    return strip_prefix(sd, ("model.",))
+    sd = {k: v for k, v in read_weights(weight_file).items() if not k.startswith("lm_head.")}
+    sd = strip_prefix(sd, ("model.",))
+    family = sniff(sd)
+    if family not in (Family.GEMMA, Family.UNKNOWN):  # unknown: the strict load names what is missing
+        raise wrong_family(str(weight_file), sd, family, "Gemma-2 weights",
+                           "Gemma-2 decoder keys such as 'layers.0.pre_feedforward_layernorm.weight'")
+    return sd
 
 
 def _load_tokenizer(tok_dir: Path, vocab_size: int):
     present = [n for n in TOKENIZER_FILES if (tok_dir / n).is_file()]
     if not present:
-        raise SanaError(f"{tok_dir}: no tokenizer files (found: {_listing(tok_dir)}); expected tokenizer.json or "
+        raise SanaError(f"{tok_dir}: no tokenizer files (found: {listing(tok_dir)}); expected tokenizer.json or "
                         "tokenizer.model (with tokenizer_config.json) from gemma-2-2b-it")
     tc_path = tok_dir / "tokenizer_config.json"
     if tc_path.is_file():
-        try:
-            tok_class = json.loads(tc_path.read_text()).get("tokenizer_class")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise SanaError(f"{tc_path}: not a valid tokenizer config ({e})") from None
+        tok_class = read_json(tc_path).get("tokenizer_class")
         if tok_class and not str(tok_class).startswith("Gemma"):
             raise SanaError(f"{tc_path}: tokenizer_class {tok_class!r}; expected GemmaTokenizer(Fast)")
     try:
@@ -172,8 +146,6 @@ class SanaTextEncoder:
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"
         self.source = source
-        self._graphs = cudagraph.GraphCache()  # on a GPU each prompt length is one captured Gemma forward
-        self._mask_form_ok: dict[tuple, bool] = {}  # shape → ready-made masks give Gemma's own output (see _forward_gpu)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -191,7 +163,6 @@ class SanaTextEncoder:
         """Move the model (in place; the dtype never changes: Gemma-2 runs in bf16 or fp32 only). Returns self."""
         if isinstance(device, torch.dtype):
             raise SanaError(f"SanaTextEncoder.to({device}): only a device may be given; the dtype is chosen at load")
-        self._graphs.clear()
         self.model.to(device)
         return self
 
@@ -199,7 +170,7 @@ class SanaTextEncoder:
                lowercase: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts → (embeddings (B, max_length, hidden) in the encoder dtype, mask (B, max_length) int64).
 
-        diffusers ``_get_gemma_prompt_embeds`` + the selection in ``encode_prompt`` (sana-spec §3.3):
+        diffusers ``_get_gemma_prompt_embeds`` + the selection in ``encode_prompt`` (docs/model.md §3.3):
         - each prompt is stripped; **it keeps its case unless ``lowercase=True``**. diffusers lowercases every prompt;
           we do not by default because case matters for text rendered in the image ("OPEN" vs "open"). Pass
           ``lowercase=True`` for exact diffusers parity.
@@ -240,7 +211,7 @@ class SanaTextEncoder:
 
     def encode_negative(self, prompts: list[str] | str, max_length: int = 300,
                         lowercase: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The negative / unconditional path (sana-spec §3.4): never a CHI, no selection, the prompt's own mask.
+        """The negative / unconditional path (docs/model.md §3.4): never a CHI, no selection, the prompt's own mask.
 
         For "" only the BOS is valid. Same case rule as ``encode`` (diffusers lowercases the negative prompt too).
         """
@@ -272,51 +243,18 @@ class SanaTextEncoder:
         ids = tok.input_ids.to(self.device)
         mask = tok.attention_mask.to(device=self.device, dtype=torch.int64)
         with torch.no_grad():
-            out = self._forward_gpu(ids, mask) if cudagraph.usable(ids) else self._forward(ids, mask)
+            out = self._forward(ids, mask)
         return out.to(self.dtype), mask
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # after the norm
 
-    def _forward_gpu(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Gemma as a replayed CUDA graph. transformers builds its masks with a host-to-device copy, which a graph
-        cannot hold, so the graph takes them ready-made (its layers' mask mapping, transformers ≥ 5). The first call
-        of each shape checks that form against the model's own masks, bit for bit; where it differs, or the window is
-        shorter than the text, Gemma runs as usual."""
-        length = ids.shape[1]
-        if length > (getattr(self.model.config, "sliding_window", None) or length):
-            return self._forward(ids, mask)
-        key = (tuple(ids.shape), ids.device)
-        if key not in self._mask_form_ok:
-            want = self._forward(ids, mask)
-            try:
-                same = torch.equal(self._forward_masks(ids, _additive_mask(mask, self.dtype)), want)
-            except (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError):  # no ready-made masks
-                same = False
-            self._mask_form_ok[key] = same
-            return want
-        if not self._mask_form_ok[key]:
-            return self._forward(ids, mask)
-        return self._graphs.run(self.model, self._forward_masks, (ids, _additive_mask(mask, self.dtype)), ())
-
-    def _forward_masks(self, ids: torch.Tensor, additive: torch.Tensor) -> torch.Tensor:
-        masks = {"full_attention": additive, "sliding_attention": additive}
-        return self.model(input_ids=ids, attention_mask=masks, use_cache=False).last_hidden_state
-
-
-def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, L) 0/1 → the (B, 1, L, L) causal + padding mask transformers gives eager attention: 0 where a query may
-    attend a key, the dtype's lowest value elsewhere."""
-    length = mask.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
-    allowed = causal[None, None] & mask[:, None, None, :].bool()
-    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, torch.finfo(dtype).min)
-
 
 def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,
                       device: torch.device | str = "cpu", int8: bool = False) -> SanaTextEncoder:
     """Load Gemma-2 + tokenizer from a Sana diffusers repo (``text_encoder/`` + ``tokenizer/``) or a plain
-    gemma-2-2b-it folder (Gemma2Model or Gemma2ForCausalLM weights, single or sharded; the LM head is ignored).
+    gemma-2-2b-it folder (Gemma2Model or Gemma2ForCausalLM weights, single, sharded or a diffusers variant such as
+    ``model.bf16.safetensors``; the LM head is ignored).
 
     dtype: None → bf16 if the file is bf16, else fp32. Only bf16 and fp32: Gemma-2 overflows in fp16.
     int8: store the linear and embedding weights as int8 (per-row scales), computing in ``dtype``.
@@ -326,10 +264,10 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,
         hint = " (Gemma-2 overflows in fp16)" if dtype == torch.float16 else ""
         raise SanaError(f"{path}: text encoder dtype {dtype} is not supported{hint}; use torch.bfloat16 or "
                         "torch.float32")
-    model_dir, tok_dir = _locate(path)
-    config = _read_config(model_dir)
+    where, tok_dir = _locate(path)
+    config = _read_config(where.path)
     tokenizer = _load_tokenizer(tok_dir, config.vocab_size)
-    weight_file = _weight_file(model_dir)
+    weight_file = where.weights(("model",), "text encoder")
     sd = _read_decoder_weights(weight_file)
     file_dtype = dominant_dtype(sd)
     if dtype is None:
@@ -352,4 +290,4 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,
              "tokenizer %s (%d tokens)", config.num_hidden_layers, config.hidden_size, config.vocab_size,
              n_params / 1e6, weight_file, str(file_dtype).removeprefix("torch."), str(dtype).removeprefix("torch."),
              device, tok_dir, len(tokenizer))
-    return SanaTextEncoder(model, tokenizer, source=str(path))
+    return speed.apply(SanaTextEncoder(model, tokenizer, source=str(path)))

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import SanaError
+from .loading import read_json
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,12 @@ def release_source(t: torch.Tensor) -> None:
 
 
 def read_sharded(index_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``*.safetensors.index.json`` and every shard it names."""
+    """Read a sharded index (``*.safetensors.index[.<variant>].json``) and every shard it names."""
     index_path = Path(index_path)
     _check_file(index_path)
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SanaError(f"{index_path}: not a sharded-weights index (expected a JSON object with 'weight_map'): {e}") \
-            from None
+    weight_map = read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise SanaError(f"{index_path}: not a sharded-weights index (expected a JSON object with 'weight_map')")
     out: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index_path.parent / shard
@@ -166,7 +165,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read any supported weight file (by suffix)."""
     path = Path(path)
     name = path.name.lower()
-    if name.endswith(".index.json"):
+    if name.endswith(".json"):  # a sharded index, also a variant's <stem>.safetensors.index.bf16.json
         return read_sharded(path)
     if name.endswith(SAFETENSORS_SUFFIXES):
         return read_safetensors(path)

@@ -2,7 +2,7 @@
 
 For each image: encode with the DC-AE, scale by 0.41407 (the space samplers preview in), and pair every latent pixel
 with the image average-pooled to the latent grid in [-1, 1]. Solve [latent, 1] · W ≈ rgb. Prints the 32×3 factors and
-the bias in the form nodes/host.py holds (LATENT_RGB_FACTORS, LATENT_RGB_BIAS).
+the bias in the form nodes/host/constants.py holds (LATENT_RGB_FACTORS, LATENT_RGB_BIAS).
 
 Run: python scripts/fit_latent_rgb.py --vae <dc-ae folder or file> --images <folder of images> [--size 512]
 """

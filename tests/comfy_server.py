@@ -82,6 +82,14 @@ class ComfyServer:
             body = r.read()
             return json.loads(body) if r.headers.get_content_type() == "application/json" else body
 
+    def get_status(self, path: str) -> tuple[int, dict]:
+        """GET a JSON route: (status, body), error statuses included."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
     def post(self, path: str, data: dict) -> tuple[int, dict]:
         req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(),
                                      headers={"Content-Type": "application/json"})

@@ -13,6 +13,19 @@ TINY = dict(num_attention_heads=2, attention_head_dim=8, num_layers=3, num_cross
             in_channels=32, out_channels=32)
 
 
+def count_params(cfg) -> int:
+    """Parameters of a sana_core transformer config, counted on the meta device."""
+    from sana_comfy.sana_core.transformer import SanaTransformer
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in SanaTransformer(cfg).parameters())
+
+
+def resident_bytes(module: torch.nn.Module) -> int:
+    """Bytes the module holds in parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
 def perturb(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
     """Random weights give washed-out outputs; noise on every parameter gives a real dynamic range."""
     g = torch.Generator().manual_seed(seed)
@@ -31,7 +44,7 @@ def tiny_diffusers_transformer(seed: int = 0, **overrides):
 
 
 def diffusers_to_original(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of the NVlabs → diffusers map, written independently from sana-spec §7.2 (fuses q/k/v, k/v)."""
+    """Inverse of the NVlabs → diffusers map, written independently from docs/model.md §7.2 (fuses q/k/v, k/v)."""
     sprint = any(k.startswith("time_embed.guidance_embedder") for k in sd)
     t = "time_embed.timestep_embedder" if sprint else "time_embed.emb.timestep_embedder"
     top = {f"{t}.linear_1.": "t_embedder.mlp.0.", f"{t}.linear_2.": "t_embedder.mlp.2.",

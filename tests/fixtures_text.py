@@ -1,4 +1,4 @@
-"""Offline text-encoder fixtures (sana-spec §9.14): a tiny trained Gemma-style tokenizer and a tiny random Gemma-2.
+"""Offline text-encoder fixtures (docs/model.md §9.14): a tiny trained Gemma-style tokenizer and a tiny random Gemma-2.
 
 Nothing is downloaded. ``build_tokenizer`` trains a small BPE with the `tokenizers` library on a built-in corpus that
 holds the default complex human instruction and sample prompts, so tokens merge as they do with the real tokenizer

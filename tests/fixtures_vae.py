@@ -20,7 +20,7 @@ TINY_DCAE = {"in_channels": 3, "latent_channels": 32, "attention_head_dim": 8, "
              "decoder_qkv_multiscales": ((), (), (5,), (5,)), "upsample_block_type": "interpolate",
              "downsample_block_type": "Conv", "decoder_norm_types": "rms_norm", "decoder_act_fns": "silu",
              "scaling_factor": 0.41407}
-# The published f32c32 Sana config (hub dc-ae-f32c32-sana-1.0-diffusers, sana-spec §2.1).
+# The published f32c32 Sana config (hub dc-ae-f32c32-sana-1.0-diffusers, docs/model.md §2.1).
 FULL_DCAE = {"in_channels": 3, "latent_channels": 32, "attention_head_dim": 32,
              "encoder_block_types": ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
              "decoder_block_types": ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
@@ -49,7 +49,7 @@ def full_diffusers_dcae_meta():
 
 
 def diffusers_to_original(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of sana-spec §7.3, written independently: diffusers keys → mit-han-lab ``model.safetensors`` keys
+    """Inverse of docs/model.md §7.3, written independently: diffusers keys → mit-han-lab ``model.safetensors`` keys
     (efficientvit's ResidualBlock ``main`` / OpSequential ``op_list`` wrappers, fused 1×1-conv qkv and proj)."""
     top = {"encoder.conv_in.": "encoder.project_in.conv.", "encoder.conv_out.": "encoder.project_out.main.0.conv.",
            "decoder.conv_in.": "decoder.project_in.main.conv.", "decoder.norm_out.": "decoder.project_out.op_list.0.",

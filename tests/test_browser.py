@@ -51,45 +51,59 @@ def test_extension_registered_without_console_errors(page):
 
 
 def _js_readout(page, width, height, binning=True):
-    return page.evaluate("""([w, h, b]) => {
+    return page.evaluate("""async ([w, h, b]) => {
         const node = LiteGraph.createNode("SanaEmptyLatent");
         app.graph.add(node);
         const set = (name, v) => { const x = node.widgets.find(x => x.name === name); x.value = v; x.callback?.(v); };
         set("width", w); set("height", h); set("resolution_binning", b);
+        await node.sanaPending;
         const out = {readout: node.sanaReadout, values: node.serialize().widgets_values};
         app.graph.remove(node);
         return out;
     }""", [width, height, binning])
 
 
+def test_the_extension_carries_no_bin_table_and_parses_no_display_text(server):
+    js = server.get(f"/extensions/{PACKAGE_DIR_NAME}/sana.js").decode()
+    assert "fetchApi(`/sana/" in js and "sana_model" in js
+    for copy in ('"0.25"', "1024, 256", "px ·/", "BIN_"):
+        assert copy not in js, copy
+
+
 @pytest.mark.parametrize("w,h", [(1000, 1000), (1920, 1080), (512, 2048), (3000, 2000)])
-def test_empty_latent_readout_matches_the_core_bins(page, w, h):
+def test_empty_latent_readout_is_the_servers_bin(page, server, w, h):
+    answer = server.get(f"/sana/bin?width={w}&height={h}&binning=true")
     table = bins.table_for_size(h, w)
     bh, bw = bins.nearest_bin(h, w, table)
+    assert (answer["table"], answer["bin"]) == (table, [bh, bw])  # the server answers with the core's bins
     out = _js_readout(page, w, h)
     want = f"bin {bw}×{bh} ({table} px table) · latent {bw // 32}×{bh // 32}"
     assert out["readout"].startswith(want), out
-    assert (f"crop {w}×{h}" in out["readout"]) == ((bh, bw) != (h, w))
+    assert (f"crop {w}×{h}" in out["readout"]) == ((bh, bw) != (h, w)) == (answer["crop"] is not None)
     assert out["values"] == [w, h, 1, True]  # the UI-only preset widget is never saved
 
 
 def test_readout_without_binning_flags_bad_sizes(page):
-    assert "no binning" in _js_readout(page, 640, 480, False)["readout"]
-    assert "multiples of 32" in _js_readout(page, 650, 480, False)["readout"]
+    assert _js_readout(page, 640, 480, False)["readout"] == "640×480 · latent 20×15 · no binning"
+    assert _js_readout(page, 650, 480, False)["readout"] == "⚠ width and height must be multiples of 32 with binning off"
 
 
-def test_aspect_preset_snaps_to_the_bin_table(page):
-    out = page.evaluate("""() => {
+def test_aspect_preset_snaps_to_the_bin_table(page, server):
+    out = page.evaluate("""async () => {
         const node = LiteGraph.createNode("SanaEmptyLatent");
         app.graph.add(node);
         const preset = node.widgets.find(x => x.name === "aspect_preset");
         preset.value = "16:9"; preset.callback("16:9");
-        const r = [node.widgets.find(x => x.name === "width").value, node.widgets.find(x => x.name === "height").value];
+        await node.sanaPending;
+        const r = [node.widgets.find(x => x.name === "width").value, node.widgets.find(x => x.name === "height").value,
+                   node.sanaReadout, node.serialize().widgets_values];
         app.graph.remove(node);
         return r;
     }""")
+    answer = server.get("/sana/aspect?aspect=16:9&width=1024&height=1024")
     bh, bw = bins.nearest_bin(9, 16, 1024)
-    assert out == [bw, bh] == [1344, 768]
+    assert out[:2] == [answer["width"], answer["height"]] == [bw, bh] == [1344, 768]
+    assert out[2] == "bin 1344×768 (1024 px table) · latent 42×24" and out[3] == [1344, 768, 1, True]
 
 
 def test_template_is_listed_opened_queued_and_its_image_appears(page, server):
@@ -113,10 +127,13 @@ def test_template_is_listed_opened_queued_and_its_image_appears(page, server):
     }""")
     page.wait_for_function("() => app.graph._nodes.some(n => n.type === 'SaveImage' && n.imgs?.length > 0)",
                            timeout=180000)
-    info = page.evaluate("() => app.graph._nodes.find(n => n.type === 'SanaLoadPipeline').sanaInfo")
-    assert info and "1024 px" in info[0] and "Gemma-2" in info[1] and "DC-AE" in info[2]
-    readout = page.evaluate("() => app.graph._nodes.find(n => n.type === 'SanaEmptyLatent').sanaReadout")
-    assert "(1024 px table)" in readout  # the connected model's table once its loader ran
+    loader = page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'SanaLoadPipeline');
+                                       return [n.sanaInfo, n.sanaResolution]; }""")
+    assert loader[0] and "1024 px" in loader[0][0] and "Gemma-2" in loader[0][1] and "DC-AE" in loader[0][2]
+    assert loader[1] == 1024  # from the loader's structured sana_model output
+    # the connected model's table once its loader ran (256x256 alone would use the 512 px table)
+    page.wait_for_function("""() => app.graph._nodes.find(n => n.type === 'SanaEmptyLatent').sanaReadout
+                              === 'bin 1024×1024 (1024 px table) · latent 32×32 → crop 256×256'""", timeout=30000)
     saved = [im for h in server.get("/history").values() if h["status"]["status_str"] == "success"
              for o in h["outputs"].values() for im in o.get("images", [])]
     assert saved and (server.base / "output" / saved[-1]["subfolder"] / saved[-1]["filename"]).exists()

@@ -1,11 +1,12 @@
-"""CUDA-graph replay of the transformer (sana_core/cudagraph.py): the replayed step equals the eager one, new inputs
-and moved or replaced weights are honoured, and graphs are only used where they are safe. Needs a GPU; the CPU
-checks at the end run everywhere."""
+"""CUDA-graph replay of the transformer (sana_core/speed/cudagraph.py): the replayed step equals the eager one, new
+inputs and moved, replaced or edited weights are honoured, and graphs are only used where they are safe. Needs a GPU;
+the CPU checks at the end run everywhere."""
 
 import pytest
 import torch
-from sana_comfy.sana_core import cudagraph, pipeline
+from sana_comfy.sana_core import pipeline, speed
 from sana_comfy.sana_core.guidance import TextCond
+from sana_comfy.sana_core.speed import policy
 from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
 
 CFG = SanaConfig(num_layers=4, num_heads=2, head_dim=16, cross_heads=2, cross_head_dim=16, caption_channels=48,
@@ -19,7 +20,7 @@ def _model(device: str, cfg: SanaConfig = CFG) -> SanaTransformer:
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape) * 0.05 + (1.0 if p.ndim == 1 and p.shape[0] == cfg.dim else 0.0))
-    return m.eval().requires_grad_(False)
+    return speed.apply(m.eval().requires_grad_(False), True)
 
 
 def _inputs(device: str, batch: int = 2, hw=(8, 6), seed: int = 1, length: int = 10):
@@ -33,11 +34,9 @@ def _inputs(device: str, batch: int = 2, hw=(8, 6), seed: int = 1, length: int =
 
 
 def _eager(m, *a, **kw):
-    m.cuda_graphs = False
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(policy, "cuda_graphs", lambda x: False)
         return m(*a, **kw)
-    finally:
-        m.cuda_graphs = True
 
 
 @cuda
@@ -48,15 +47,15 @@ def test_replay_equals_eager_and_follows_new_inputs():
             a = _inputs("cuda", seed=seed)
             got, want = m(*a), _eager(m, *a)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        assert m._graphs.captures == 1
+        assert m._graphs().captures == 1
         out1 = m(*_inputs("cuda", seed=1))
         m(*_inputs("cuda", seed=2))
         torch.testing.assert_close(out1, _eager(m, *_inputs("cuda", seed=1)))  # a returned output is never overwritten
         other = _inputs("cuda", batch=3, hw=(4, 4))
         m(*other)  # another signature: a one-off call stays eager ...
-        assert m._graphs.captures == 1
+        assert m._graphs().captures == 1
         torch.testing.assert_close(m(*other), _eager(m, *other), rtol=1e-5, atol=1e-6)  # ... a second is captured
-        assert m._graphs.captures == 2 and len(m._graphs) == 2
+        assert m._graphs().captures == 2 and len(m._graphs()) == 2
 
 
 @cuda
@@ -70,7 +69,7 @@ def test_pag_layout_and_inference_mode():
         want = _eager(m, *a, **pag)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert (got - plain).abs().max() > 1e-4  # the perturbed layout is its own graph, not the plain one replayed
-    assert m._graphs.captures == 2
+    assert m._graphs().captures == 2
 
 
 @cuda
@@ -79,18 +78,18 @@ def test_moved_or_replaced_weights_are_recaptured():
     a = _inputs("cuda")
     with torch.no_grad():
         m(*a), m(*a)
-        assert m._graphs.captures == 1
+        assert m._graphs().captures == 1
         blk = m.transformer_blocks[1].attn1.to_v
         blk.weight = torch.nn.Parameter(blk.weight * 3, requires_grad=False)  # as a host patching weights does
         for _ in range(2):
             torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
-        assert m._graphs.captures == 2
+        assert m._graphs().captures == 2
         m.to("cpu")
-        assert len(m._graphs) == 0  # moving the model drops every graph
+        assert len(m._graphs()) == 0  # moving the model drops every graph
         m.to("cuda")
         for _ in range(2):
             torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
-        assert m._graphs.captures == 3
+        assert m._graphs().captures == 3
 
 
 @cuda
@@ -98,11 +97,11 @@ def test_graphs_stay_off_where_unsafe(monkeypatch):
     m = _model("cuda")
     a = _inputs("cuda")
     m(*a), m(*a)  # autograd on: eager
-    assert m._graphs.captures == 0
-    monkeypatch.setenv("SANA_CUDA_GRAPHS", "0")
+    assert m._graphs().captures == 0
+    speed.apply(m, False)  # the switch
     with torch.no_grad():
         m(*a), m(*a)
-    assert m._graphs.captures == 0
+    assert m._graphs().captures == 0
 
 
 @cuda
@@ -115,10 +114,10 @@ def test_text_encoder_replays_gemma(tmp_path, monkeypatch):
     prompts = ["a red fox in the snow", "a lighthouse at dusk"]
     window = enc.model.config.sliding_window  # the tiny Gemma's window is short; the 2B's is 4096
     got = [enc.encode([p], chi=None, max_length=window) for p in prompts + prompts]  # check, eager, capture, replay
-    assert enc._graphs.captures == 1
-    monkeypatch.setenv("SANA_CUDA_GRAPHS", "0")
+    assert enc._graphs().captures == 1
+    speed.apply(enc, False)
     want = [enc.encode([p], chi=None, max_length=window) for p in prompts + prompts]
-    assert enc._graphs.captures == 1
+    assert enc._graphs().captures == 1
     for (e, m), (we, wm) in zip(got, want):
         torch.testing.assert_close(e, we, rtol=1e-5, atol=1e-6)
         assert torch.equal(m, wm)
@@ -130,12 +129,11 @@ def test_switching_block_forms_is_not_served_a_stale_graph():
     a = _inputs("cuda")
     with torch.no_grad():
         fused = [m(*a) for _ in range(3)]
-        for mod in m.modules():
-            if hasattr(mod, "fast"):
-                mod.fast = False
-        plain = [m(*a) for _ in range(3)]
-        want = _eager(m, *a)
-    assert m._graphs.captures == 2
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(policy, "FUSED_DEVICES", set())
+            plain = [m(*a) for _ in range(3)]
+            want = _eager(m, *a)
+    assert m._graphs().captures == 2
     torch.testing.assert_close(plain[-1], want, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(fused[-1], want, rtol=1e-5, atol=1e-5)
     assert not torch.equal(fused[-1], plain[-1])
@@ -166,8 +164,9 @@ def test_denoise_on_the_gpu_matches_eager():
     latent = torch.zeros(1, 32, 8, 8)
     opts = pipeline.SampleOptions(steps=6, cfg=4.5, pag_scale=2.0, pag_layers="1")
     got = pipeline.denoise(m, pos, neg, latent, seed=5, opts=opts)
-    m.cuda_graphs = False
-    want = pipeline.denoise(m, pos, neg, latent, seed=5, opts=opts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(policy, "cuda_graphs", lambda x: False)
+        want = pipeline.denoise(m, pos, neg, latent, seed=5, opts=opts)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -175,16 +174,17 @@ def test_cpu_never_captures():
     m = _model("cpu")
     with torch.no_grad():
         a = _inputs("cpu")
-        assert not cudagraph.usable(a[0])
+        assert not policy.cuda_graphs(a[0])
         torch.testing.assert_close(m(*a), _eager(m, *a), rtol=0, atol=0)
-    assert m._graphs.captures == 0
+    assert m._graphs().captures == 0
 
 
 def test_ready_made_masks_give_gemmas_own_output(tmp_path):
     """The form the Gemma graph takes (masks built outside the model) equals the model's own masking, padding
     included; checked here on the CPU, and on a GPU once per shape before any capture."""
     from fixtures_text import build_tiny_gemma, build_tokenizer
-    from sana_comfy.sana_core.text_encoder import _additive_mask, load_text_encoder
+    from sana_comfy.sana_core.speed.text_encoder import _additive_mask
+    from sana_comfy.sana_core.text_encoder import load_text_encoder
 
     tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
     enc = load_text_encoder(tiny.sana_repo)
@@ -194,22 +194,43 @@ def test_ready_made_masks_give_gemmas_own_output(tmp_path):
     ids, mask = tok.input_ids, tok.attention_mask
     assert (mask == 0).any()  # padding is present
     with torch.no_grad():
-        want = enc._forward(ids, mask)
+        want = enc._forward(ids, mask)  # on the CPU: the reference forward
         got = enc._forward_masks(ids, _additive_mask(mask, enc.dtype))
     assert torch.equal(got, want)
 
 
 @cuda
-def test_prepared_caption_on_the_gpu():
-    """A Caption replays through the graph with its plain context, and runs eagerly with its kept keys and values."""
-    from sana_comfy.sana_core.transformer import Caption
-
+def test_held_caption_on_the_gpu():
+    """A context passed again replays through the graph (which computes its keys and values itself), and runs
+    eagerly with its kept keys and values."""
     m = _model("cuda")
     x, t, y, mask = _inputs("cuda")
-    caption = Caption(y, mask)
     with torch.no_grad():
         for _ in range(3):
-            torch.testing.assert_close(m(x, t, caption), _eager(m, x, t, y, mask), rtol=1e-5, atol=1e-6)
-        assert m._graphs.captures == 1 and caption._key is None  # the graph computed them itself
-        torch.testing.assert_close(_eager(m, x, t, caption), _eager(m, x, t, y, mask), rtol=0, atol=0)
-        assert caption._key is not None
+            torch.testing.assert_close(m(x, t, y, mask), _eager(m, x, t, y.clone(), mask), rtol=1e-5, atol=1e-6)
+        assert m._graphs().captures == 1
+        for _ in range(2):
+            torch.testing.assert_close(_eager(m, x, t, y, mask), _eager(m, x, t, y.clone(), mask), rtol=0, atol=0)
+        assert m._sana_held[id(y)].value is not None
+
+
+@cuda
+@pytest.mark.parametrize("edit", ["in place under inference_mode", "parameter replaced"])
+def test_graphs_see_edited_weights(edit):
+    """A replay reads the weights' memory: an in-place edit reaches it without a recapture; a replaced parameter
+    (a patcher's way) is recaptured."""
+    with torch.inference_mode():
+        m = _model("cuda")
+        a = _inputs("cuda")
+        m(*a), m(*a)
+        before = m(*a)
+        lin = m.transformer_blocks[1].ff.conv_point
+        if edit == "parameter replaced":
+            lin.weight = torch.nn.Parameter(lin.weight * 3, requires_grad=False)
+        else:
+            lin.weight.mul_(3)
+        got = [m(*a) for _ in range(2)]
+        want = _eager(m, *a)
+    assert not torch.allclose(before, want, atol=1e-3)
+    torch.testing.assert_close(got[-1], want, rtol=1e-5, atol=1e-6)
+    assert m._graphs().captures == (2 if edit == "parameter replaced" else 1)

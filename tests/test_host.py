@@ -12,6 +12,9 @@ import torch
 from comfy_server import ROOT, ComfyServer, WsListener, comfy_dir
 from fixtures_pipeline import install_model_folders
 from PIL import Image
+from sana_comfy.sana_core import bins
+from sana_comfy.sana_core.bins import aspect_size
+from sana_comfy.sana_core.bins import plan as bin_plan
 
 pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
                                 reason="ComfyUI not installed: run scripts/setup_env.sh")
@@ -282,3 +285,37 @@ def test_unload_models_reaches_ours(server):
     time.sleep(1.0)  # /free is handled by the prompt worker between prompts
     assert server.run(_pipeline_graph(seed=43))["status"]["status_str"] == "success"
     assert loads() == before + 1
+
+
+@pytest.mark.parametrize("prefix", ["", "/api"])
+def test_bin_routes_answer_as_the_node_computes(server, prefix):
+    for w, h, res in [(1000, 1000, None), (1920, 1080, None), (200, 320, 1024), (512, 2048, 4096), (3000, 2000, 512)]:
+        q = f"width={w}&height={h}&binning=true" + (f"&resolution={res}" if res else "")
+        status, body = server.get_status(f"{prefix}/sana/bin?{q}")
+        table = res or bins.table_for_size(h, w)
+        assert status == 200 and body == {"valid": True, "binning": True, **bin_plan(w, h, True, res)}
+        assert body["table"] == table and body["bin"] == list(bins.nearest_bin(h, w, table))
+    assert server.get_status(f"{prefix}/sana/bin?width=640&height=480&binning=false")[1] == {
+        "valid": True, "binning": False, "table": None, "bin": [480, 640], "latent": [15, 20], "crop": None}
+    status, body = server.get_status(f"{prefix}/sana/bin?width=650&height=480&binning=false")
+    assert status == 200 and not body["valid"] and "multiples of 32" in body["error"]
+    status, body = server.get_status(f"{prefix}/sana/aspect?aspect=16:9&width=256&height=256&resolution=1024")
+    assert status == 200 and body == aspect_size("16:9", 256, 256, 1024) == {"width": 1344, "height": 768,
+                                                                            "table": 1024}
+    for bad in ("bin?width=x&height=480", "bin?height=480", "bin?width=64&height=64&resolution=1000",
+                "aspect?aspect=wide&width=64&height=64", "aspect?aspect=0:1&width=64&height=64"):
+        status, body = server.get_status(f"{prefix}/sana/{bad}")
+        assert status == 400 and body["error"], (bad, body)
+
+
+def test_loaders_report_the_model_as_data(server):
+    prompt = _pipeline_graph(seed=51)
+    assert server.run(prompt)["status"]["status_str"] == "success"
+    prompt["1"]["inputs"]["weight_dtype"] = "fp32"  # a loader that really runs: /history omits cached nodes' UI
+    hist = server.run(prompt)
+    assert hist["status"]["status_str"] == "success"
+    ui = hist["outputs"]["1"]
+    (model,) = ui["sana_model"]  # what the frontend reads; the text lines stay for people
+    assert model["resolution"] == 1024 and model["params"] > 0
+    assert ui["text"][0].startswith(f"{model['variant']} · 1024 px · {model['dtype']} · ")
+    assert ui["text"][1].startswith("Gemma-2 · ") and ui["text"][2].startswith("DC-AE f32c32 · ")

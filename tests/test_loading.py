@@ -1,13 +1,15 @@
 """Key maps, variant detection and presets (full-size configs on the meta device), and loader errors."""
 
 import json
+import shutil
 
 import pytest
 import torch
-from fixtures_model import diffusers_to_original, save_layouts, tiny_diffusers_transformer
+from fixtures_model import count_params, diffusers_to_original, save_layouts, tiny_diffusers_transformer
 from safetensors.torch import save_file
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.loader import count_params, detect_config, load_transformer, original_to_diffusers
+from sana_comfy.sana_core.loader import detect_config, load_transformer, original_to_diffusers
+from sana_comfy.sana_core.loading import Family, find_weights, locate, read_json, sniff
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
 PARAMS = {
@@ -78,11 +80,16 @@ def test_sharded_and_variant_folders(tmp_path):
     ref.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     assert list((tmp_path / "sharded").glob("*.index.json"))
     ref.to(torch.bfloat16).save_pretrained(tmp_path / "variant", variant="bf16")
+    # a sharded variant: diffusers writes diffusion_pytorch_model.safetensors.index.bf16.json + .bf16-0000i-of-… shards
+    ref.save_pretrained(tmp_path / "sharded_variant", variant="bf16", max_shard_size="20KB")
+    assert (tmp_path / "sharded_variant" / "diffusion_pytorch_model.safetensors.index.bf16.json").is_file()
     a = load_transformer(tmp_path / "sharded", "fp32")
     b = load_transformer(tmp_path / "variant")
-    assert b.dtype == torch.bfloat16
+    c = load_transformer(tmp_path / "sharded_variant")
+    assert b.dtype == c.dtype == torch.bfloat16
     for k, v in ref.state_dict().items():
         assert torch.equal(a.state_dict()[k].bfloat16(), v) and torch.equal(b.state_dict()[k], v)
+        assert torch.equal(c.state_dict()[k], v)
 
 
 # --- bad input: one SanaError each, naming the file and what was found vs expected ----------------------------------
@@ -148,6 +155,147 @@ def test_missing_empty_and_configless(tmp_path):
     (tmp_path / "noconf" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
     with pytest.raises(SanaError, match=r"noconf: a model folder needs a config\.json"):
         load_transformer(tmp_path / "noconf")
+
+
+def test_config_json_not_an_object(tmp_path):
+    paths = save_layouts(tiny_diffusers_transformer(), tmp_path)
+    cfg = paths["folder"] / "config.json"
+    cfg.write_text("{'num_layers': 3}")
+    with pytest.raises(SanaError, match=r"folder/config\.json: not valid JSON"):
+        load_transformer(paths["folder"])
+    cfg.write_text("[3]")
+    with pytest.raises(SanaError, match=r"folder/config\.json: expected a JSON object, found list"):
+        load_transformer(paths["folder"])
+
+
+# --- sana_core.loading: one set of rules for the three loaders ------------------------------------------------------
+
+DPM = "diffusion_pytorch_model"
+
+
+@pytest.mark.parametrize("files, stems, picked", [
+    ([f"{DPM}.safetensors", f"{DPM}.bf16.safetensors"], (DPM,), f"{DPM}.safetensors"),  # the plain file first
+    ([f"{DPM}.bin", f"{DPM}.fp16.safetensors"], (DPM,), f"{DPM}.bin"),  # as diffusers' variant=None
+    ([f"{DPM}.safetensors.index.json", f"{DPM}.safetensors"], (DPM,), f"{DPM}.safetensors.index.json"),
+    ([f"{DPM}.fp32.safetensors", f"{DPM}.fp16.safetensors", f"{DPM}.bf16.safetensors"], (DPM,),
+     f"{DPM}.bf16.safetensors"),
+    ([f"{DPM}.safetensors.index.fp16.json", f"{DPM}.fp16-00001-of-00002.safetensors"], (DPM,),
+     f"{DPM}.safetensors.index.fp16.json"),
+    ([f"{DPM}.bf16.safetensors.index.json", f"{DPM}.bf16-00001-of-00002.safetensors"], (DPM,),
+     f"{DPM}.bf16.safetensors.index.json"),
+    (["model.safetensors", f"{DPM}.fp32.safetensors"], (DPM, "model"), f"{DPM}.fp32.safetensors"),
+    (["config.json", "model.bf16.safetensors", "model.safetensors.index.bf16.json"], ("model",),
+     "model.safetensors.index.bf16.json"),
+    (["config.json", "my_vae.safetensors"], (DPM, "model"), "my_vae.safetensors"),  # the folder's only one
+])
+def test_find_weights_order(tmp_path, files, stems, picked):
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    assert find_weights(tmp_path, stems, "test") == tmp_path / picked
+
+
+def test_find_weights_none_and_locate(tmp_path):
+    for name in ("config.json", "a.safetensors", "b.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(SanaError, match=r"no DC-AE weights in this folder \(found: a\.safetensors, b\.safetensors, "
+                                        r"config\.json\); expected diffusion_pytorch_model\[\.bf16\|\.fp16\|\.fp32\]"):
+        find_weights(tmp_path, (DPM,), "DC-AE")
+
+    repo = tmp_path / "repo"
+    (repo / "vae").mkdir(parents=True)
+    (repo / "model_index.json").write_text("{}")
+    assert (locate(repo, "vae").path, locate(repo, "vae").repo) == (repo / "vae", repo)
+    assert (locate(repo / "vae", "vae").path, locate(repo / "vae", "vae").repo) == (repo / "vae", None)
+    assert locate(tmp_path / "a.safetensors", "vae").is_file
+    assert locate(tmp_path / "a.safetensors", "vae").config is None
+    (repo / "config.json").write_text("{}")  # a component folder of its own: its vae/ is not descended into
+    assert locate(repo, "vae").path == repo and locate(repo, "vae").config == repo / "config.json"
+    with pytest.raises(SanaError, match=r"nope: not found"):
+        locate(tmp_path / "nope", "vae")
+
+
+def test_read_json(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text('{"a": 1}')
+    assert read_json(f) == {"a": 1}
+    f.write_text("{a: 1}")
+    with pytest.raises(SanaError, match=r"c\.json: not valid JSON \(Expecting property name"):
+        read_json(f)
+    f.write_text('"text"')
+    with pytest.raises(SanaError, match=r"c\.json: expected a JSON object, found str"):
+        read_json(f)
+
+
+def _meta_state_dict(make):
+    with torch.device("meta"):
+        return make().state_dict()
+
+
+def test_sniff_tells_each_family():
+    import diffusers
+    from fixtures_text import tiny_gemma_config
+    from fixtures_vae import diffusers_to_original as dcae_to_original
+    from sana_comfy.sana_core.dcae import DCAE
+    from transformers import Gemma2Model, LlamaConfig, LlamaModel
+
+    sana = _meta_state_dict(lambda: SanaTransformer(PRESETS["Sana_600M_1024px"]))
+    dcae = _meta_state_dict(DCAE)
+    cases = {
+        Family.SANA_DIFFUSERS: sana,
+        Family.SANA_NVLABS: diffusers_to_original(sana),
+        Family.DCAE_DIFFUSERS: dcae,
+        Family.DCAE_ORIGINAL: dcae_to_original(dcae),
+        Family.DCAE_OTHER: dict.fromkeys(["encoder.project_in.conv.conv.weight", "encoder.stages.0.op_list.0.main.x"]),
+        Family.KL_VAE: _meta_state_dict(lambda: diffusers.AutoencoderKL(block_out_channels=(8,), norm_num_groups=4)),
+        Family.UNET: _meta_state_dict(lambda: diffusers.UNet2DConditionModel(
+            block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=8, layers_per_block=1,
+            norm_num_groups=4, attention_head_dim=2)),
+        Family.FLUX: _meta_state_dict(lambda: diffusers.FluxTransformer2DModel(
+            num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=8,
+            pooled_projection_dim=8, axes_dims_rope=(4, 6, 6))),
+        Family.SD3: _meta_state_dict(lambda: diffusers.SD3Transformer2DModel(
+            num_layers=2, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=8,
+            caption_projection_dim=16, pooled_projection_dim=8, sample_size=8)),
+        Family.GEMMA: _meta_state_dict(lambda: Gemma2Model(tiny_gemma_config(32))),
+        Family.LANGUAGE_MODEL: _meta_state_dict(lambda: LlamaModel(LlamaConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+            vocab_size=32))),
+        Family.UNKNOWN: {"foo.weight": None},
+    }
+    assert {family: sniff(sd) for family, sd in cases.items()} == {family: family for family in cases}
+    # the single-file layouts of the same families: NVlabs/ldm names with ComfyUI's wrapper prefix left on
+    assert sniff(dict.fromkeys(["model.diffusion_model.input_blocks.0.0.weight"])) is Family.UNET
+    assert sniff(dict.fromkeys(["model.diffusion_model.double_blocks.0.img_attn.qkv.weight"])) is Family.FLUX
+    assert sniff(dict.fromkeys(["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"])) is Family.SD3
+    assert sniff(dict.fromkeys(["encoder.conv_in.weight", "encoder.down.0.block.0.conv1.weight",
+                                "decoder.conv_in.weight", "encoder.mid.attn_1.q.weight"])) is Family.KL_VAE
+    assert sniff(dict.fromkeys(["model.layers.0.pre_feedforward_layernorm.weight", "lm_head.weight"])) is Family.GEMMA
+
+
+def test_each_loader_takes_its_part_of_one_repo_and_refuses_the_others(tiny_repo, tmp_path):
+    from sana_comfy.sana_core.dcae import load_dcae
+    from sana_comfy.sana_core.text_encoder import load_text_encoder
+
+    assert load_transformer(tiny_repo, "fp32").source == str(tiny_repo / "transformer" / f"{DPM}.safetensors")
+    assert load_dcae(tiny_repo).spatial_compression == 32
+    assert load_text_encoder(tiny_repo).hidden_size > 0
+
+    transformer_file = tiny_repo / "transformer" / f"{DPM}.safetensors"
+    with pytest.raises(SanaError, match=r"this looks like a Sana transformer, load it with the transformer loader"):
+        load_dcae(transformer_file)
+    with pytest.raises(SanaError, match=r"not a Sana transformer checkpoint: this is a DC-AE autoencoder, load it "
+                                        r"with the VAE loader"):
+        load_transformer(tiny_repo / "vae" / f"{DPM}.safetensors")
+    with pytest.raises(SanaError, match=r"this is a Gemma text encoder, load it with the text encoder loader"):
+        load_transformer(tiny_repo / "text_encoder" / "model.safetensors")
+    repo = tmp_path / "mixed_up"  # the transformer's weights where Gemma's belong
+    shutil.copytree(tiny_repo / "tokenizer", repo / "tokenizer")
+    shutil.copytree(tiny_repo / "text_encoder", repo / "text_encoder")
+    shutil.copy(transformer_file, repo / "text_encoder" / "model.safetensors")
+    with pytest.raises(SanaError, match=r"text_encoder/model\.safetensors: this looks like a Sana transformer, load "
+                                        r"it with the transformer loader\. Found \d+ tensors"):
+        load_text_encoder(repo)
 
 
 def test_variant_names():

@@ -1,9 +1,14 @@
 """Every node called directly (no ComfyUI): stand-in host, models from $SANA_MODELS_DIR in the published layouts."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from sana_comfy import NODE_CLASS_MAPPINGS as N
 from sana_comfy.nodes import host
+from sana_comfy.nodes.binning import route_answer
+from sana_comfy.sana_core import bins, pipeline
+from sana_comfy.sana_core.bins import plan as bin_plan
 from sana_comfy.sana_core.errors import SanaError
 
 
@@ -107,3 +112,48 @@ def test_int8_storage_through_the_loaders(models):
     pos = N["SanaEncodePrompt"]().encode(te, "a red fox", True, 300)[0]
     out = _sample(model, pos, pos, {"samples": torch.zeros(1, 32, 4, 4)})
     assert torch.isfinite(out["samples"]).all()
+
+
+def test_the_stand_in_host_is_chosen_outside_comfyui():
+    assert not host.IN_COMFY and host.impl.__name__.endswith(".host.standalone")
+    assert host.extend_host() is None  # nothing to change outside ComfyUI
+    for native in (lambda: host.native_model(None), lambda: host.vae_adapter(None), host.sampler_object):
+        with pytest.raises(SanaError, match="only inside a running ComfyUI"):
+            native()
+
+
+@pytest.mark.parametrize("resolution", [None, 512, 1024, 2048, 4096])
+def test_bin_plan_is_the_pipelines_binned_size(resolution):
+    """The frontend's readout (bin_plan over GET /sana/bin) and a pipeline run pick the same bin: the nearest one
+    of the model's table, or of the table nearest the requested area."""
+    model = SimpleNamespace(cfg=SimpleNamespace(resolution=resolution)) if resolution else None
+    for w in range(32, 4200, 232):
+        for h in (32, 200, 320, 1000, 1080, 2048, 4096):
+            plan = bin_plan(w, h, True, resolution)
+            assert plan["bin"] == list(pipeline.binned_size(h, w, model, True)), (w, h)
+            assert plan["bin"] == list(bins.nearest_bin(h, w, resolution or bins.table_for_size(h, w)))
+            assert plan["latent"] == [plan["bin"][0] // 32, plan["bin"][1] // 32]
+            assert plan["crop"] == (None if plan["bin"] == [h, w] else [h, w])
+            assert plan["table"] == (resolution or bins.table_for_size(h, w))
+    assert bin_plan(640, 480, False) == {"table": None, "bin": [480, 640], "latent": [15, 20], "crop": None}
+    with pytest.raises(SanaError, match="multiples of 32"):
+        bin_plan(650, 480, False)
+
+
+def test_route_answers():
+    assert route_answer("bin", {"width": "1920", "height": "1080"}) == (200, {
+        "valid": True, "binning": True, "table": 1024, "bin": [768, 1344], "latent": [24, 42], "crop": [1080, 1920]})
+    status, body = route_answer("bin", {"width": "650", "height": "480", "binning": "false"})
+    assert status == 200 and body["valid"] is False and "multiples of 32" in body["error"]
+    assert route_answer("aspect", {"aspect": "9:16", "width": "64", "height": "64", "resolution": "2048"}) == (
+        200, {"width": 1536, "height": 2688, "table": 2048})
+    for bad in ({"width": "1"}, {"width": "x", "height": "1"}, {"width": "64", "height": "64", "resolution": "999"}):
+        assert route_answer("bin", bad)[0] == 400
+    assert route_answer("aspect", {"aspect": "1:0", "width": "64", "height": "64"})[0] == 400
+
+
+def test_loaders_report_the_model_as_data(models):
+    out = N["SanaLoadTransformer"]().load("Sana_600M_1024px_diffusers", "fp32")
+    (model,) = out["ui"]["sana_model"]
+    assert model["resolution"] == 1024 and model["dtype"] == "float32"
+    assert out["ui"]["text"][0].startswith(f"{model['variant']} · 1024 px · float32 · ")

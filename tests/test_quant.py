@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from fixtures_model import save_layouts, tiny_diffusers_transformer
+from fixtures_model import resident_bytes, save_layouts, tiny_diffusers_transformer
+from sana_comfy.sana_core import speed
 from sana_comfy.sana_core.loader import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
-from sana_comfy.sana_core.quant import quantize_int8, resident_bytes
+from sana_comfy.sana_core.quant import quantize_int8
 from sana_comfy.sana_core.text_encoder import load_text_encoder
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
@@ -73,9 +74,7 @@ def test_int8_transformer_in_the_fused_forms(tmp_path):
     mask, t = torch.ones(2, 10, dtype=torch.int64), torch.tensor([900.0, 300.0])
     with torch.no_grad():
         fused = q(x, t, y, mask)
-        for m in q.modules():
-            if hasattr(m, "fast"):
-                m.fast = False
+        speed.apply(q, False)
         plain = q(x, t, y, mask)
     assert not torch.equal(fused, plain)  # the fused forms ran
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)

@@ -27,7 +27,8 @@ def test_validate_and_pack(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     names = set(zipfile.ZipFile(repo / "node.zip").namelist())
     for need in ("__init__.py", "pyproject.toml", "requirements.txt", "README.md", "LICENSE", "nodes/sana_nodes.py",
-                 "nodes/host.py", "sana_core/transformer.py", "web/sana.js", "example_workflows/sana_text_to_image.json"):
+                 "nodes/host/__init__.py", "nodes/host/comfy_classes.py",
+                 "sana_core/transformer.py", "web/sana.js", "example_workflows/sana_text_to_image.json"):
         assert need in names, need
     stray = sorted(n for n in names if n.startswith(("tests/", "bench/", ".ci/", "scripts/", ".sana-env")))
     assert not stray, stray

@@ -6,7 +6,6 @@ from sana_comfy.sana_core import bins
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.guidance import parse_pag_layers
 from sana_comfy.sana_core.sampling import (
-    custom_schedule,
     flow_dpm_schedule,
     flow_euler_schedule,
     noise_for_seed,
@@ -85,15 +84,11 @@ def test_noise_matches_comfy_and_diffusers_draws():
     assert torch.equal(noise_for_seed(2**64 - 1, (1, 2)), noise_for_seed(2**64 - 1, (1, 2)))
 
 
-def test_partial_schedule_and_custom():
+def test_partial_schedule():
     full = flow_dpm_schedule(10, 3.0)
     part = partial_schedule("flow_dpm_solver", 6, 3.0, 0.6)
     assert torch.equal(part.sigmas, full.sigmas[-7:]) and len(part.timesteps) == 6
     assert torch.equal(partial_schedule("flow_euler", 5, 3.0, 1.0).sigmas, flow_euler_schedule(5, 3.0).sigmas)
-    c = custom_schedule([1.0, 0.5, 0.25])
-    assert c.sigmas.tolist() == [1.0, 0.5, 0.25, 0.0] and c.timesteps.tolist() == [1000.0, 500.0, 250.0]
-    with pytest.raises(SanaError, match="decreasing"):
-        custom_schedule([0.5, 0.7])
     with pytest.raises(SanaError, match="steps must be at least 1"):
         flow_dpm_schedule(0, 3.0)
     with pytest.raises(SanaError, match="denoise"):

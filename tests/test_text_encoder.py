@@ -1,4 +1,4 @@
-"""sana_core.text_encoder against diffusers' SanaPipeline.encode_prompt on the same tiny Gemma-2 (sana-spec §3, §9.14).
+"""sana_core.text_encoder against diffusers' SanaPipeline.encode_prompt on the same tiny Gemma-2 (docs/model.md §3, §9.14).
 
 References come from a pipeline that was saved with save_pretrained and reloaded, because that is what users load
 (the tokenizer's class and settings change on the round trip).
@@ -75,7 +75,7 @@ def test_default_chi_is_diffusers_default():
 
 
 def test_fixture_tokenizer_merges_like_gemma(enc):
-    # sana-spec §3.3: encode(CHI) ends in a lone "▁" that merges into the first prompt word, so the kept window
+    # docs/model.md §3.3: encode(CHI) ends in a lone "▁" that merges into the first prompt word, so the kept window
     # (from index N_chi - 1) starts at the prompt. The tiny tokenizer must reproduce that for the parity to mean much.
     tok = enc.tokenizer
     chi_ids = tok.encode("\n".join(DEFAULT_CHI))

@@ -82,20 +82,14 @@ def test_dtype_choice(tmp_path):
         load_transformer(folder, "int4")
 
 
-def _set_fast(model, on: bool) -> None:
-    for m in model.modules():
-        if hasattr(m, "fast"):
-            m.fast = on
-
-
 @pytest.mark.parametrize("variant", ["base", "qk_norm"])
 def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
     """The fused-layout forms (token-layout linear attention and Mix-FFN, fused modulation; the GPU's in every dtype,
     the CPU's in fp32): fp32 against diffusers and against our own plain forms, with and without PAG's identity
     chunk; bf16 (the GPU's forms, made to run here) within the bf16 tolerance."""
-    import sana_comfy.sana_core.transformer as tr
+    from sana_comfy.sana_core import speed
 
-    monkeypatch.setattr(tr, "FAST_DEVICES", {"cuda", "cpu"})
+    monkeypatch.setattr(speed.policy, "FUSED_DEVICES", {"cuda", "cpu"})
     ref = tiny_diffusers_transformer(**VARIANTS[variant])
     folder = save_layouts(ref, tmp_path)["folder"]
     ours = load_transformer(folder, "fp32")
@@ -104,7 +98,7 @@ def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
     with torch.no_grad():
         want = ref(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t, return_dict=False)[0]
         got, got_pag = ours(x, t, y, mask), ours(x, t, y, mask, **pag)
-        _set_fast(ours, False)
+        speed.apply(ours, False)
         plain, plain_pag = ours(x, t, y, mask), ours(x, t, y, mask, **pag)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
@@ -118,42 +112,61 @@ def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
 
 
 @pytest.mark.parametrize("variant", ["base", "qk_norm"])
-def test_prepared_caption_is_the_same_call(tmp_path, variant):
-    """A Caption held for a sampling run gives exactly the plain call's result, computes each block's cross-attention
-    keys and values once, and recomputes them when the weights change."""
-    from sana_comfy.sana_core.transformer import Caption
-
+def test_held_caption_is_the_same_call(tmp_path, variant):
+    """A context passed again (as a sampler's loop passes it every step) gives exactly the plain call's result; its
+    cross-attention keys and values are computed on its second call and reused from then on, recomputed when the
+    weights or the context change, and never kept under autograd."""
     ref = tiny_diffusers_transformer(**VARIANTS[variant])
     ours = load_transformer(save_layouts(ref, tmp_path)["folder"], "fp32")
     x, y, mask, t = _inputs()
     calls = []
     ours.transformer_blocks[0].attn2.to_k.register_forward_hook(lambda *a: calls.append(1))
-    caption = Caption(y, mask)
+
+    def fresh():  # the same values in a new tensor: nothing is kept for it
+        return y.clone()
+
     with torch.no_grad():
-        for step in range(3):
+        for step in range(4):
             xs, ts = x * (1 + step), t - 100 * step
-            assert torch.equal(ours(xs, ts, caption), ours(xs, ts, y, mask))
-        assert torch.equal(ours(x, t, caption, identity_blocks={0}, n_identity=1),  # PAG's perturbed chunk
-                           ours(x, t, y, mask, identity_blocks={0}, n_identity=1))
-        assert len(calls) == 1 + 4  # once for the Caption, once per plain call
+            assert torch.equal(ours(xs, ts, y, mask), ours(xs, ts, fresh(), mask))
+        assert torch.equal(ours(x, t, y, mask, identity_blocks={0}, n_identity=1),  # PAG's perturbed chunk
+                           ours(x, t, fresh(), mask, identity_blocks={0}, n_identity=1))
+        assert len(calls) == 2 + 5  # y: on its first and second call only; each fresh tensor: once
         ours.transformer_blocks[0].attn2.to_v.weight.mul_(2)  # an edited weight: new keys and values
-        assert torch.equal(ours(x, t, caption), ours(x, t, y, mask))
-        assert len(calls) == 5 + 2
+        assert torch.equal(ours(x, t, y, mask), ours(x, t, fresh(), mask))
+        y.mul_(1.5)  # an edited context too
+        assert torch.equal(ours(x, t, y, mask), ours(x, t, fresh(), mask))
+        assert len(calls) == 7 + 4
     want = ref(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t, return_dict=False)[0]
-    assert not torch.allclose(ours(x, t, caption), want, atol=1e-3)  # the edit did reach the result
+    assert not torch.allclose(ours(x, t, y, mask), want, atol=1e-3)  # the edit did reach the result
     calls.clear()
     with torch.enable_grad():  # with autograd nothing is kept across calls
-        ours(x, t, caption)
-        ours(x, t, caption)
+        ours(x, t, y, mask)
+        ours(x, t, y, mask)
     assert len(calls) == 2
+    z = fresh()
+    with torch.no_grad():
+        ours(x, t, z, mask), ours(x, t, z, mask)
+    key = id(z)
+    assert ours._sana_held[key].value is not None
+    del z
+    assert key not in ours._sana_held  # a context's keys and values go with it
 
 
-def test_fused_forms_where_they_apply():
-    """The fused forms run on the CPU in fp32 (faster here) and on CUDA; the CPU keeps diffusers' op order in bf16."""
-    import sana_comfy.sana_core.transformer as tr
+def test_speed_forms_where_they_apply():
+    """The fused forms run on the CPU in fp32 and on CUDA; the CPU keeps diffusers' op order in bf16. The switch
+    swaps every module back to its reference class."""
+    from sana_comfy.sana_core import speed
+    from sana_comfy.sana_core import transformer as tr
 
-    block = tr.SanaBlock(tr.SanaConfig(num_layers=1, num_heads=2, head_dim=8, cross_heads=2, cross_head_dim=8))
-    assert tr._fast(block, torch.zeros(1)) and tr._fast(block.attn1, torch.zeros(1))
-    assert not tr._fast(block, torch.zeros(1, dtype=torch.bfloat16))
-    block.fast = False
-    assert not tr._fast(block, torch.zeros(1))
+    p = speed.policy
+    assert p.fused_blocks(torch.zeros(1)) and not p.fused_blocks(torch.zeros(1, dtype=torch.bfloat16))
+    assert p.fast_convs(torch.zeros(1)) and not p.fast_convs(torch.zeros(1, dtype=torch.bfloat16))
+    assert not p.cuda_graphs(torch.zeros(1))
+    m = tr.SanaTransformer(tr.SanaConfig(num_layers=1, num_heads=2, head_dim=8, cross_heads=2, cross_head_dim=8),
+                           device="meta")
+    speed.apply(m, True)
+    assert type(m).__name__ == "FastSanaTransformer" and type(m.transformer_blocks[0]).__name__ == "FastSanaBlock"
+    speed.apply(m, False)
+    assert {type(x).__module__ for x in m.modules()} <= {tr.__name__, "torch.nn.modules.linear",
+                                                         "torch.nn.modules.conv", "torch.nn.modules.container"}

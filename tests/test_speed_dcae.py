@@ -1,12 +1,14 @@
-"""The DC-AE's fewer-FLOP convolutions (sana_core.fastconv) against the plain ops and against diffusers."""
+"""The DC-AE's speed forms (sana_core/speed/dcae.py, speed/conv.py) against the plain ops, fp64 and diffusers."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from fixtures_vae import tiny_diffusers_dcae
-from sana_comfy.sana_core import fastconv
+from sana_comfy.sana_core import speed
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
 from sana_comfy.sana_core.dcae_blocks import DCDownBlock2d
+from sana_comfy.sana_core.speed import conv as speedconv
+from sana_comfy.sana_core.speed.dcae import FastDCDownBlock2d
 from sana_comfy.sana_core.weights import load_into
 from torch import nn
 
@@ -26,7 +28,7 @@ def test_upsample_conv_is_conv_of_nearest_upsample(ci, co, h, w, bias):
     x = torch.randn(2, ci, h, w)
     ref = conv.double()(F.interpolate(x.double(), scale_factor=2, mode="nearest"))
     conv.float()
-    y = fastconv.upsample_conv3x3(conv, x)
+    y = speedconv.upsample_conv3x3(conv, x)
     assert y.shape == (2, co, 2 * h, 2 * w)
     assert _rel(y, ref) <= 1e-5
     assert _rel(conv(F.interpolate(x, scale_factor=2, mode="nearest")), ref) <= 1e-5  # fp32 reference, same bound
@@ -38,7 +40,7 @@ def test_upsample_conv_with_the_up_block_shortcut(ci, co):
     x = torch.randn(2, ci, 3, 5)
     r = co * 4 // ci
     ref = conv(F.interpolate(x, scale_factor=2, mode="nearest")) + F.pixel_shuffle(x.repeat_interleave(r, dim=1), 2)
-    assert _rel(fastconv.upsample_conv3x3(conv, x, r), ref) <= 1e-5
+    assert _rel(speedconv.upsample_conv3x3(conv, x, r), ref) <= 1e-5
 
 
 # Winograd F(4×4, 3×3) rounds about ten times as much as the direct conv in fp32 (its transforms scale the terms of
@@ -50,42 +52,42 @@ WINOGRAD_TOL = 3e-5
                                             (36, 20, True, 256 * 5), (20, 8, False, 256 * 6)])
 def test_winograd_is_the_conv(h, w, bias, tiles, monkeypatch):
     if tiles:  # several stripes of tile rows, the last one short
-        monkeypatch.setattr(fastconv, "_TILES", tiles)
+        monkeypatch.setattr(speedconv, "_TILES", tiles)
     conv = _conv(256, 64, bias)
     x = torch.randn(2, 256, h, w)
-    assert fastconv.winograd_ok(conv, x)
+    assert speedconv.winograd_ok(conv, x)
     ref = conv.double()(x.double())
     conv.float()
-    y = fastconv.winograd_conv3x3(conv, x)
+    y = speedconv.winograd_conv3x3(conv, x)
     assert y.shape == (2, 64, h, w) and y.is_contiguous(memory_format=torch.channels_last)
     assert _rel(y, ref) <= WINOGRAD_TOL
-    assert _rel(fastconv.conv3x3(conv, x[:1]), ref[:1]) <= WINOGRAD_TOL
-    assert _rel(fastconv.conv3x3(conv, x[1:], silu=True), F.silu(ref[1:])) <= WINOGRAD_TOL
+    assert _rel(speedconv.conv3x3(conv, x[:1]), ref[:1]) <= WINOGRAD_TOL
+    assert _rel(speedconv.conv3x3(conv, x[1:], silu=True), F.silu(ref[1:])) <= WINOGRAD_TOL
 
 
 def test_winograd_only_where_it_applies():
     conv = _conv(256, 8)
-    assert not fastconv.winograd_ok(conv, torch.randn(1, 256, 6, 4))  # height not a multiple of the 4×4 tile
-    assert not fastconv.winograd_ok(conv, torch.randn(1, 256, 4, 4, dtype=torch.bfloat16))  # bf16 keeps the op
-    assert not fastconv.winograd_ok(_conv(128, 8), torch.randn(1, 128, 4, 4))  # below the channel threshold
+    assert not speedconv.winograd_ok(conv, torch.randn(1, 256, 6, 4))  # height not a multiple of the 4×4 tile
+    assert not speedconv.winograd_ok(conv, torch.randn(1, 256, 4, 4, dtype=torch.bfloat16))  # bf16 keeps the op
+    assert not speedconv.winograd_ok(_conv(128, 8), torch.randn(1, 128, 4, 4))  # below the channel threshold
     strided = nn.Conv2d(256, 8, 3, 2, 1)
-    assert not fastconv.winograd_ok(strided, torch.randn(1, 256, 4, 4))
+    assert not speedconv.winograd_ok(strided, torch.randn(1, 256, 4, 4))
     x = torch.randn(1, 256, 6, 4)  # falls back to the module itself, channels-last on the CPU in fp32
-    y = fastconv.conv3x3(conv, x)
+    y = speedconv.conv3x3(conv, x)
     assert y.is_contiguous(memory_format=torch.channels_last) and _rel(y, conv(x)) <= 1e-6
     x16 = x.bfloat16()
-    assert torch.equal(fastconv.conv3x3(conv.bfloat16(), x16), conv(x16))  # bf16: the module's own op
+    assert torch.equal(speedconv.conv3x3(conv.bfloat16(), x16), conv(x16))  # bf16: the module's own op
 
 
 def test_derived_weights_follow_weight_edits():
     conv = _conv(256, 8)
     x = torch.randn(1, 256, 4, 4)
-    before = fastconv.winograd_conv3x3(conv, x)
-    up_before = fastconv.upsample_conv3x3(conv, x)
+    before = speedconv.winograd_conv3x3(conv, x)
+    up_before = speedconv.upsample_conv3x3(conv, x)
     conv.weight.mul_(2)  # in place: a new tensor version
-    assert _rel(fastconv.winograd_conv3x3(conv, x), conv(x)) <= WINOGRAD_TOL
-    assert _rel(fastconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
-    assert not torch.allclose(before, conv(x)) and not torch.allclose(up_before, fastconv.upsample_conv3x3(conv, x))
+    assert _rel(speedconv.winograd_conv3x3(conv, x), conv(x)) <= WINOGRAD_TOL
+    assert _rel(speedconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
+    assert not torch.allclose(before, conv(x)) and not torch.allclose(up_before, speedconv.upsample_conv3x3(conv, x))
     assert "_sana_fast" not in str(conv.state_dict().keys())
 
 
@@ -95,8 +97,8 @@ def test_weights_made_in_inference_mode():
         conv = _conv(256, 8)
         x = torch.randn(1, 256, 4, 8)
         assert conv.weight.is_inference()
-        assert _rel(fastconv.conv3x3(conv, x), conv(x)) <= WINOGRAD_TOL
-        assert _rel(fastconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
+        assert _rel(speedconv.conv3x3(conv, x), conv(x)) <= WINOGRAD_TOL
+        assert _rel(speedconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
 
 
 def test_dcae_with_a_winograd_stage_matches_diffusers():
@@ -107,23 +109,21 @@ def test_dcae_with_a_winograd_stage_matches_diffusers():
     with torch.device("meta"):
         ours = DCAE(cfg)
     load_into(ours, dict(ref.state_dict()), torch.float32, "test")
-    ours.eval()
+    speed.apply(ours.eval(), True)
     calls = []
-    orig = fastconv.winograd_conv3x3
+    orig = speedconv.winograd_conv3x3
     try:
-        fastconv.winograd_conv3x3 = lambda conv, x, *a: calls.append(x.shape) or orig(conv, x, *a)
+        speedconv.winograd_conv3x3 = lambda conv, x, *a: calls.append(x.shape) or orig(conv, x, *a)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(2, 3, 48, 64, generator=g) * 2 - 1
         with torch.no_grad():
             z, z_ref = ours.encode(x, tiling="off"), ref.encode(x).latent
             out, out_ref = ours.decode(z_ref, tiling="off"), ref.decode(z_ref).sample
     finally:
-        fastconv.winograd_conv3x3 = orig
+        speedconv.winograd_conv3x3 = orig
     assert calls and all(s[1] == 256 for s in calls)
     assert _rel(z, z_ref) <= 1e-5 and _rel(out, out_ref) <= 1e-5
-    for m in ours.modules():  # the plain path, for contrast: the same function
-        if hasattr(m, "fast"):
-            m.fast = False
+    speed.apply(ours, False)  # the plain path, for contrast: the same function
     with torch.no_grad():
         assert _rel(ours.decode(z_ref, tiling="off"), out_ref) <= 1e-5
 
@@ -132,12 +132,13 @@ def test_dcae_with_a_winograd_stage_matches_diffusers():
 def test_down_block_shortcut_channels_last(ci, co):
     """The encoder's down block adds its unshuffle-and-average shortcut over strided views of a channels-last input."""
     torch.manual_seed(0)
-    block = DCDownBlock2d(ci, co, pixel_unshuffle=False).eval()
+    block = speed.apply(DCDownBlock2d(ci, co, pixel_unshuffle=False).eval(), True)
+    assert isinstance(block, FastDCDownBlock2d)
     ref = DCDownBlock2d(ci, co, pixel_unshuffle=False).eval().double()
     ref.load_state_dict(block.state_dict())
     x = torch.randn(2, ci, 8, 12)
     with torch.no_grad():
-        y, y_ref = block(fastconv.channels_last(x)), ref(x.double())
+        y, y_ref = block(speedconv.channels_last(x)), ref(x.double())
         assert _rel(y, y_ref) <= 1e-6 and _rel(block(x), y_ref) <= 1e-6
 
 
@@ -147,6 +148,7 @@ def test_dcae_runs_channels_last_on_the_cpu():
     with torch.device("meta"):
         ours = DCAE(DCAEConfig.from_diffusers(dict(ref.config)))
     load_into(ours, dict(ref.state_dict()), torch.float32, "test")
+    speed.apply(ours, True)
     seen = {}
 
     def record(m, args, out):
@@ -154,7 +156,7 @@ def test_dcae_runs_channels_last_on_the_cpu():
                                                      and not args[0].is_contiguous())
 
     for m in ours.modules():
-        if type(m).__name__ in ("ResBlock", "EfficientViTBlock"):
+        if type(m).__name__ in ("FastResBlock", "EfficientViTBlock"):
             m.register_forward_hook(record)
     x = torch.rand(1, 3, 32, 64) * 2 - 1
     with torch.no_grad():
@@ -162,4 +164,4 @@ def test_dcae_runs_channels_last_on_the_cpu():
         out = ours.decode(z, tiling="off")
         assert z.is_contiguous() and out.is_contiguous()
         assert _rel(out, ref.decode(z).sample) <= 1e-5
-    assert seen["ResBlock"] == {True}
+    assert seen["FastResBlock"] == {True}

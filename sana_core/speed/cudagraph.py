@@ -7,9 +7,10 @@ so the result is the eager result (same kernels, same order).
 Rules that keep a replay correct:
 - Inputs are copied into static buffers; the output is cloned out of the graph's memory before it is returned.
 - A graph reads the weights at the addresses it saw. Every call compares the addresses of all parameters and
-  buffers with those at capture (a host that offloads, reloads or patches weights moves them) and recaptures on
-  any difference; moving the whole model (``.to``) drops every graph at once.
-- Only without autograd, on a CUDA tensor, outside another capture. ``SANA_CUDA_GRAPHS=0`` turns graphs off.
+  buffers with those at capture (``stamp``; a host that offloads, reloads or patches weights moves them) and
+  recaptures on any difference; an in-place edit needs nothing, the replay reads the edited memory. Moving the
+  whole model (``.to``) drops every graph at once.
+- Only without autograd, on a CUDA tensor, outside another capture (``policy.cuda_graphs``).
 - A signature is captured on its second call with the same weights; the first runs eagerly. A one-off call (a
   prompt encoded once, then the encoder offloaded) never pays for a capture.
 - A signature whose capture fails (an op that cannot be captured) runs eagerly from then on, with one log line.
@@ -18,20 +19,16 @@ Rules that keep a replay correct:
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 
+from .stamp import stamp, tensors_of
+
 log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 4  # signatures kept per model (batch sizes × image sizes × PAG layouts), least recently used dropped
-
-
-def usable(x: torch.Tensor) -> bool:
-    return (x.is_cuda and not torch.is_grad_enabled() and os.environ.get("SANA_CUDA_GRAPHS", "1") != "0"
-            and not torch.cuda.is_current_stream_capturing())
 
 
 def _signature(t: torch.Tensor | None):
@@ -39,7 +36,7 @@ def _signature(t: torch.Tensor | None):
 
 
 class _Entry:
-    def __init__(self, weights: tuple[int, ...]):
+    def __init__(self, weights: tuple):
         self.weights = weights
         self.graph: torch.cuda.CUDAGraph | None = None
         self.inputs: list[torch.Tensor | None] = []
@@ -52,7 +49,7 @@ class GraphCache:
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self._failed: set[tuple] = set()
-        self._seen: dict[tuple, tuple[int, ...]] = {}  # signature → weight addresses of its last eager call
+        self._seen: dict[tuple, tuple] = {}  # signature → weight addresses of its last eager call
         self._pool = None
         self.captures = 0  # how many graphs were captured (tests read it)
 
@@ -70,7 +67,7 @@ class GraphCache:
                torch.cuda.current_device())
         if key in self._failed:
             return fn(*inputs)
-        weights = tuple(t.data_ptr() for t in module.parameters()) + tuple(t.data_ptr() for t in module.buffers())
+        weights = stamp(tensors_of(module), contents=False)
         entry = self._entries.get(key)
         if entry is None or entry.weights != weights:
             self._entries.pop(key, None)

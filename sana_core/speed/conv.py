@@ -1,4 +1,4 @@
-"""Fewer-FLOP forms of the DC-AE's costliest convolutions, for CPUs in fp32 (issue 6).
+"""Fewer-FLOP forms of the DC-AE's costliest convolutions, for CPUs in fp32 (``policy.fast_convs``).
 
 oneDNN already runs a plain 3×3 convolution near the matmul roofline here, so the way past diffusers is less
 arithmetic and less memory traffic. On the CPU in fp32 the DC-AE's ResBlock stages run channels-last (NHWC): oneDNN's
@@ -16,8 +16,8 @@ rounding (tests pin them against fp64):
   128-channel stage keeps oneDNN's direct conv (channels-last), which measured the same. It rounds about ten times as
   much as the direct conv (its transforms scale the summed terms by up to 5 and 8): ~1e-5 of the largest output.
 
-The derived weights are cached on the module (not in its state dict), keyed by the weight tensor's identity and
-version, so a reload or an in-place edit recomputes them.
+The derived weights are cached on the module (not in its state dict), keyed by the weight's ``stamp``, so a reload,
+a patched weight or an in-place edit (with or without autograd's version counter) recomputes them.
 """
 
 from __future__ import annotations
@@ -28,19 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import policy
+from .stamp import stamp
+
 WINOGRAD_MIN_CHANNELS = 256
 _TILES = 2**16  # C_in × tiles per Winograd stripe (≈ 9 MB of transformed tiles): measured best here
 
 
-def use_fast(x: torch.Tensor) -> bool:
-    """CPU fp32/fp64 only: on a GPU cuDNN picks its own algorithms, and bf16 keeps diffusers' exact rounding."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-
-
 def _cached(conv: nn.Conv2d, kind: str, make) -> torch.Tensor:
     w = conv.weight
-    version = 0 if w.is_inference() else w._version  # weights made under inference_mode (ComfyUI) have no counter
-    key = (kind, w.data_ptr(), version, w.dtype, w.device)
+    key = (kind, stamp([w]))
     cache = conv.__dict__.setdefault("_sana_fast", {})
     if key not in cache:
         cache.clear()
@@ -100,7 +97,7 @@ def _winograd_weights(w: torch.Tensor) -> torch.Tensor:
 
 
 def winograd_ok(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    return (use_fast(x) and conv.in_channels >= WINOGRAD_MIN_CHANNELS
+    return (policy.fast_convs(x) and conv.in_channels >= WINOGRAD_MIN_CHANNELS
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
             and conv.dilation == (1, 1) and conv.groups == 1 and x.shape[-2] % 4 == 0 and x.shape[-1] % 4 == 0)
 
@@ -195,5 +192,5 @@ def conv3x3(conv: nn.Conv2d, x: torch.Tensor, silu: bool = False) -> torch.Tenso
     """``conv(x)`` (then SiLU, with ``silu``), by Winograd where it is faster; on the CPU in fp32 channels-last."""
     if winograd_ok(conv, x):
         return winograd_conv3x3(conv, x, silu)
-    y = conv(channels_last(x)) if use_fast(x) else conv(x)
+    y = conv(channels_last(x)) if policy.fast_convs(x) else conv(x)
     return F.silu(y, inplace=True) if silu else y

@@ -1,0 +1,136 @@
+"""The pack's ComfyUI subclasses: Sana as a native MODEL (latent format, flow sampling, model config, the
+transformer behind ComfyUI's calling convention) and the DC-AE as a native VAE. Imported only inside ComfyUI."""
+
+from __future__ import annotations
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_sampling
+import comfy.sd
+import comfy.supported_models_base
+import torch
+
+from ...sana_core.pipeline import SCALING_FACTOR, decode_images, encode_images
+from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY
+
+
+class SanaLatentFormat(comfy.latent_formats.LatentFormat):
+    latent_channels = 32
+    scale_factor = SCALING_FACTOR
+    latent_rgb_factors = LATENT_RGB_FACTORS
+    latent_rgb_factors_bias = LATENT_RGB_BIAS
+    taesd_decoder_name = None  # ComfyUI's TAESD cannot hold TAESANA (32× upscale); SanaSample previews it
+
+
+class SanaModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+    """Flow sampling as diffusers' Sana scheduler: σ spans shift(0.999·t/1000), so the 'simple' scheduler gives
+    the reference sigmas; model timesteps are truncated integers; full denoise starts from pure noise."""
+
+    def set_parameters(self, shift=1.0, timesteps=1000, multiplier=1000):
+        self.shift = shift
+        self.multiplier = multiplier
+        self.register_buffer("sigmas", self.sigma(torch.arange(1, timesteps + 1) / timesteps * 0.999 * multiplier))
+
+    def timestep(self, sigma):
+        return (sigma.double() * self.multiplier).floor().to(sigma.dtype)
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        if max_denoise:
+            return noise
+        return super().noise_scaling(sigma, noise, latent_image, max_denoise)
+
+
+class SanaSupported(comfy.supported_models_base.BASE):
+    latent_format = SanaLatentFormat
+    sampling_settings = {"shift": 3.0}
+    memory_usage_factor = 1.0
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
+
+class SanaNet(torch.nn.Module):
+    """ComfyUI's calling convention around the Sana transformer: (x, t, context, **conds)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    @property
+    def dtype(self):
+        return self.net.dtype
+
+    def forward(self, x, timesteps, context=None, attention_mask=None, transformer_options=None, **kwargs):
+        blocks = (transformer_options or {}).get(PAG_KEY, frozenset())
+        return self.net(x, timesteps, context, attention_mask, identity_blocks=blocks,
+                        n_identity=x.shape[0] if blocks else 0)
+
+
+class SanaBaseModel(comfy.model_base.BaseModel):
+    def __init__(self, net, device):
+        config = SanaSupported({"disable_unet_model_creation": True})
+        config.sampling_settings = {"shift": net.cfg.flow_shift}
+        super().__init__(config, comfy.model_base.ModelType.FLOW, device=device)
+        self.model_sampling = SanaModelSampling(config)
+        self.diffusion_model = SanaNet(net)
+
+    @property
+    def inner(self):
+        return self.diffusion_model.net
+
+    def get_dtype(self):
+        return self.inner.dtype
+
+    def extra_conds(self, **kwargs):
+        out = {}
+        cross = kwargs.get("cross_attn")
+        if cross is not None:
+            out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross)
+            mask = kwargs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(cross.shape[:2])
+            out["attention_mask"] = comfy.conds.CONDRegular(mask.reshape(cross.shape[:2]).float())
+        return out
+
+
+class SanaVAEAdapter(comfy.sd.VAE):
+    """A ComfyUI VAE over a SANA_VAE handle (same patcher, same weights) for VAEDecode/VAEEncode/…Tiled."""
+
+    def __init__(self, handle):  # deliberately not calling VAE.__init__: it builds a model from a state dict
+        self.patcher = handle
+        self.first_stage_model = handle.model.inner
+        self.device, self.output_device = handle.load_device, mm.intermediate_device()
+        self.vae_dtype = self.first_stage_model.dtype
+        self.working_dtypes = [torch.bfloat16, torch.float32]
+        self.latent_channels, self.latent_dim, self.output_channels = 32, 2, 3
+        self.downscale_ratio = self.upscale_ratio = 32
+        self.upscale_index_formula = self.downscale_index_formula = None
+        self.extra_1d_channel = None
+        self.disable_offload = False
+        self.not_video = True
+        self.size = handle.size
+
+    def _dcae(self):
+        mm.load_models_gpu([self.patcher], force_full_load=True)
+        return self.patcher.model.inner
+
+    def decode(self, samples_in, vae_options=None):
+        return decode_images(self._dcae(), samples_in).to(self.output_device)
+
+    def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
+        tile = max(tile_x or 16, tile_y or 16)
+        stride = max(1, tile - (overlap if overlap is not None else 2))
+        return decode_images(self._dcae(), samples, tiling="on", tile_px=tile * 32,
+                             stride_px=stride * 32).to(self.output_device)
+
+    def encode(self, pixel_samples):
+        return encode_images(self._dcae(), pixel_samples).to(self.output_device)
+
+    def encode_tiled(self, pixel_samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
+        return encode_images(self._dcae(), pixel_samples, tiling="on").to(self.output_device)
+
+    def get_sd(self):
+        return self.first_stage_model.state_dict()
+
+    def temporal_compression_decode(self):
+        return None

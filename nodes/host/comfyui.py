@@ -1,0 +1,226 @@
+"""The host inside ComfyUI: model folders from folder_paths, devices and eviction from model_management,
+ModelPatcher handles, ProgressBar with live previews and the interrupt flag; the native MODEL, VAE and SAMPLER
+views; and ``extend_host``, the pack's only change to ComfyUI's global state."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import comfy.k_diffusion.sampling
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import torch
+
+from ...sana_core.sampling import flow_dpm_solver
+from .comfy_classes import SanaBaseModel, SanaModelSampling, SanaVAEAdapter
+from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, SAMPLER_NAME
+
+log = logging.getLogger(__name__)
+
+
+def model_roots(key: str) -> list[Path]:
+    try:
+        return [Path(p) for p in folder_paths.get_folder_paths(key)]
+    except KeyError:
+        return []
+
+
+# --- handles, devices and memory --------------------------------------------------------------------------------------
+
+def devices(kind: str) -> tuple[torch.device, torch.device]:
+    """(load device, offload device) for 'diffusion' | 'text_encoder' | 'vae'."""
+    if kind == "text_encoder":
+        return mm.text_encoder_device(), mm.text_encoder_offload_device()
+    if kind == "vae":
+        return mm.vae_device(), mm.vae_offload_device()
+    return mm.get_torch_device(), mm.unet_offload_device()
+
+
+class _Holder(torch.nn.Module):
+    """What ModelPatcher manages: it sets ``.device`` on its model, which our modules expose read-only."""
+
+    def __init__(self, inner: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.inner = inner
+        self.device = device
+
+
+def wrap(module: torch.nn.Module, kind: str) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher the host can evict. A Sana transformer is wrapped as a native ComfyUI model from the start,
+    so SANA_MODEL and MODEL share one patcher and one copy of the weights."""
+    load_device, offload = devices(kind)
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    inner = SanaBaseModel(module, offload) if kind == "diffusion" else _Holder(module, offload)
+    return comfy.model_patcher.ModelPatcher(inner, load_device=load_device, offload_device=offload, size=size)
+
+
+def unwrap(handle) -> torch.nn.Module:
+    return handle.model.inner
+
+
+def load(handle) -> torch.nn.Module:
+    mm.load_models_gpu([handle], force_full_load=True)
+    return unwrap(handle)
+
+
+def release(handle) -> None:
+    if handle.load_device == handle.offload_device:
+        return
+    for i in range(len(mm.current_loaded_models) - 1, -1, -1):
+        if mm.current_loaded_models[i].model is handle:
+            mm.current_loaded_models.pop(i).model_unload()
+
+
+def intermediate_device() -> torch.device:
+    return mm.intermediate_device()
+
+
+# --- progress, previews and interrupt ---------------------------------------------------------------------------------
+
+class Progress:
+    """One ProgressBar update per step, with a live preview when the host asks for previews; each update is also
+    an interruption point."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar = comfy.utils.ProgressBar(total)
+        self.preview = previewer()
+
+    def step(self, done: int, x0: torch.Tensor | None = None) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        image = None
+        if self.preview is not None and x0 is not None:
+            image = self.preview.decode_latent_to_preview_image("JPEG", x0)
+        self.bar.update_absolute(done, self.total, image)
+
+
+class _TaesanaPreview:
+    """TAESANA behind ComfyUI's TAESD previewer interface: decode(x0) → image in [-1, 1]."""
+
+    def __init__(self, path, device):
+        from ...sana_core.taesana import load_taesana_decoder
+
+        self.decoder = load_taesana_decoder(path, device)
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.decoder(x0.to(next(self.decoder.parameters()).device, torch.float32)) * 2 - 1
+
+
+def previewer():
+    """As the host's --preview-method says: TAESANA when asked for TAESD and models/vae_approx holds
+    taesana_decoder*, else the latent→RGB factors; None when previews are off."""
+    import latent_preview
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    method = args.preview_method
+    if method == LatentPreviewMethod.NoPreviews:
+        return None
+    if method == LatentPreviewMethod.TAESD:
+        name = next((f for f in folder_paths.get_filename_list("vae_approx") if f.startswith("taesana_decoder")), None)
+        if name:
+            return latent_preview.TAESDPreviewerImpl(_TaesanaPreview(folder_paths.get_full_path("vae_approx", name),
+                                                                     mm.get_torch_device()))
+        log.warning("TAESD previews asked for, but models/vae_approx has no taesana_decoder file: using latent2rgb")
+    return latent_preview.Latent2RGBPreviewer(LATENT_RGB_FACTORS, LATENT_RGB_BIAS)
+
+
+# --- native ComfyUI citizens: MODEL, VAE, SAMPLER, PAG ----------------------------------------------------------------
+
+def native_model(handle, shift: float | None = None):
+    """A MODEL (ModelPatcher clone) over a SANA_MODEL's handle; ``shift`` replaces the flow shift."""
+    m = handle.clone()
+    if shift:
+        sampling = SanaModelSampling(m.model.model_config)
+        sampling.set_parameters(shift=shift)
+        m.add_object_patch("model_sampling", sampling)
+    return m
+
+
+def vae_adapter(handle) -> SanaVAEAdapter:
+    return SanaVAEAdapter(handle)
+
+
+def sample_sana_flow_dpm_solver(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """The Flow-DPM-Solver as a k-diffusion sampler: ``model(x, σ)`` returns the data prediction x0."""
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+
+    def denoise(xi, i):
+        return model(xi, sigmas[i] * s_in, **extra_args)
+
+    def cb(i, n, xi, x0):
+        if callback is not None:
+            callback({"x": xi, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": x0})
+
+    return flow_dpm_solver(denoise, x, sigmas, cb)
+
+
+def sampler_object():
+    return comfy.samplers.KSAMPLER(sample_sana_flow_dpm_solver)
+
+
+def pag_model(model, scale: float, adaptive: float, blocks: frozenset[int]):
+    """Clone of a Sana MODEL that adds PAG after CFG: x0 += s·(x0_cond − x0_perturbed), with identity
+    self-attention in ``blocks`` for the perturbed pass (equal to PAG on velocities, being linear)."""
+    m = model.clone()
+
+    def post_cfg(args):
+        denoised, cond, sigma, x = args["denoised"], args["cond"], args["sigma"], args["input"]
+        opts = args["model_options"].copy()
+        opts["transformer_options"] = {**opts.get("transformer_options", {}), PAG_KEY: blocks}
+        (ptb,) = comfy.samplers.calc_cond_batch(args["model"], [cond], x, sigma, opts)
+        s = scale
+        if adaptive:
+            t = float(args["model"].model_sampling.timestep(sigma).flatten()[0])
+            s = max(0.0, scale - adaptive * (1000 - t))
+        return denoised + s * (args["cond_denoised"] - ptb)
+
+    m.set_model_sampler_post_cfg_function(post_cfg, disable_cfg1_optimization=True)
+    return m
+
+
+# --- the pack's changes to ComfyUI's global state ---------------------------------------------------------------------
+
+ROUTES = ("bin", "aspect")  # GET /sana/<name>, answered by ..binning.route_answer
+
+
+def extend_host() -> None:
+    """Every change this pack makes to ComfyUI's global state (README: "Changes to ComfyUI's global state"):
+    1. the Flow-DPM-Solver becomes KSampler's ``sana_flow_dpm_solver``: a function in comfy.k_diffusion.sampling and
+       its name in comfy.samplers.KSAMPLER_NAMES and SAMPLER_NAMES (nothing changes for other models);
+    2. the server answers GET /sana/bin and GET /sana/aspect (also under /api/) for the frontend's readout."""
+    setattr(comfy.k_diffusion.sampling, f"sample_{SAMPLER_NAME}", sample_sana_flow_dpm_solver)
+    for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES):
+        if SAMPLER_NAME not in names:
+            names.append(SAMPLER_NAME)
+    _add_routes()
+
+
+def _add_routes() -> None:
+    from aiohttp import web
+
+    from ..binning import route_answer
+
+    try:
+        import server
+    except ImportError:  # ComfyUI's modules without its server (a script): nothing to serve
+        return
+    prompt_server = getattr(server.PromptServer, "instance", None)
+    if prompt_server is None:
+        return
+    taken = {getattr(r, "path", None) for r in prompt_server.routes}
+    for name in ROUTES:
+        path = f"/sana/{name}"
+        if path in taken:
+            continue
+
+        async def answer(request, name=name):
+            status, body = route_answer(name, request.rel_url.query)
+            return web.json_response(body, status=status)
+
+        prompt_server.routes.get(path)(answer)

@@ -1,0 +1,50 @@
+"""Model-folder listing and name resolution over a list of roots; each host implementation says only which roots
+a folder key has."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ...sana_core.errors import SanaError
+
+WEIGHT_EXT = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
+_MARKERS = ("config.json", "model_index.json", "transformer", "vae", "text_encoder")
+
+
+def _is_model_folder(p: Path) -> bool:
+    return any((p / m).exists() for m in _MARKERS)
+
+
+def list_models(roots: list[Path], folders: bool = True, files: bool = True) -> list[str]:
+    """Weight files and diffusers model folders under ``roots``, as relative names."""
+    out: set[str] = set()
+    for root in roots:
+        if not root.is_dir():
+            continue
+        model_dirs = [d for d in root.rglob("*") if d.is_dir() and _is_model_folder(d)
+                      and not any(_is_model_folder(a) for a in d.parents if root in a.parents)]
+        if folders:
+            out.update(d.relative_to(root).as_posix() for d in model_dirs)
+        if files:
+            for f in root.rglob("*"):
+                if f.is_file() and f.name.endswith(WEIGHT_EXT) and not any(d in f.parents for d in model_dirs):
+                    out.add(f.relative_to(root).as_posix())
+    return sorted(out)
+
+
+def resolve_model(roots: list[Path], key: str, name: str) -> Path:
+    """The path of ``name`` inside the ``key`` folder's ``roots``; names that escape them are refused."""
+    if not name or "\x00" in name:
+        raise SanaError(f"no model selected for {key!r}")
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        raise SanaError(f"model name {name!r} must be relative to the {key} model folder and stay inside it")
+    for root in roots:
+        p = (root / name)
+        if p.exists():
+            real, base = p.resolve(), root.resolve()
+            if base != real and base not in real.parents and not p.is_symlink():
+                raise SanaError(f"model name {name!r} resolves outside the {key} folder {root}")
+            return p
+    where = ", ".join(str(r) for r in roots) or "(no folder configured: set SANA_MODELS_DIR)"
+    raise SanaError(f"{name!r} not found in the {key} model folder(s): {where}")

@@ -1,0 +1,64 @@
+"""The host outside ComfyUI (unit tests, scripts, benchmarks): the models root is $SANA_MODELS_DIR with ComfyUI's
+subfolders, a handle is the module itself, everything runs on the CPU, progress is logged."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ...sana_core.errors import SanaError
+
+log = logging.getLogger(__name__)
+
+
+def model_roots(key: str) -> list[Path]:
+    root = os.environ.get("SANA_MODELS_DIR")
+    return [Path(root) / key] if root else []
+
+
+def wrap(module: torch.nn.Module, kind: str) -> torch.nn.Module:
+    return module
+
+
+def unwrap(handle: torch.nn.Module) -> torch.nn.Module:
+    return handle
+
+
+def load(handle: torch.nn.Module) -> torch.nn.Module:
+    return handle
+
+
+def release(handle: torch.nn.Module) -> None:
+    return None
+
+
+def intermediate_device() -> torch.device:
+    return torch.device("cpu")
+
+
+class Progress:
+    def __init__(self, total: int):
+        self.total = total
+
+    def step(self, done: int, x0: torch.Tensor | None = None) -> None:
+        log.debug("step %d/%d", done, self.total)
+
+
+def _needs_comfy(what: str):
+    def missing(*args, **kwargs):
+        raise SanaError(f"{what} exists only inside a running ComfyUI")
+
+    return missing
+
+
+native_model = _needs_comfy("a Sana MODEL (SanaToModel)")
+vae_adapter = _needs_comfy("a Sana VAE (SanaToVAE)")
+sampler_object = _needs_comfy("the Flow-DPM-Solver SAMPLER")
+pag_model = _needs_comfy("PAG as a model patch (SanaPAG)")
+
+
+def extend_host() -> None:
+    """Outside ComfyUI there is no host state to change."""

@@ -1,0 +1,49 @@
+"""Which speed forms run where: the one place that decides, per device and dtype (docs/architecture.md).
+
+Every faster form in this package computes the reference model's function; some round differently (fused sums,
+Winograd transforms), so each runs only where it was measured to pay and checked against the reference:
+
+| form | runs on |
+|---|---|
+| fused-layout transformer blocks (``speed/transformer.py``) | CUDA in every dtype; the CPU in fp32 |
+| DC-AE convolution forms, channels-last (``speed/dcae.py``, ``speed/conv.py``) | the CPU in fp32 (and fp64) |
+| CUDA-graph replay (``speed/cudagraph.py``) | CUDA, without autograd, outside another capture |
+| the caption's keys and values kept across sampling steps | everywhere, without autograd |
+
+bf16 on the CPU keeps diffusers' op order. The switch that turns all of it off is ``speed.apply(module, False)``,
+or ``SANA_SPEED=0`` in the environment before loading.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+SWITCH = "SANA_SPEED"
+FUSED_DEVICES = {"cuda"}  # device types where the transformer's fused forms run in every dtype (tests add "cpu")
+FUSED_CPU_DTYPES = {torch.float32}  # and the CPU dtypes where they run
+FAST_CONV_CPU_DTYPES = {torch.float32, torch.float64}
+
+
+def enabled(on: bool | None = None) -> bool:
+    """The switch: an explicit ``on`` wins; otherwise the environment (on unless ``SANA_SPEED=0``)."""
+    return os.environ.get(SWITCH, "1") != "0" if on is None else bool(on)
+
+
+def fused_blocks(x: torch.Tensor) -> bool:
+    return x.device.type in FUSED_DEVICES or (x.device.type == "cpu" and x.dtype in FUSED_CPU_DTYPES)
+
+
+def fast_convs(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in FAST_CONV_CPU_DTYPES
+
+
+def cuda_graphs(x: torch.Tensor) -> bool:
+    return x.is_cuda and not torch.is_grad_enabled() and not torch.cuda.is_current_stream_capturing()
+
+
+def keep_across_calls() -> bool:
+    """Values derived from inputs may be kept from one call to the next only without autograd (else they would join
+    every later step's graph)."""
+    return not torch.is_grad_enabled()
