@@ -9,10 +9,9 @@ import torch
 from ..sana_core import bins, pipeline
 from ..sana_core.dcae import load_dcae
 from ..sana_core.errors import SanaError
-from ..sana_core.guidance import TextCond
 from ..sana_core.loader import DTYPES, load_transformer
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
-from . import host
+from . import conditioning, host
 from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
 
 log = logging.getLogger(__name__)
@@ -99,21 +98,6 @@ class SanaEncodePrompt:
         return ([[emb.to(dev), {"attention_mask": mask.to(dev)}]],)
 
 
-def _cond(conditioning, what: str) -> TextCond:
-    if not conditioning:
-        raise SanaError(f"{what} conditioning is empty")
-    if len(conditioning) > 1:
-        log.warning("%s conditioning has %d entries; Sana uses the first (combine prompts in one text instead)",
-                    what, len(conditioning))
-    emb, extra = conditioning[0]
-    mask = extra.get("attention_mask")
-    if mask is None:
-        mask = torch.ones(emb.shape[:2], dtype=torch.int64)
-    if mask.ndim == 1:
-        mask = mask[None]
-    return TextCond(emb, mask)
-
-
 class SanaEmptyLatent:
     CATEGORY = CATEGORY
     DESCRIPTION = ("An empty Sana latent [B, 32, H/32, W/32]. With resolution binning on, the latent is made at the "
@@ -168,15 +152,20 @@ class SanaSample:
 
     def sample(self, model: SanaModel, positive, negative, latent, seed, steps, cfg, sampler, flow_shift, pag_scale,
                pag_adaptive_scale, pag_layers, denoise):
-        samples = latent["samples"]  # checked, with the conditioning, where it enters the core (pipeline.denoise)
         opts = pipeline.SampleOptions(steps=steps, cfg=cfg, sampler=sampler, flow_shift=flow_shift,
                                       pag_scale=pag_scale, pag_adaptive_scale=pag_adaptive_scale,
                                       pag_layers=pag_layers, denoise=denoise)
-        noise = noise_for_seed(seed, tuple(samples.shape), latent.get("batch_index"))
         progress = host.Progress(steps)
-        net = model.get()
-        out = pipeline.denoise(net, _cond(positive, "positive"), _cond(negative, "negative") if cfg > 1 else None,
-                               samples, seed, opts, callback=lambda i, n, x, x0: progress.step(i + 1, x0), noise=noise)
+        if host.native_sampling(model.cfg):  # inside ComfyUI: the host's own sampling, as KSampler
+            out = host.sample_native(model.handle, positive, negative, latent, seed, opts, progress)
+        else:  # the pack's sampler; the inputs are checked where they enter the core (pipeline.denoise)
+            samples = latent["samples"]
+            noise = noise_for_seed(seed, tuple(samples.shape), latent.get("batch_index"))
+            own = f"{type(self).__name__}'s own sampler"
+            out = pipeline.denoise(model.get(), conditioning.side(positive, "positive", own),
+                                   conditioning.side(negative, "negative", own) if cfg > 1 else None, samples, seed,
+                                   opts, callback=lambda i, n, x, x0: progress.step(i + 1, x0), noise=noise,
+                                   noise_mask=latent.get("noise_mask"))
         result = dict(latent)  # keep extra keys (batch_index, binning record); never mutate the input
         result["samples"] = out.to(host.intermediate_device())
         return (result,)

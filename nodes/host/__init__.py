@@ -48,10 +48,12 @@ native_model = impl.native_model  # native_model(handle, shift) → a MODEL shar
 vae_adapter = impl.vae_adapter  # vae_adapter(handle) → a VAE over a SANA_VAE's patcher
 sampler_object = impl.sampler_object  # the Flow-DPM-Solver as a SAMPLER
 pag_model = impl.pag_model  # pag_model(model, scale, adaptive, blocks) → a MODEL clone with PAG after CFG
+native_sampling = impl.native_sampling  # native_sampling(cfg) → whether SanaSample rides the host's sampling
+sample_native = impl.sample_native  # sample_native(handle, positive, negative, latent, seed, opts, progress)
 extend_host = impl.extend_host  # every change to ComfyUI's global state; nodes/__init__.py calls it once
 
 __all__ = [
     "IN_COMFY", "LATENT_RGB_BIAS", "LATENT_RGB_FACTORS", "PAG_KEY", "SAMPLER_NAME", "WEIGHT_EXT", "Progress",
     "extend_host", "intermediate_device", "list_models", "load", "native_model", "pag_model", "release",
-    "resolve_model", "sampler_object", "unwrap", "vae_adapter", "wrap",
+    "resolve_model", "sampler_object", "unwrap", "vae_adapter", "wrap", "native_sampling", "sample_native",
 ]

@@ -33,7 +33,11 @@ class SanaModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mo
         self.multiplier = multiplier
         self.register_buffer("sigmas", self.sigma(torch.arange(1, timesteps + 1) / timesteps * 0.999 * multiplier))
 
+    truncate = True  # Flow-DPM-Solver's model timesteps are whole numbers; Flow-Euler's are not
+
     def timestep(self, sigma):
+        if not self.truncate:
+            return sigma * self.multiplier
         return (sigma.double() * self.multiplier).floor().to(sigma.dtype)
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):

@@ -5,6 +5,7 @@ views; and ``extend_host``, the pack's only change to ComfyUI's global state."""
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 
 import comfy.k_diffusion.sampling
@@ -15,7 +16,10 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ...sana_core.sampling import flow_dpm_solver
+from ...sana_core.guidance import parse_pag_layers
+from ...sana_core.pipeline import check_cond, check_latent
+from ...sana_core.sampling import flow_dpm_solver, partial_schedule
+from .. import conditioning
 from .comfy_classes import SanaBaseModel, SanaModelSampling, SanaVAEAdapter
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, SAMPLER_NAME
 
@@ -131,14 +135,65 @@ def previewer():
 
 # --- native ComfyUI citizens: MODEL, VAE, SAMPLER, PAG ----------------------------------------------------------------
 
-def native_model(handle, shift: float | None = None):
-    """A MODEL (ModelPatcher clone) over a SANA_MODEL's handle; ``shift`` replaces the flow shift."""
+def native_model(handle, shift: float | None = None, truncate_timesteps: bool = True):
+    """A MODEL (ModelPatcher clone) over a SANA_MODEL's handle; ``shift`` replaces the flow shift. Flow-Euler gives
+    the model its σ·1000 unrounded (``truncate_timesteps`` False)."""
     m = handle.clone()
-    if shift:
+    if shift or not truncate_timesteps:
         sampling = SanaModelSampling(m.model.model_config)
-        sampling.set_parameters(shift=shift)
+        sampling.set_parameters(shift=shift or m.model.model_sampling.shift)
+        sampling.truncate = truncate_timesteps
         m.add_object_patch("model_sampling", sampling)
     return m
+
+
+def native_sampling(cfg) -> bool:
+    """Whether SanaSample rides the host's sampling for this model: every flow model; Sana-Sprint (its own SCM
+    sampler, guidance as a model input) takes the pack's sampler."""
+    return not cfg.guidance_embeds
+
+
+_CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # handle → {settings: its MODEL clone}
+
+
+def _sampling_model(handle, opts, num_layers: int):
+    """The MODEL SanaSample samples with (shift, timestep rounding, PAG patch), one clone per handle and settings,
+    kept: the host sees the same model on every run and has nothing to load again."""
+    key = (opts.flow_shift, opts.sampler, opts.pag_scale, opts.pag_adaptive_scale, opts.pag_layers)
+    kept = _CLONES.setdefault(handle, {})
+    if key not in kept:
+        m = native_model(handle, opts.flow_shift or None, truncate_timesteps=opts.sampler == "flow_dpm_solver")
+        if opts.pag_scale > 0:
+            m = pag_model(m, opts.pag_scale, opts.pag_adaptive_scale, parse_pag_layers(opts.pag_layers, num_layers))
+        kept.clear()
+        kept[key] = m
+    return kept[key]
+
+
+def sample_native(handle, positive, negative, latent: dict, seed: int, opts, progress) -> torch.Tensor:
+    """SanaSample on the host's own path, the one KSampler takes (``comfy.sample.sample_custom`` with CFGGuider):
+    every conditioning entry (combine, area, mask, timestep range, strength, ControlNet), noise masks and mask
+    functions, and model patches act as with KSampler. The sigmas are the reference schedule (``sampling.py``);
+    PAG is the same model patch SanaPAG adds. Returns the raw latent."""
+    import comfy.sample
+
+    net = unwrap(handle)
+    samples = latent["samples"]
+    check_latent(samples)
+    for cond, what in ((positive, "positive"), (negative, "negative")):
+        for c in conditioning.side(cond, what):
+            check_cond(net, c, what)
+    if opts.denoise <= 0:
+        return samples.clone()
+    m = _sampling_model(handle, opts, net.cfg.num_layers)
+    sched = partial_schedule(opts.sampler, opts.steps, opts.flow_shift or net.cfg.flow_shift, opts.denoise)
+    sampler = sampler_object() if opts.sampler == "flow_dpm_solver" else comfy.samplers.sampler_object("euler")
+    latent_image = comfy.sample.fix_empty_latent_channels(m, samples)
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    return comfy.sample.sample_custom(
+        m, noise, max(opts.cfg, 1.0), sampler, sched.sigmas, positive, negative, latent_image,
+        noise_mask=latent.get("noise_mask"), callback=lambda i, x0, x, n: progress.step(i + 1, x0),
+        disable_pbar=True, seed=seed)
 
 
 def vae_adapter(handle) -> SanaVAEAdapter:

@@ -54,7 +54,13 @@ def _needs_comfy(what: str):
     return missing
 
 
+def native_sampling(cfg) -> bool:
+    """Outside ComfyUI SanaSample always takes the pack's own sampler."""
+    return False
+
+
 native_model = _needs_comfy("a Sana MODEL (SanaToModel)")
+sample_native = _needs_comfy("ComfyUI's sampling")
 vae_adapter = _needs_comfy("a Sana VAE (SanaToVAE)")
 sampler_object = _needs_comfy("the Flow-DPM-Solver SAMPLER")
 pag_model = _needs_comfy("PAG as a model patch (SanaPAG)")
