@@ -26,6 +26,9 @@ class SanaToModel:
         return {"required": {"model": ("SANA_MODEL",)}, "optional": {"flow_shift": FLOW_SHIFT}}
 
     def convert(self, model: SanaModel, flow_shift=0.0):
+        if model.cfg.guidance_embeds:  # Sprint is not a flow model: KSampler's samplers would give a wrong image
+            raise SanaError("this is a Sana-Sprint model: it samples with its own SCM sampler, which ComfyUI's "
+                            "KSampler and SamplerCustom do not have; use Sana Sample instead of Sana → MODEL")
         return (host.native_model(model.handle, flow_shift or None),)
 
 

@@ -102,7 +102,7 @@ def denoise(model: SanaTransformer, positive: TextCond | Sequence[TextCond],
         if sprint:
             if mask is not None:
                 raise SanaError("noise masks are not supported with Sana-Sprint models yet; use a flow model")
-            x = _sample_sprint(model, positive, seed, opts, noise, callback)
+            x = _sample_sprint(model, positive, seed, opts, noise, callback, latent)
         else:
             x = _sample_flow(model, positive, negative if use_cfg else None, latent, opts, noise, callback, mask)
     return (x / SCALING_FACTOR).to(latent.device)
@@ -141,14 +141,17 @@ def _sample_flow(model: SanaTransformer, positive: list[TextCond], negative: lis
 
 
 def _sample_sprint(model: SanaTransformer, positive: list[TextCond], seed: int, opts: SampleOptions, noise: torch.Tensor,
-                   callback: Callback | None) -> torch.Tensor:
+                   callback: Callback | None, latent: torch.Tensor) -> torch.Tensor:
     """Sana-Sprint: SCM sampling with the guidance scale as a model input (docs/model.md §8). The step noise
-    continues the seed's stream after the initial draw, as diffusers' pipeline draws it."""
+    continues the seed's stream after the initial draw, as diffusers' pipeline draws it. ``denoise`` < 1 noises
+    ``latent`` to the first kept trig time, as diffusers' Sprint image-to-image pipeline does at that strength."""
     g = torch.full((1,), opts.cfg, dtype=torch.float32).to(positive[0].embeds.dtype) * model.cfg.guidance_embeds_scale
     fn = guided_model_fn(model, positive, None, cfg=1.0, guidance=g.float(), timestep_scale=1.0)
     gen = torch.Generator("cpu").manual_seed(seed)
     torch.randn(noise.shape, generator=gen)  # the initial draw
-    return sample_sprint(fn, noise, sprint_trig_times(opts.steps), gen, callback=callback)
+    start = None if opts.denoise >= 1 else latent.float().to(noise.device) * SCALING_FACTOR
+    trig = sprint_trig_times(opts.steps, denoise=min(opts.denoise, 1.0))
+    return sample_sprint(fn, noise, trig, gen, callback=callback, latent=start)
 
 
 def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, tiling: str = "auto",

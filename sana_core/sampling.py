@@ -226,20 +226,32 @@ def sample(sampler: str, model_fn: ModelFn, x: torch.Tensor, schedule: Schedule,
 
 # --- Sana-Sprint (SCM, trigflow; docs/model.md §8) -------------------------------------------------------------------
 
-def sprint_trig_times(steps: int, max_t: float = 1.57080, intermediate: float | None = 1.3) -> torch.Tensor:
+def sprint_trig_times(steps: int, max_t: float = 1.57080, intermediate: float | None = 1.3,
+                      denoise: float = 1.0) -> torch.Tensor:
+    """The trig times of a ``steps``-step SCM schedule. ``denoise`` < 1 (image-to-image) drops the first
+    ``int(steps − steps·denoise)`` of them, as diffusers' strength does; at least one step is kept."""
     if steps < 1:
         raise SanaError(f"steps must be at least 1, got {steps}")
+    if not 0 < denoise <= 1:
+        raise SanaError(f"denoise must be in (0, 1], got {denoise}")
     if steps == 2 and intermediate is not None:
-        return torch.tensor([max_t, intermediate, 0.0], dtype=torch.float32)
-    return torch.linspace(max_t, 0, steps + 1, dtype=torch.float32)
+        trig = torch.tensor([max_t, intermediate, 0.0], dtype=torch.float32)
+    else:
+        trig = torch.linspace(max_t, 0, steps + 1, dtype=torch.float32)
+    skip = min(int(steps - steps * denoise), steps - 1)
+    return trig[skip:]
 
 
 def sample_sprint(model_fn: ModelFn, noise: torch.Tensor, trig: torch.Tensor, generator: torch.Generator,
-                  sigma_data: float = 0.5, callback: Callback | None = None) -> torch.Tensor:
+                  sigma_data: float = 0.5, callback: Callback | None = None,
+                  latent: torch.Tensor | None = None) -> torch.Tensor:
     """SCM sampling. ``model_fn(x_in, τ)`` gets the flow time τ ∈ [0, 1] (not ×1000) and returns v.
     Fresh noise is drawn on every step, the last included (it consumes the generator as diffusers does).
+    ``latent`` (scaled, image-to-image) starts from cos(s₀)·latent + sin(s₀)·noise instead of pure noise.
     Returns the final x0 / σ_d — a raw latent ready for the decoder."""
     x = noise.float() * sigma_data
+    if latent is not None:
+        x = torch.cos(trig[0]) * (latent.float() * sigma_data) + torch.sin(trig[0]) * x
     n = len(trig) - 1
     x0 = x
     check = FiniteCheck(n)

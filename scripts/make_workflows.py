@@ -31,16 +31,20 @@ WIDGETS = {
     "SanaEncodeImage": [],
     "SaveImage": ["filename_prefix"],
     "LoadImage": ["image", "upload"],
+    "GrowMask": ["expand", "tapered_corners"],
+    "ImagePadForOutpaint": ["left", "top", "right", "bottom", "feathering"],
+    "SetLatentNoiseMask": [],
 }
 OUTPUTS = {
     "SanaLoadTransformer": ["SANA_MODEL"], "SanaLoadTextEncoder": ["SANA_TEXT_ENCODER"], "SanaLoadDCAE": ["SANA_VAE"],
     "SanaLoadPipeline": ["SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE"], "SanaEncodePrompt": ["CONDITIONING"],
     "SanaEmptyLatent": ["LATENT"], "SanaSample": ["LATENT"], "SanaDecode": ["IMAGE"], "SanaEncodeImage": ["LATENT"],
-    "SaveImage": [], "LoadImage": ["IMAGE", "MASK"],
+    "SaveImage": [], "LoadImage": ["IMAGE", "MASK"], "GrowMask": ["MASK"], "ImagePadForOutpaint": ["IMAGE", "MASK"],
+    "SetLatentNoiseMask": ["LATENT"],
 }
 INPUT_TYPES = {"model": "SANA_MODEL", "text_encoder": "SANA_TEXT_ENCODER", "vae": "SANA_VAE",
                "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT", "samples": "LATENT",
-               "images": "IMAGE", "image": "IMAGE"}
+               "images": "IMAGE", "image": "IMAGE", "mask": "MASK"}
 
 
 def sample(seed=42, steps=20, cfg=4.5, pag_scale=0.0, denoise=1.0, sampler="flow_dpm_solver"):
@@ -83,6 +87,33 @@ def i2i():
             "9": ("SaveImage", dict(filename_prefix="sana/i2i"), {"images": ("8", 0)})}
 
 
+def masked(image: str, prep: tuple, encoded: tuple, mask: tuple, prefix: str) -> dict:
+    """LoadImage → prep (node 11) → SanaEncodeImage (of `encoded`) → SetLatentNoiseMask (`mask`) → SanaSample
+    (denoise 1.0): the latent is kept where the mask is 0."""
+    return {**loaders(), **prompts(),
+            "6": ("LoadImage", dict(image=image, upload="image"), {}),
+            "11": prep,
+            "10": ("SanaEncodeImage", {}, {"vae": ("3", 0), "image": encoded}),
+            "12": ("SetLatentNoiseMask", {}, {"samples": ("10", 0), "mask": mask}),
+            "7": ("SanaSample", sample(denoise=1.0),
+                  {"model": ("1", 0), "positive": ("4", 0), "negative": ("5", 0), "latent": ("12", 0)}),
+            "8": ("SanaDecode", dict(tiling="auto"), {"vae": ("3", 0), "samples": ("7", 0)}),
+            "9": ("SaveImage", dict(filename_prefix=prefix), {"images": ("8", 0)})}
+
+
+def inpaint():
+    """The mask is the input's alpha (LoadImage gives 1 - alpha: transparent = repaint), grown by 32 px. Paint your
+    own mask in the mask editor (right-click the LoadImage node)."""
+    grow = ("GrowMask", dict(expand=32, tapered_corners=False), {"mask": ("6", 1)})
+    return masked("sana_example_inpaint.png", grow, ("6", 0), ("11", 0), "sana/inpaint")
+
+
+def outpaint():
+    """128 px of new canvas on the left and the right (multiples of 32, so the mask lines up with the latent)."""
+    pad = ("ImagePadForOutpaint", dict(left=128, top=0, right=128, bottom=0, feathering=32), {"image": ("6", 0)})
+    return masked("sana_example_input.png", pad, ("11", 0), ("11", 1), "sana/outpaint")
+
+
 def one_node():
     return {"1": ("SanaLoadPipeline", dict(pipeline=MODEL, weight_dtype="auto"), {}),
             **prompts(te=("1", 1)),
@@ -98,6 +129,8 @@ WORKFLOWS = {
     "sana_text_to_image": t2i(),
     "sana_text_to_image_pag": t2i(pag_scale=2.0, prefix="sana/pag"),
     "sana_image_to_image": i2i(),
+    "sana_inpaint": inpaint(),
+    "sana_outpaint": outpaint(),
     "sana_pipeline_loader": one_node(),
 }
 
@@ -121,8 +154,8 @@ def to_ui(graph) -> dict:
             links.append([link_id, int(src), slot, int(nid), name, INPUT_TYPES[name]])
             out_links.setdefault((src, slot), []).append(link_id)
     col = {"SanaLoadTransformer": 0, "SanaLoadTextEncoder": 0, "SanaLoadDCAE": 0, "SanaLoadPipeline": 0,
-           "LoadImage": 0, "SanaEncodePrompt": 1, "SanaEmptyLatent": 1, "SanaEncodeImage": 1, "SanaSample": 2,
-           "SanaDecode": 3, "SaveImage": 3}
+           "LoadImage": 0, "SanaEncodePrompt": 1, "SanaEmptyLatent": 1, "SanaEncodeImage": 1, "GrowMask": 1,
+           "ImagePadForOutpaint": 1, "SetLatentNoiseMask": 2, "SanaSample": 2, "SanaDecode": 3, "SaveImage": 3}
     rows: dict[int, int] = {}
     for i, (nid, (kind, widgets, ins)) in enumerate(graph.items()):
         c = col[kind]

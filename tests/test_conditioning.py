@@ -76,3 +76,20 @@ def test_entries_only_comfyui_applies_are_refused(loaded):
     regional = c["pos"] + [[emb, {**extra, "area": (4, 4, 0, 0), "strength": 1.0}]]
     with pytest.raises(SanaError, match=r"positive conditioning entry 1 uses \['area'\]"):
         _sample(model, regional, c["neg"], {"samples": torch.zeros(1, 32, 8, 8)})
+
+
+def test_bad_entries_and_binned_latents(loaded):
+    """An entry from another text encoder in a combined list is refused by width; a mask drawn at the requested size
+    of a binned latent is resized to the latent (as ComfyUI does) and still keeps the unmasked part."""
+    model, c = loaded
+    clip_like = [[torch.zeros(1, 77, 768), {}]]
+    with pytest.raises(SanaError, match="positive conditioning is 768 wide"):
+        _sample(model, c["pos"] + clip_like, c["neg"], {"samples": torch.zeros(1, 32, 8, 8)})
+    latent = N["SanaEmptyLatent"]().make(1000, 700, 1, True, model)[0]  # binned: another shape than 1000×700
+    src = torch.randn_like(latent["samples"])
+    mask = torch.zeros(1, 700, 1000)
+    mask[:, :350] = 1.0  # repaint the top half
+    out = _sample(model, c["pos"], c["neg"], {**latent, "samples": src, "noise_mask": mask})
+    h = src.shape[2]
+    assert (out[:, :, h // 2 + 1:] - src[:, :, h // 2 + 1:]).abs().max().item() <= 1e-5
+    assert (out[:, :, :h // 2 - 1] - src[:, :, :h // 2 - 1]).abs().max().item() > 0.1

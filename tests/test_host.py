@@ -37,13 +37,27 @@ NODES = {
 def server(tmp_path_factory, tiny_repo):
     base = tmp_path_factory.mktemp("comfy")
     install_model_folders(tiny_repo, base / "models")
-    (base / "input").mkdir()
-    grad = np.linspace(0, 255, 256, dtype=np.uint8)
-    Image.fromarray(np.stack([np.tile(grad, (256, 1)), np.tile(grad[:, None], (1, 256)),
-                              np.full((256, 256), 90, np.uint8)], -1)).save(base / "input" / "sana_example_input.png")
+    _example_inputs(base / "input")
     srv = ComfyServer(base)
     yield srv
     srv.stop()
+
+
+# The inpaint example's hole: transparent (alpha 0) pixels, rows and columns 96..160; its GrowMask (32 px, square
+# corners) makes the mask 64..192, on the 32 px latent grid.
+HOLE, GROWN = (96, 160), (64, 192)
+
+
+def _example_inputs(folder: Path) -> None:
+    """The input images the example workflows load: a 256 px RGB gradient (image-to-image, outpaint), and the same
+    with an alpha channel whose transparent square is the region to repaint (inpaint)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    grad = np.linspace(0, 255, 256, dtype=np.uint8)
+    rgb = np.stack([np.tile(grad, (256, 1)), np.tile(grad[:, None], (1, 256)), np.full((256, 256), 90, np.uint8)], -1)
+    Image.fromarray(rgb).save(folder / "sana_example_input.png")
+    alpha = np.full((256, 256, 1), 255, np.uint8)
+    alpha[HOLE[0]:HOLE[1], HOLE[0]:HOLE[1]] = 0
+    Image.fromarray(np.concatenate([rgb, alpha], -1), "RGBA").save(folder / "sana_example_inpaint.png")
 
 
 def _load(path: Path) -> dict:
@@ -78,9 +92,74 @@ def test_example_workflow_runs(server, wf):
     hist = server.run(_load(wf))
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
     imgs = _images(server, hist)
-    want = (256, 256) if "image_to_image" in wf.stem else (1024, 1024)
+    want = {"sana_image_to_image": (256, 256), "sana_inpaint": (256, 256), "sana_outpaint": (256, 512)}.get(
+        wf.stem, (1024, 1024))
     assert imgs and all(i.shape[:2] == want for i in imgs)
     assert all(i.std() > 2 for i in imgs)  # not a flat (black/grey) image
+
+
+def _run_with_reference(server, name: str, steps: int = 8):
+    """Queues an example workflow (with a SaveLatent on SanaSample's output) and its reference: the same graph
+    without SanaSample and the noise mask, so it decodes the encoded input itself (the tiny random DC-AE does not
+    reproduce its input; decode(encode(input)) is what a kept latent decodes to). Returns (image, latent) of each,
+    and the noise mask the workflow fed to SanaSample, resized to the latent as ComfyUI does."""
+    from safetensors.torch import load_file
+
+    prompt = _load(ROOT / "example_workflows" / "api" / f"{name}.json")
+    prompt["7"]["inputs"]["steps"] = steps
+    prompt["13"] = {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": f"sana/{name}"}}
+    ref = copy.deepcopy(prompt)
+    del ref["7"], ref["12"]
+    ref["8"]["inputs"]["samples"] = ref["13"]["inputs"]["samples"] = ["10", 0]
+    ref["9"]["inputs"]["filename_prefix"] = ref["13"]["inputs"]["filename_prefix"] = f"sana/{name}_ref"
+    outs = []
+    for p in (prompt, ref):
+        hist = server.run(p)
+        assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
+        (img,) = _images(server, hist)
+        (lat,) = hist["outputs"]["13"]["latents"]
+        latent = load_file(server.base / "output" / lat["subfolder"] / lat["filename"])["latent_tensor"]
+        outs.append((img.astype(np.float64), latent.float()))
+    return outs
+
+
+def _latent_mask(mask: np.ndarray, latent: torch.Tensor) -> torch.Tensor:
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return torch.nn.functional.interpolate(m, size=latent.shape[-2:], mode="bilinear")[0, 0]
+
+
+def test_inpaint_keeps_the_unmasked_latent(server):
+    (got, got_lat), (ref, ref_lat) = _run_with_reference(server, "sana_inpaint")
+    assert got.shape == ref.shape == (256, 256, 3)
+    lo, hi = GROWN
+    inside = np.zeros((256, 256), bool)
+    inside[lo:hi, lo:hi] = True
+    keep = _latent_mask(inside, got_lat) == 0  # the grown mask is on the 32 px grid: latent cells 2..5 repaint
+    assert keep.sum() == 64 - 16
+    dlat = (got_lat - ref_lat).abs()
+    # The latent outside the grown mask is the encoded input (measured: max |diff| 1.9e-6); inside it is repainted
+    # (measured: mean |diff| 8.3, the latent's own mean |value| is 8.0).
+    assert dlat[..., keep].max() < 1e-4 and dlat[..., ~keep].mean() > 1.0
+    # In pixels: the tiny random DC-AE's decoder spreads any latent change far across the image, so the kept part
+    # is close, not equal. Measured (0..255): mean |diff| outside the mask 11.6, 48 px or more away 4.1; inside 48.5.
+    diff = np.abs(got - ref).mean(-1)
+    dist = np.maximum(abs(np.arange(256)[:, None] - 127.5), abs(np.arange(256)[None] - 127.5))  # from the centre
+    assert diff[~inside].mean() < 20 and diff[dist >= (hi - lo) / 2 + 48].mean() < 10
+    assert diff[inside].mean() > 2 * diff[~inside].mean() and diff[inside].mean() > 25
+
+
+def test_outpaint_widens_and_keeps_the_centre(server):
+    (got, got_lat), (ref, ref_lat) = _run_with_reference(server, "sana_outpaint")
+    assert got.shape == ref.shape == (256, 128 + 256 + 128, 3)  # the input, 128 px of new canvas each side
+    # ImagePadForOutpaint feathers the input's outer 32 px into the mask: latent columns 4 and 11 are partly
+    # repainted, 5..10 are kept (measured: max |diff| 1.0e-7), 0..3 and 12..15 are new (measured: mean 10..11.7).
+    dlat = (got_lat - ref_lat).abs()
+    assert dlat[..., 5:11].max() < 1e-4 and dlat[..., :4].mean() > 1.0 and dlat[..., 12:].mean() > 1.0
+    # In pixels (0..255; see the inpaint test on the tiny DC-AE): the input's middle 128 px measured mean |diff|
+    # 2.8, the new canvas 72 and 73.
+    diff = np.abs(got - ref).mean(-1)
+    assert diff[:, 192:320].mean() < 8
+    assert diff[:, :128].mean() > 25 and diff[:, 384:].mean() > 25
 
 
 def test_requeue_is_served_from_cache(server):
