@@ -318,3 +318,23 @@ def test_plain_pair_equals_the_packs_own_sampler(server, models_dir):
                                    pag_scale=0.0, pag_adaptive_scale=0.0, pag_layers="4", denoise=1.0,
                                    **ARGS)[0]["samples"]
     assert (own - host).abs().max().item() <= 1e-5
+
+
+def test_mask_batch_and_all_zero_mask_as_comfyui(server):
+    """A one-item mask on a two-item latent is repeated, as ComfyUI's samplers do (SanaSample equals KSampler); an
+    all-zero mask gives back the input latent; neither stops the server."""
+    p = _graph()
+    p["4"]["inputs"]["batch_size"] = 2
+    p["img"] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": ["sref", 0], "tiling": "auto"}}
+    p["enc"] = {"class_type": "SanaEncodeImage", "inputs": {"vae": ["1", 2], "image": ["img", 0]}}
+    p["masked"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["enc", 0], "mask": ["62", 0]}}
+    p["zero"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["enc", 0], "mask": ["60", 0]}}
+    _pair(p, "ref", ("2", 0))
+    _pair(p, "batch", ("5", 0), latent=("masked", 0))
+    _pair(p, "none", ("5", 0), latent=("zero", 0))
+    p["encsave"] = {"class_type": "SaveLatent", "inputs": {"samples": ["enc", 0], "filename_prefix": "latents/enc"}}
+    lat = _latents(server, server.run(p, timeout=600))
+    assert lat["sbatch"].shape[0] == 2
+    assert (lat["sbatch"] - lat["kbatch"]).abs().max().item() <= 1e-4
+    assert (lat["sbatch"][..., :8] - lat["enc"][..., :8]).abs().max().item() <= 1e-4  # both items keep the left half
+    assert (lat["snone"] - lat["enc"]).abs().max().item() <= 1e-4
