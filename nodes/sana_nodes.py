@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from ..sana_core import bins, pipeline
@@ -13,8 +11,6 @@ from ..sana_core.loader import DTYPES, load_transformer
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
 from . import conditioning, host
 from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
-
-log = logging.getLogger(__name__)
 
 CATEGORY = "Sana"
 BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w]} recorded at binning time

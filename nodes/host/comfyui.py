@@ -172,15 +172,16 @@ def _sampling_model(handle, opts, num_layers: int):
 
 def sample_native(handle, positive, negative, latent: dict, seed: int, opts, progress) -> torch.Tensor:
     """SanaSample on the host's own path, the one KSampler takes (``comfy.sample.sample_custom`` with CFGGuider):
-    every conditioning entry (combine, area, mask, timestep range, strength, ControlNet), noise masks and mask
-    functions, and model patches act as with KSampler. The sigmas are the reference schedule (``sampling.py``);
+    every conditioning entry (combine, area, mask, timestep range, strength, ControlNet) and noise masks act as with
+    KSampler. The sigmas are the reference schedule (``sampling.py``);
     PAG is the same model patch SanaPAG adds. Returns the raw latent."""
     import comfy.sample
 
     net = unwrap(handle)
     samples = latent["samples"]
     check_latent(samples)
-    for cond, what in ((positive, "positive"), (negative, "negative")):
+    sides = ((positive, "positive"), (negative, "negative")) if opts.cfg > 1 else ((positive, "positive"),)
+    for cond, what in sides:  # the negative counts only with CFG, as on the pack's own path
         for c in conditioning.side(cond, what):
             check_cond(net, c, what)
     if opts.denoise <= 0:
