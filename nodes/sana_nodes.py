@@ -144,16 +144,23 @@ class SanaSample:
             "pag_adaptive_scale": PAG_ADAPTIVE_SCALE,
             "pag_layers": PAG_LAYERS,
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }, "optional": {
+            "patched_model": ("MODEL", {"tooltip": "optional: SanaToModel's MODEL of this same model after "
+                                                   "ComfyUI's model patches (DifferentialDiffusion, LoRA loaders, "
+                                                   "…); sampling then carries its patches"}),
         }}
 
     def sample(self, model: SanaModel, positive, negative, latent, seed, steps, cfg, sampler, flow_shift, pag_scale,
-               pag_adaptive_scale, pag_layers, denoise):
+               pag_adaptive_scale, pag_layers, denoise, patched_model=None):
         opts = pipeline.SampleOptions(steps=steps, cfg=cfg, sampler=sampler, flow_shift=flow_shift,
                                       pag_scale=pag_scale, pag_adaptive_scale=pag_adaptive_scale,
                                       pag_layers=pag_layers, denoise=denoise)
         progress = host.Progress(steps)
         if host.native_sampling(model.cfg):  # inside ComfyUI: the host's own sampling, as KSampler
-            out = host.sample_native(model.handle, positive, negative, latent, seed, opts, progress)
+            out = host.sample_native(model.handle, positive, negative, latent, seed, opts, progress, patched_model)
+        elif patched_model is not None:
+            raise SanaError("patched_model needs ComfyUI's sampling; Sana-Sprint, and any model outside ComfyUI, "
+                            "runs the pack's own sampler: disconnect patched_model")
         else:  # the pack's sampler; the inputs are checked where they enter the core (pipeline.denoise)
             samples = latent["samples"]
             noise = noise_for_seed(seed, tuple(samples.shape), latent.get("batch_index"))

@@ -5,7 +5,7 @@ mask and PAG; live previews (latent2rgb and TAESANA) arrive on the websocket."""
 import copy
 import json
 import shutil
-import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +33,8 @@ def server(tmp_path_factory, tiny_repo):
     (last,) = [k for k, v in sd.items() if k.endswith(".bias") and v.shape == (3,)]  # the final RGB conv
     sd[last] = torch.tensor([5.0, -5.0, -5.0])
     torch.save(sd, base / "models" / "vae_approx" / "taesana_decoder.pth")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "sana_test_probe").symlink_to(Path(__file__).parent / "host_probe")
     srv = ComfyServer(base, ("--preview-method", "taesd"))
     yield srv
     srv.stop()
@@ -229,13 +231,16 @@ def _graph():
     }
 
 
-def _pair(p, tag, positive, negative=("3", 0), latent=("4", 0), pag=0.0):
-    """SanaSample and KSampler (sana_flow_dpm_solver, simple) on the same inputs, each saved as a latent."""
+def _pair(p, tag, positive, negative=("3", 0), latent=("4", 0), pag=0.0, patched=None):
+    """SanaSample and KSampler (sana_flow_dpm_solver, simple) on the same inputs, each saved as a latent;
+    ``patched``: a patched MODEL, SanaSample's patched_model and KSampler's model."""
     p[f"s{tag}"] = {"class_type": "SanaSample", "inputs": {
         "model": ["1", 0], "positive": list(positive), "negative": list(negative), "latent": list(latent),
         "sampler": "flow_dpm_solver", "flow_shift": 0.0, "pag_scale": pag, "pag_adaptive_scale": 0.0,
         "pag_layers": "4", "denoise": 1.0, **ARGS}}
     model = ["10", 0]
+    if patched:
+        p[f"s{tag}"]["inputs"]["patched_model"] = model = list(patched)
     if pag:
         p[f"g{tag}"] = {"class_type": "SanaPAG", "inputs": {"model": ["10", 0], "pag_scale": pag,
                                                              "pag_adaptive_scale": 0.0, "pag_layers": "4"}}
@@ -294,9 +299,6 @@ def test_sana_sample_equals_ksampler_for_every_conditioning(server, tmp_path):
     print("SanaSample vs KSampler, max |Δ latent|:", {k: f"{v:.1e}" for k, v in diffs.items()})
     for tag, d in diffs.items():
         s = lat[f"s{tag}"]
-        if tag == "combine" and d > 1e-4:  # seen once in a full-suite run (0.037), not yet explained: reported
-            warnings.warn(f"combine: SanaSample differs from KSampler by {d}", stacklevel=2)
-            continue
         assert d <= 1e-4, f"{tag}: SanaSample differs from KSampler by {d}"
         if tag != "plain":
             assert (s - plain).abs().max().item() > 1e-3, f"{tag}: the conditioning changed nothing"
@@ -342,3 +344,59 @@ def test_mask_batch_and_all_zero_mask_as_comfyui(server):
     assert (lat["sbatch"] - lat["kbatch"]).abs().max().item() <= 1e-4
     assert (lat["sbatch"][..., :8] - lat["enc"][..., :8]).abs().max().item() <= 1e-4  # both items keep the left half
     assert (lat["snone"] - lat["enc"]).abs().max().item() <= 1e-4
+
+
+def test_model_patches_reach_sana_sample(server):
+    """A MODEL patched by ComfyUI's own nodes (DifferentialDiffusion's mask function, RescaleCFG's CFG function),
+    given to SanaSample as patched_model, samples as KSampler on that MODEL; each patch changes the result."""
+    p = _graph()
+    p["63"] = {"class_type": "SolidMask", "inputs": {"value": 0.3, "width": 512, "height": 512}}
+    p["64"] = {"class_type": "MaskComposite", "inputs": {"destination": ["63", 0], "source": ["61", 0], "x": 256,
+                                                          "y": 0, "operation": "add"}}  # 0.3 left, 1 right
+    p["img"] = {"class_type": "SanaDecode", "inputs": {"vae": ["1", 2], "samples": ["splain", 0], "tiling": "auto"}}
+    p["enc"] = {"class_type": "SanaEncodeImage", "inputs": {"vae": ["1", 2], "image": ["img", 0]}}
+    p["masked"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["enc", 0], "mask": ["64", 0]}}
+    p["dd"] = {"class_type": "DifferentialDiffusion", "inputs": {"model": ["10", 0], "strength": 1.0}}
+    p["rc"] = {"class_type": "RescaleCFG", "inputs": {"model": ["10", 0], "multiplier": 0.7}}
+    _pair(p, "plain", ("2", 0))
+    _pair(p, "soft", ("5", 0), latent=("masked", 0))
+    _pair(p, "dd", ("5", 0), latent=("masked", 0), patched=("dd", 0))
+    _pair(p, "five", ("5", 0))
+    _pair(p, "rc", ("5", 0), patched=("rc", 0))
+    lat = _latents(server, server.run(p, timeout=600))
+    for tag, unpatched in (("dd", "soft"), ("rc", "five")):
+        assert (lat[f"s{tag}"] - lat[f"k{tag}"]).abs().max().item() <= 1e-4, tag
+        assert (lat[f"s{tag}"] - lat[f"s{unpatched}"]).abs().max().item() > 1e-3, f"{tag} changed nothing"
+
+
+def test_patched_model_of_another_model_and_foreign_conditioning_are_refused(server):
+    """patched_model from another Sana model, and a combined list holding another text encoder's conditioning,
+    each stop with one clear error (SanaSample and KSampler alike); the server keeps serving."""
+    def error(p):
+        hist = server.run(p)
+        assert hist["status"]["status_str"] == "error"
+        return [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
+
+    p = _graph()
+    p["t"] = {"class_type": "SanaLoadTransformer", "inputs": {"model_name": NAME, "weight_dtype": "auto"}}
+    p["other"] = {"class_type": "SanaToModel", "inputs": {"model": ["t", 0]}}
+    _pair(p, "x", ("2", 0), patched=("other", 0))
+    del p["kx"], p["kxsave"]
+    err = error(p)
+    assert err["node_type"] == "SanaSample" and "not SanaToModel's MODEL of this Sana model" in err[
+        "exception_message"]
+    for sampler in "sk":
+        p = _graph()
+        p["clip"] = {"class_type": "SanaTestForeignConditioning", "inputs": {"width": 768}}
+        p["mix"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["2", 0],
+                                                                     "conditioning_2": ["clip", 0]}}
+        _pair(p, "mix", ("mix", 0))
+        other = "k" if sampler == "s" else "s"
+        del p[f"{other}mix"], p[f"{other}mixsave"]
+        err = error(p)
+        assert err["node_type"] == {"s": "SanaSample", "k": "KSampler"}[sampler]
+        assert "768 wide" in err["exception_message"], err["exception_message"]
+        assert "another text encoder" in err["exception_message"], err["exception_message"]
+    q = _graph()
+    _pair(q, "after", ("2", 0))
+    assert _latents(server, server.run(q))["safter"].std() > 0.1

@@ -12,7 +12,8 @@ import comfy.sd
 import comfy.supported_models_base
 import torch
 
-from ...sana_core.pipeline import SCALING_FACTOR, decode_images, encode_images
+from ...sana_core.guidance import TextCond
+from ...sana_core.pipeline import SCALING_FACTOR, check_cond, decode_images, encode_images
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY
 
 
@@ -89,6 +90,7 @@ class SanaBaseModel(comfy.model_base.BaseModel):
         out = {}
         cross = kwargs.get("cross_attn")
         if cross is not None:
+            check_cond(self.inner, TextCond(cross, torch.ones(cross.shape[:2])), "a")
             out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross)
             mask = kwargs.get("attention_mask")
             if mask is None:

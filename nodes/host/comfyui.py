@@ -5,7 +5,6 @@ views; and ``extend_host``, the pack's only change to ComfyUI's global state."""
 from __future__ import annotations
 
 import logging
-import weakref
 from pathlib import Path
 
 import comfy.k_diffusion.sampling
@@ -16,6 +15,7 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ...sana_core.errors import SanaError
 from ...sana_core.guidance import parse_pag_layers
 from ...sana_core.pipeline import check_cond, check_latent
 from ...sana_core.sampling import flow_dpm_solver, partial_schedule
@@ -153,16 +153,14 @@ def native_sampling(cfg) -> bool:
     return not cfg.guidance_embeds
 
 
-_CLONES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # handle → {settings: its MODEL clone}
-
-
-def _sampling_model(handle, opts, num_layers: int):
-    """The MODEL SanaSample samples with (shift, timestep rounding, PAG patch), one clone per handle and settings,
-    kept: the host sees the same model on every run and has nothing to load again."""
+def _sampling_model(base, opts, num_layers: int):
+    """The MODEL SanaSample samples with: a clone of ``base`` (the SANA_MODEL's patcher, or a patched MODEL of it)
+    with the shift, timestep rounding and PAG patch, one per base and settings, kept on the base (a cycle the
+    collector frees with it): the host sees the same model on every run and has nothing to load again."""
     key = (opts.flow_shift, opts.sampler, opts.pag_scale, opts.pag_adaptive_scale, opts.pag_layers)
-    kept = _CLONES.setdefault(handle, {})
+    kept = base.__dict__.setdefault("_sana_sampling", {})
     if key not in kept:
-        m = native_model(handle, opts.flow_shift or None, truncate_timesteps=opts.sampler == "flow_dpm_solver")
+        m = native_model(base, opts.flow_shift or None, truncate_timesteps=opts.sampler == "flow_dpm_solver")
         if opts.pag_scale > 0:
             m = pag_model(m, opts.pag_scale, opts.pag_adaptive_scale, parse_pag_layers(opts.pag_layers, num_layers))
         kept.clear()
@@ -170,14 +168,19 @@ def _sampling_model(handle, opts, num_layers: int):
     return kept[key]
 
 
-def sample_native(handle, positive, negative, latent: dict, seed: int, opts, progress) -> torch.Tensor:
+def sample_native(handle, positive, negative, latent: dict, seed: int, opts, progress,
+                  patched=None) -> torch.Tensor:
     """SanaSample on the host's own path, the one KSampler takes (``comfy.sample.sample_custom`` with CFGGuider):
     every conditioning entry (combine, area, mask, timestep range, strength, ControlNet) and noise masks act as with
-    KSampler. The sigmas are the reference schedule (``sampling.py``);
-    PAG is the same model patch SanaPAG adds. Returns the raw latent."""
+    KSampler. The sigmas are the reference schedule (``sampling.py``); PAG is the same model patch SanaPAG adds.
+    ``patched``, a MODEL over the same Sana model, brings its patches (mask functions, LoRA, wrappers).
+    Returns the raw latent."""
     import comfy.sample
 
     net = unwrap(handle)
+    if patched is not None and getattr(patched, "model", None) is not handle.model:
+        raise SanaError(f"patched_model is {_describe_model(patched)}, not SanaToModel's MODEL of this Sana model "
+                        "(connect the MODEL that SanaToModel made from the same SANA_MODEL, after its patches)")
     samples = latent["samples"]
     check_latent(samples)
     sides = ((positive, "positive"), (negative, "negative")) if opts.cfg > 1 else ((positive, "positive"),)
@@ -186,7 +189,7 @@ def sample_native(handle, positive, negative, latent: dict, seed: int, opts, pro
             check_cond(net, c, what)
     if opts.denoise <= 0:
         return samples.clone()
-    m = _sampling_model(handle, opts, net.cfg.num_layers)
+    m = _sampling_model(patched or handle, opts, net.cfg.num_layers)
     sched = partial_schedule(opts.sampler, opts.steps, opts.flow_shift or net.cfg.flow_shift, opts.denoise)
     sampler = sampler_object() if opts.sampler == "flow_dpm_solver" else comfy.samplers.sampler_object("euler")
     latent_image = comfy.sample.fix_empty_latent_channels(m, samples)
@@ -195,6 +198,11 @@ def sample_native(handle, positive, negative, latent: dict, seed: int, opts, pro
         m, noise, max(opts.cfg, 1.0), sampler, sched.sigmas, positive, negative, latent_image,
         noise_mask=latent.get("noise_mask"), callback=lambda i, x0, x, n: progress.step(i + 1, x0),
         disable_pbar=True, seed=seed)
+
+
+def _describe_model(m) -> str:
+    inner = getattr(m, "model", None)
+    return f"a MODEL of {type(inner).__name__}" if inner is not None else f"a {type(m).__name__}"
 
 
 def vae_adapter(handle) -> SanaVAEAdapter:

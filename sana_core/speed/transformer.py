@@ -5,15 +5,15 @@ Same function as the reference, fewer and contiguous kernels (docs/architecture.
   half-precision products summed into fp32; the Mix-FFN's 1×1 convs as matmuls and its depthwise conv on the
   channels-last view of the tokens; the modulation folded into each sample's norm; gated residuals as one
   multiply-add. They round differently from diffusers' op order (one rounding per fused op).
-- the caption's cross-attention keys and values, which depend on the caption only, computed once per held context
-  instead of every step: a context tensor passed a second time (a sampler's loop passes the same one every step)
-  keeps them while it lives, recomputed whenever the weights or the context change (``stamp``). Bit-identical.
+- the caption's cross-attention keys and values, which depend on the caption only, computed once per caption
+  instead of every step: a context whose values were seen on the previous call or shortly before (a sampler's loop
+  passes the same caption every step, ComfyUI in a fresh tensor each time) keeps them, recomputed whenever the
+  weights change (``stamp``). The last ``HOLD`` contexts are remembered. Bit-identical.
 - CUDA-graph replay of the whole call (``cudagraph.py``).
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -119,15 +119,25 @@ class FastSanaBlock(SanaBlock):
         return torch.addcmul(h, gate_mlp, mix_ffn_tokens(self.ff, _modulated(h, scale_mlp, shift_mlp, self.eps), hw))
 
 
+HOLD = 4  # contexts remembered: a prompt pair, separate or batched, and spares for combined prompts
+
+
 class _Held:
+    """A context seen before: a copy of its values and, from its second sighting on, its keys and values."""
+
     def __init__(self, context: torch.Tensor):
-        self.ref = weakref.ref(context)
+        self.context = context.detach().clone()
         self.key: tuple | None = None
         self.value: HeldCaption | None = None
 
+    def holds(self, context: torch.Tensor) -> bool:
+        c = self.context
+        return c.shape == context.shape and c.dtype == context.dtype and c.device == context.device and \
+            torch.equal(c, context)
+
 
 class FastSanaTransformer(SanaTransformer):
-    """Graph replay on CUDA; the caption's keys and values kept per held context."""
+    """Graph replay on CUDA; the caption's keys and values kept per remembered context."""
 
     def forward(self, x, timestep, context, context_mask=None, guidance=None, identity_blocks=frozenset(),
                 n_identity=0):
@@ -143,15 +153,17 @@ class FastSanaTransformer(SanaTransformer):
     def caption_features(self, context: torch.Tensor) -> torch.Tensor | HeldCaption:
         if not policy.keep_across_calls() or (context.is_cuda and torch.cuda.is_current_stream_capturing()):
             return super().caption_features(context)
-        held = self.__dict__.setdefault("_sana_held", {})  # id(context) → _Held, while that context lives
-        entry = held.get(id(context))
-        if entry is None or entry.ref() is not context:  # first sight: a one-off call keeps nothing
-            held[id(context)] = _Held(context)
-            weakref.finalize(context, held.pop, id(context), None)
+        held: list[_Held] = self.__dict__.setdefault("_sana_held", [])  # most recently used first
+        entry = next((e for e in held if e.holds(context)), None)
+        if entry is None:  # first sight: remember the values only (a one-off call computes nothing extra)
+            held.insert(0, _Held(context))
+            del held[HOLD:]
             return super().caption_features(context)
+        held.remove(entry)
+        held.insert(0, entry)
         attn2 = [b.attn2 for b in self.transformer_blocks]
-        key = (torch.is_inference_mode_enabled(),
-               stamp([context, *tensors_of(self.caption_projection, self.caption_norm, *attn2)]))
+        key = (torch.is_inference_mode_enabled(), stamp(tensors_of(self.caption_projection, self.caption_norm,
+                                                                   *attn2)))
         if key != entry.key:
             entry.value = None  # free the old ones first
             y = super().caption_features(context)
@@ -161,8 +173,9 @@ class FastSanaTransformer(SanaTransformer):
     def _graphs(self) -> GraphCache:
         return self.__dict__.setdefault("_sana_graphs", GraphCache())
 
-    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: captured graphs are stale
+    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: graphs and kept values go
         self._graphs().clear()
+        self.__dict__.pop("_sana_held", None)
         return super()._apply(fn, *args, **kwargs)
 
 
