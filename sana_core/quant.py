@@ -20,26 +20,54 @@ def _quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.reshape(w.shape), scale
 
 
-class _Int8Weight(nn.Module):
+class Int8Weight(nn.Module):
+    """An int8 ``weight`` with row scales in the compute dtype. A patched weight (a LoRA merged by ComfyUI's patcher
+    or ``lora.apply``) is the buffer ``weight_patched`` in the compute dtype, used while ``weight`` is the tensor it
+    was patched from: restoring ``weight`` drops it."""
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
         super().__init__()
         q, scale = _quantize_rows(weight)
-        self.register_buffer("weight_q", q)
+        self.weight = nn.Parameter(q, requires_grad=False)  # a parameter, as a host's patcher patches parameters
         self.register_buffer("weight_scale", scale.to(dtype))
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype).clone(), requires_grad=False)
         self.compute_dtype = dtype
+        self._patched_from: torch.Tensor | None = None
+
+    def convert_weight(self, w: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """The float weight of int8 values ``w`` (a float copy of ``weight``), for a patcher to add deltas to."""
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        scale = self.weight_scale.to(w.device, w.dtype).view(shape)
+        return w.mul_(scale) if inplace else w * scale
+
+    def set_weight(self, w: torch.Tensor, inplace_update: bool = False, seed: int | None = None) -> None:
+        """Use the float weight ``w`` (this weight plus deltas) until ``weight`` is replaced."""
+        self.register_buffer("weight_patched", w.to(self.compute_dtype), persistent=False)
+        self._patched_from = self.weight
+
+    def _apply(self, fn, *args, **kwargs):  # a move or cast keeps the patched weight linked
+        linked = self._buffers.get("weight_patched") is not None and self._patched_from is self.weight
+        out = super()._apply(fn, *args, **kwargs)
+        if linked:
+            self._patched_from = self.weight
+        return out
 
     def dequantize(self) -> torch.Tensor:
-        shape = (-1,) + (1,) * (self.weight_q.ndim - 1)
-        return self.weight_q.to(self.compute_dtype) * self.weight_scale.view(shape)
+        patched = self._buffers.get("weight_patched")
+        if patched is not None:
+            if self._patched_from is self.weight:
+                return patched
+            del self._buffers["weight_patched"]  # the weight was restored
+            self._patched_from = None
+        return self.convert_weight(self.weight.to(self.compute_dtype))
 
 
-class Int8Linear(_Int8Weight):
+class Int8Linear(Int8Weight):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantize(), self.bias)
 
 
-class Int8Conv2d(_Int8Weight):
+class Int8Conv2d(Int8Weight):
     def __init__(self, conv: nn.Conv2d, dtype: torch.dtype):
         super().__init__(conv.weight, conv.bias, dtype)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
@@ -48,7 +76,7 @@ class Int8Conv2d(_Int8Weight):
         return F.conv2d(x, self.dequantize(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class Int8Embedding(_Int8Weight):
+class Int8Embedding(Int8Weight):
     def __init__(self, emb: nn.Embedding, dtype: torch.dtype):
         super().__init__(emb.weight, None, dtype)
         self.padding_idx = emb.padding_idx
@@ -57,7 +85,7 @@ class Int8Embedding(_Int8Weight):
         self.embed_scale = None if scale is None else float(scale)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # dequantize only the rows looked up
-        out = F.embedding(ids, self.weight_q).to(self.compute_dtype) * self.weight_scale[ids].unsqueeze(-1)
+        out = F.embedding(ids, self.weight).to(self.compute_dtype) * self.weight_scale[ids].unsqueeze(-1)
         if self.embed_scale is not None:
             out = out * torch.tensor(self.embed_scale, dtype=self.compute_dtype)
         return out

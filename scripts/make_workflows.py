@@ -14,6 +14,7 @@ OUT = ROOT / "example_workflows"
 MODEL = "Sana_600M_1024px_diffusers"
 GEMMA = "gemma-2-2b-it"
 DCAE = "dc-ae-f32c32-sana-1.1-diffusers"
+LORAS = ("sana_lora_style.safetensors", "sana_lora_detail.safetensors")  # put your own LoRA files' names here
 PROMPT = "a cyberpunk cat with a neon sign that says \"Sana\""
 NEG = ""
 
@@ -34,13 +35,16 @@ WIDGETS = {
     "GrowMask": ["expand", "tapered_corners"],
     "ImagePadForOutpaint": ["left", "top", "right", "bottom", "feathering"],
     "SetLatentNoiseMask": [],
+    "SanaLoraLoader": ["lora_name", "strength_model", "strength_text_encoder"],
+    "SanaLoraLoaderModelOnly": ["lora_name", "strength_model"],
 }
 OUTPUTS = {
     "SanaLoadTransformer": ["SANA_MODEL"], "SanaLoadTextEncoder": ["SANA_TEXT_ENCODER"], "SanaLoadDCAE": ["SANA_VAE"],
     "SanaLoadPipeline": ["SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE"], "SanaEncodePrompt": ["CONDITIONING"],
     "SanaEmptyLatent": ["LATENT"], "SanaSample": ["LATENT"], "SanaDecode": ["IMAGE"], "SanaEncodeImage": ["LATENT"],
     "SaveImage": [], "LoadImage": ["IMAGE", "MASK"], "GrowMask": ["MASK"], "ImagePadForOutpaint": ["IMAGE", "MASK"],
-    "SetLatentNoiseMask": ["LATENT"],
+    "SetLatentNoiseMask": ["LATENT"], "SanaLoraLoader": ["SANA_MODEL", "SANA_TEXT_ENCODER"],
+    "SanaLoraLoaderModelOnly": ["SANA_MODEL"],
 }
 INPUT_TYPES = {"model": "SANA_MODEL", "text_encoder": "SANA_TEXT_ENCODER", "vae": "SANA_VAE",
                "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT", "samples": "LATENT",
@@ -114,6 +118,19 @@ def outpaint():
     return masked("sana_example_input.png", pad, ("11", 0), ("11", 1), "sana/outpaint")
 
 
+def lora_stack():
+    """Two stacked LoRAs: SanaLoraLoader (model and, when the file has one, its Gemma-2 part), then
+    SanaLoraLoaderModelOnly on its model. Each returns a patched clone; the loaders' inputs stay as they were."""
+    graph = t2i(prefix="sana/lora")
+    graph["20"] = ("SanaLoraLoader", dict(lora_name=LORAS[0], strength_model=0.8, strength_text_encoder=1.0),
+                   {"model": ("1", 0), "text_encoder": ("2", 0)})
+    graph["21"] = ("SanaLoraLoaderModelOnly", dict(lora_name=LORAS[1], strength_model=0.5), {"model": ("20", 0)})
+    for node in ("4", "5"):
+        graph[node][2]["text_encoder"] = ("20", 1)
+    graph["7"][2]["model"] = ("21", 0)
+    return graph
+
+
 def one_node():
     return {"1": ("SanaLoadPipeline", dict(pipeline=MODEL, weight_dtype="auto"), {}),
             **prompts(te=("1", 1)),
@@ -132,6 +149,7 @@ WORKFLOWS = {
     "sana_inpaint": inpaint(),
     "sana_outpaint": outpaint(),
     "sana_pipeline_loader": one_node(),
+    "sana_lora_stack": lora_stack(),
 }
 
 
@@ -155,7 +173,8 @@ def to_ui(graph) -> dict:
             out_links.setdefault((src, slot), []).append(link_id)
     col = {"SanaLoadTransformer": 0, "SanaLoadTextEncoder": 0, "SanaLoadDCAE": 0, "SanaLoadPipeline": 0,
            "LoadImage": 0, "SanaEncodePrompt": 1, "SanaEmptyLatent": 1, "SanaEncodeImage": 1, "GrowMask": 1,
-           "ImagePadForOutpaint": 1, "SetLatentNoiseMask": 2, "SanaSample": 2, "SanaDecode": 3, "SaveImage": 3}
+           "ImagePadForOutpaint": 1, "SetLatentNoiseMask": 2, "SanaSample": 2, "SanaDecode": 3, "SaveImage": 3,
+           "SanaLoraLoader": 1, "SanaLoraLoaderModelOnly": 1}
     rows: dict[int, int] = {}
     for i, (nid, (kind, widgets, ins)) in enumerate(graph.items()):
         c = col[kind]

@@ -60,3 +60,21 @@ def install_model_folders(repo: Path, models: Path, name: str = "Sana_600M_1024p
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
             shutil.copytree(src, dst)
+    install_example_loras(repo, models / "loras")
+
+
+EXAMPLE_LORAS = ("sana_lora_style.safetensors", "sana_lora_detail.safetensors")  # the LoRA example's file names
+
+
+def install_example_loras(repo: Path, folder: Path) -> None:
+    """Two tiny random LoRAs for the repo's transformer (PEFT layout, alpha in the metadata), under the names the
+    LoRA example workflow loads."""
+    from diffusers import SanaTransformer2DModel
+    from fixtures_lora import peft_lora, save_layout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if all((folder / n).exists() for n in EXAMPLE_LORAS):
+        return
+    net = SanaTransformer2DModel.from_pretrained(repo / "transformer")
+    for seed, name in enumerate(EXAMPLE_LORAS):
+        save_layout(peft_lora(net, rank=4, seed=20 + seed), folder / name, "peft", alpha=8.0)

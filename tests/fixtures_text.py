@@ -138,7 +138,8 @@ def build_tiny_gemma(directory: str | Path, tokenizer_dir: str | Path, vocab_siz
     config = tiny_gemma_config(vocab_size, hidden_size)
     gen = torch.Generator().manual_seed(seed)
     config.tie_word_embeddings = False  # the plain folder gets an lm_head the loader must ignore
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the initial weights too: the same model whatever ran before in the process
         lm = Gemma2ForCausalLM(config)
         for p in lm.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.02)

@@ -107,8 +107,8 @@ def test_model_names_cannot_escape_the_folders(models):
 def test_int8_storage_through_the_loaders(models):
     model = N["SanaLoadTransformer"]().load("Sana_600M_1024px_diffusers", "int8")["result"][0]
     te = N["SanaLoadTextEncoder"]().load("gemma-2-2b-it", "int8")["result"][0]
-    assert any(n.endswith("weight_q") for n, _ in model.module.named_buffers())
-    assert any(n.endswith("weight_q") for n, _ in te.encoder.model.named_buffers())
+    assert any(n.endswith("weight_scale") for n, _ in model.module.named_buffers())
+    assert any(n.endswith("weight_scale") for n, _ in te.encoder.model.named_buffers())
     pos = N["SanaEncodePrompt"]().encode(te, "a red fox", True, 300)[0]
     out = _sample(model, pos, pos, {"samples": torch.zeros(1, 32, 4, 4)})
     assert torch.isfinite(out["samples"]).all()

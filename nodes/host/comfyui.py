@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import comfy.k_diffusion.sampling
+import comfy.lora
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.samplers
@@ -15,6 +16,7 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ...sana_core import lora
 from ...sana_core.errors import SanaError
 from ...sana_core.guidance import parse_pag_layers
 from ...sana_core.pipeline import check_cond, check_latent
@@ -77,6 +79,21 @@ def release(handle) -> None:
     for i in range(len(mm.current_loaded_models) - 1, -1, -1):
         if mm.current_loaded_models[i].model is handle:
             mm.current_loaded_models.pop(i).model_unload()
+
+
+_PATCH_ROOT = {"transformer": "diffusion_model.net.", "text_encoder": "inner."}  # where a part sits in its patcher
+
+
+def add_lora(handle, sd: dict, part: str, strength: float, source: str):
+    """A clone of the patcher with the LoRA as the host's own weight patches (LoRA, LoHa, LoKr, DoRA … through
+    ComfyUI's adapters), applied when the host loads it and undone when it unloads; the file is checked first."""
+    found = lora.prepare(unwrap(handle), sd, part, source)
+    m = handle.clone()
+    if strength != 0:
+        patches = comfy.lora.load_lora(sd, {p: _PATCH_ROOT[part] + k for p, k in found.targets.items()},
+                                       log_missing=False)
+        m.add_patches(patches, strength)
+    return m
 
 
 def intermediate_device() -> torch.device:
@@ -257,12 +274,30 @@ def extend_host() -> None:
     """Every change this pack makes to ComfyUI's global state (README: "Changes to ComfyUI's global state"):
     1. the Flow-DPM-Solver becomes KSampler's ``sana_flow_dpm_solver``: a function in comfy.k_diffusion.sampling and
        its name in comfy.samplers.KSAMPLER_NAMES and SAMPLER_NAMES (nothing changes for other models);
-    2. the server answers GET /sana/bin and GET /sana/aspect (also under /api/) for the frontend's readout."""
+    2. ComfyUI's LoRA key map (``comfy.lora.model_lora_keys_unet``) also names a Sana model's layers as every
+       published Sana LoRA layout does, so the host's own LoRA loaders patch Sana (other models: unchanged);
+    3. the server answers GET /sana/bin and GET /sana/aspect (also under /api/) for the frontend's readout."""
     setattr(comfy.k_diffusion.sampling, f"sample_{SAMPLER_NAME}", sample_sana_flow_dpm_solver)
+    if not getattr(comfy.lora.model_lora_keys_unet, "sana", False):
+        comfy.lora.model_lora_keys_unet = _with_sana_lora_keys(comfy.lora.model_lora_keys_unet)
     for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES):
         if SAMPLER_NAME not in names:
             names.append(SAMPLER_NAME)
     _add_routes()
+
+
+def _with_sana_lora_keys(original):
+    """ComfyUI's LoRA key map, plus every published Sana layout's names for a Sana model (``lora.key_map``); other
+    models get exactly the original's map."""
+    def model_lora_keys_unet(model, key_map=None):
+        key_map = original(model, {} if key_map is None else key_map)
+        if isinstance(model, SanaBaseModel):
+            for prefix, key in lora.key_map(lora.layers(model.inner), "transformer").items():
+                key_map.setdefault(prefix, _PATCH_ROOT["transformer"] + key)
+        return key_map
+
+    model_lora_keys_unet.sana = True
+    return model_lora_keys_unet
 
 
 def _add_routes() -> None:

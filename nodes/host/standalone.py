@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ...sana_core import lora
 from ...sana_core.errors import SanaError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ class Progress:
 
     def step(self, done: int, x0: torch.Tensor | None = None) -> None:
         log.debug("step %d/%d", done, self.total)
+
+
+def add_lora(handle: torch.nn.Module, sd: dict, part: str, strength: float, source: str) -> torch.nn.Module:
+    """A copy of the module with the LoRA merged; it shares every unpatched tensor with ``handle``."""
+    return lora.apply(handle, sd, part, strength, source)
 
 
 def _needs_comfy(what: str):
