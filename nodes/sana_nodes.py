@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..sana_core import bins, pipeline
+from ..sana_core.controlnet import load_controlnet
 from ..sana_core.dcae import load_dcae
 from ..sana_core.errors import SanaError
 from ..sana_core.loader import DTYPES, load_transformer
@@ -276,9 +277,27 @@ class SanaLoadPipeline:
         return {"ui": {"text": [m.info, te.info, v.info], "sana_model": [m.summary]}, "result": (m, te, v)}
 
 
+class SanaLoadControlNet:
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Loads a Sana ControlNet (diffusers folder, single safetensors or NVlabs .pth) from models/controlnet "
+                   "for ComfyUI's Apply ControlNet nodes; connect SanaToVAE's VAE to their vae input.")
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"control_net_name": (host.list_models("controlnet"),)}}
+
+    def load(self, control_net_name):
+        net = load_controlnet(host.resolve_model("controlnet", control_net_name))
+        info = f"Sana ControlNet · hidden {net.cfg.dim} · {net.cfg.num_layers} blocks · " \
+               f"{str(net.dtype).removeprefix('torch.')}"
+        return {"ui": {"text": [info]}, "result": (host.control_net(net),)}
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
     SanaLoadTextEncoder, SanaEncodePrompt, SanaLoadTransformer, SanaLoadDCAE, SanaLoadPipeline, SanaEmptyLatent,
-    SanaSample, SanaDecode, SanaEncodeImage)}
+    SanaSample, SanaDecode, SanaEncodeImage, SanaLoadControlNet)}
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SanaLoadTextEncoder": "Sana Load Text Encoder (Gemma-2)",
     "SanaEncodePrompt": "Sana Encode Prompt",
@@ -289,4 +308,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SanaSample": "Sana Sample",
     "SanaDecode": "Sana Decode",
     "SanaEncodeImage": "Sana Encode Image",
+    "SanaLoadControlNet": "Sana Load ControlNet",
 }

@@ -83,12 +83,13 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond | Sequence[TextCond],
                     uncond: TextCond | Sequence[TextCond] | None, cfg: float = 4.5,
                     pag_scale: float = 0.0, pag_adaptive_scale: float = 0.0, pag_layers: frozenset[int] = frozenset(),
                     guidance: torch.Tensor | None = None, timestep_scale: float | None = None,
-                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                    control=None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Build ``model_fn(x fp32 (B,C,H,W), t (B,)) -> v fp32``.
 
     CFG is active when ``cfg > 1`` (and needs ``uncond``); PAG when ``pag_scale > 0`` and layers are given.
     PAG's scale decays as max(0, pag_scale − pag_adaptive_scale·(1000 − t)) when adaptive is non-zero.
     A side given as several entries is predicted entry by entry (one batch) and averaged by strength.
+    ``control`` (``controlnet.Control``): a ControlNet run on the same batch, its samples added to the model's.
     """
     use_cfg = cfg > 1.0
     use_pag = pag_scale > 0 and bool(pag_layers)
@@ -118,8 +119,9 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond | Sequence[TextCond],
         x_in = torch.cat([x] * n_chunks).to(dev, dt)
         t_in = torch.cat([t] * n_chunks).to(dev, torch.float32) * ts
         g = None if guidance is None else guidance.to(dev).expand(b).repeat(n_chunks)
+        samples = None if control is None else control.samples(x_in, t_in, *batched_text(b))
         out = model(x_in, t_in, *batched_text(b), guidance=g, identity_blocks=pag_layers if use_pag else frozenset(),
-                    n_identity=b * nc if use_pag else 0).float().to(x.device)
+                    n_identity=b * nc if use_pag else 0, control=samples).float().to(x.device)
         parts = list(out.chunk(n_chunks))  # [uncond entries…, cond entries…, perturbed cond entries…]
         v_u = _average(parts[:nu], unconds) if use_cfg else None
         v_c = _average(parts[nu:nu + nc], conds)

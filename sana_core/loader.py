@@ -124,7 +124,7 @@ def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str,
         w = sd["patch_embed.proj.weight"]  # (D, C_in, p, p)
         dim, in_ch, p = w.shape[0], w.shape[1], w.shape[2]
         caption = sd["caption_projection.linear_1.weight"].shape[1]
-        out_ch = sd["proj_out.weight"].shape[0] // (p * p)
+        out_ch = sd["proj_out.weight"].shape[0] // (p * p) if "proj_out.weight" in sd else in_ch  # (a ControlNet)
         hidden = sd["transformer_blocks.0.ff.conv_point.weight"].shape[1]
     except KeyError as e:
         raise SanaError(f"{source}: a Sana transformer needs tensor {e.args[0]!r}, which is missing") from None

@@ -104,6 +104,10 @@ class Family(Enum):
 
     SANA_DIFFUSERS = ("a Sana transformer", "load it with the transformer loader", "diffusers")
     SANA_NVLABS = ("a Sana transformer", "load it with the transformer loader", "NVlabs")
+    SANA_CONTROLNET = ("a Sana ControlNet", "load it with Sana Load ControlNet", "diffusers")
+    SANA_CONTROLNET_NVLABS = ("a Sana ControlNet", "load it with Sana Load ControlNet", "NVlabs")
+    CONTROLNET_SD = ("a Stable Diffusion / SDXL ControlNet", None, "")
+    CONTROLNET_FLUX = ("a Flux ControlNet", None, "")
     DCAE_DIFFUSERS = ("a DC-AE autoencoder", "load it with the VAE loader", "diffusers")
     DCAE_ORIGINAL = ("a DC-AE autoencoder", "load it with the VAE loader", "original mit-han-lab")
     DCAE_OTHER = ("an original DC-AE of a non-Sana variant (f32c32-in, f64, f128)",
@@ -139,6 +143,14 @@ def sniff(sd: Mapping[str, object]) -> Family:
     def has(pattern: str) -> bool:
         return any(re.match(pattern, k) for k in keys)
 
+    if "input_hint_block.0.weight" in keys or has(r"zero_convs\.\d+\."):
+        return Family.CONTROLNET_SD
+    if "controlnet_x_embedder.weight" in keys or has(r"controlnet_single_blocks\.\d+\."):
+        return Family.CONTROLNET_FLUX
+    if has(r"controlnet\.\d+\.(before_proj|after_proj|copied_block)\."):
+        return Family.SANA_CONTROLNET_NVLABS
+    if "input_block.weight" in keys and has(r"controlnet_blocks\.\d+\.weight"):
+        return Family.SANA_CONTROLNET
     if has(r"transformer_blocks\.\d+\.attn1\.to_q\.weight") and "caption_projection.linear_1.weight" in keys:
         return Family.SANA_DIFFUSERS
     if has(r"blocks\.\d+\.attn\.qkv\.weight") and has(r"blocks\.\d+\.cross_attn\.kv_linear\.weight"):

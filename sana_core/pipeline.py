@@ -76,13 +76,14 @@ def check_cond(model: SanaTransformer, c: TextCond, what: str) -> None:
 def denoise(model: SanaTransformer, positive: TextCond | Sequence[TextCond],
             negative: TextCond | Sequence[TextCond] | None, latent: torch.Tensor, seed: int, opts: SampleOptions,
             callback: Callback | None = None, noise: torch.Tensor | None = None,
-            noise_mask: torch.Tensor | None = None) -> torch.Tensor:
+            noise_mask: torch.Tensor | None = None, control=None) -> torch.Tensor:
     """Raw latent (B, 32, h, w) in → raw latent out. ``denoise`` 1 ignores the input values (text-to-image),
     below 1 starts part-way down the schedule from it (image-to-image), 0 returns it unchanged.
 
     A side given as several conditioning entries is averaged by strength. ``noise_mask`` (a MASK, 1 = repaint)
-    keeps the latent where it is 0, as ComfyUI's samplers do. The inputs are checked here, once; Sana-Sprint models
-    take their own sampler (``_sample_sprint``)."""
+    keeps the latent where it is 0, as ComfyUI's samplers do. ``control`` (``controlnet.Control``) adds a
+    ControlNet's samples at every step. The inputs are checked here, once; Sana-Sprint models take their own sampler
+    (``_sample_sprint``)."""
     check_latent(latent)
     b = latent.shape[0]
     positive = _checked(model, positive, b, "positive")
@@ -100,11 +101,14 @@ def denoise(model: SanaTransformer, positive: TextCond | Sequence[TextCond],
     noise = noise.to(next(model.parameters()).device)
     with torch.no_grad():
         if sprint:
+            if control is not None:
+                raise SanaError("ControlNet with Sana-Sprint models is not supported; use a flow model")
             if mask is not None:
                 raise SanaError("noise masks are not supported with Sana-Sprint models yet; use a flow model")
             x = _sample_sprint(model, positive, seed, opts, noise, callback, latent)
         else:
-            x = _sample_flow(model, positive, negative if use_cfg else None, latent, opts, noise, callback, mask)
+            x = _sample_flow(model, positive, negative if use_cfg else None, latent, opts, noise, callback, mask,
+                             control)
     return (x / SCALING_FACTOR).to(latent.device)
 
 
@@ -127,8 +131,8 @@ def prepare_noise_mask(mask: torch.Tensor, shape: tuple[int, ...]) -> torch.Tens
 
 def _sample_flow(model: SanaTransformer, positive: list[TextCond], negative: list[TextCond] | None,
                  latent: torch.Tensor, opts: SampleOptions, noise: torch.Tensor, callback: Callback | None,
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Flow-DPM-Solver or Flow-Euler with CFG and PAG, in the scaled latent space (docs/model.md §4.2)."""
+                 mask: torch.Tensor | None = None, control=None) -> torch.Tensor:
+    """Flow-DPM-Solver or Flow-Euler with CFG, PAG and a ControlNet, in the scaled latent space (docs/model.md §4.2)."""
     shift = opts.flow_shift or model.cfg.flow_shift
     sched = partial_schedule(opts.sampler, opts.steps, shift, min(opts.denoise, 1.0))
     x_lat = latent.float().to(noise.device) * SCALING_FACTOR
@@ -136,7 +140,7 @@ def _sample_flow(model: SanaTransformer, positive: list[TextCond], negative: lis
     inpaint = None if mask is None else Inpaint(mask.to(noise.device), x_lat, noise)
     layers = parse_pag_layers(opts.pag_layers, model.cfg.num_layers) if opts.pag_scale > 0 else frozenset()
     fn = guided_model_fn(model, positive, negative, cfg=opts.cfg, pag_scale=opts.pag_scale,
-                         pag_adaptive_scale=opts.pag_adaptive_scale, pag_layers=layers)
+                         pag_adaptive_scale=opts.pag_adaptive_scale, pag_layers=layers, control=control)
     return sample(opts.sampler, fn, x, sched, callback, inpaint)
 
 
@@ -186,8 +190,10 @@ def encode_images(vae, images: torch.Tensor, tiling: str = "auto") -> torch.Tens
 def text_to_image(model: SanaTransformer, text_encoder, vae, prompt: str | list[str], negative_prompt: str = "",
                   *, height: int = 1024, width: int = 1024, seed: int = 0, binning: bool = True,
                   opts: SampleOptions = SampleOptions(), batch_size: int = 1, lowercase: bool = False,
-                  callback: Callback | None = None) -> torch.Tensor:
-    """The whole pipeline → IMAGE (B, H, W, 3) 0..1 at the requested size."""
+                  callback: Callback | None = None, controlnet=None, control_image: torch.Tensor | None = None,
+                  control_scale: float = 1.0) -> torch.Tensor:
+    """The whole pipeline → IMAGE (B, H, W, 3) 0..1 at the requested size. ``controlnet`` with ``control_image``
+    (IMAGE (1 or B, H, W, 3) 0..1, at the binned size) steers it as diffusers' SanaControlNetPipeline does."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if len(prompts) == 1 and batch_size > 1:
         prompts = prompts * batch_size
@@ -197,5 +203,11 @@ def text_to_image(model: SanaTransformer, text_encoder, vae, prompt: str | list[
     if opts.cfg > 1 and not model.cfg.guidance_embeds:
         neg = TextCond(*text_encoder.encode_negative([negative_prompt] * len(prompts), lowercase=lowercase))
     latent = torch.zeros(len(prompts), LATENT_CHANNELS, bh // COMPRESSION, bw // COMPRESSION)
-    raw = denoise(model, pos, neg, latent, seed, opts, callback)
+    control = None
+    if controlnet is not None:
+        from .controlnet import Control, check_pair
+
+        check_pair(controlnet, model)
+        control = Control(controlnet, encode_images(vae, control_image) * SCALING_FACTOR, control_scale)
+    raw = denoise(model, pos, neg, latent, seed, opts, callback, control=control)
     return decode_images(vae, raw, (height, width))

@@ -4,6 +4,7 @@ diffusers' state-dict names. Faster forms of these blocks live in ``speed/`` (do
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -296,8 +297,9 @@ class SanaBlock(nn.Module):
         return h + gate_mlp * ff
 
 
-class SanaTransformer(nn.Module):
-    """Predicts the flow velocity v for latents (B, 32, H, W) given caption features (B, L, 2304)."""
+class SanaTrunk(nn.Module):
+    """What the transformer and its ControlNet share: the patch, timestep and caption embedders and a stack of
+    Sana blocks (``cfg.num_layers``)."""
 
     def __init__(self, cfg: SanaConfig, device=None, dtype=None):
         super().__init__()
@@ -308,13 +310,7 @@ class SanaTransformer(nn.Module):
         self.caption_projection = CaptionProjection(cfg.caption_channels, d, device, dtype)
         self.caption_norm = RMSNorm(d, 1e-5, device=device, dtype=dtype)
         self.transformer_blocks = nn.ModuleList(SanaBlock(cfg, device, dtype) for _ in range(cfg.num_layers))
-        self.scale_shift_table = nn.Parameter(torch.empty(2, d, device=device, dtype=dtype))
-        self.proj_out = nn.Linear(d, cfg.patch_size**2 * cfg.out_channels, device=device, dtype=dtype)
         self._pe_cache: dict[tuple, torch.Tensor] = {}
-
-    @property
-    def dtype(self) -> torch.dtype:  # a table no storage format changes (8-bit storage keeps it in the compute dtype)
-        return self.scale_shift_table.dtype
 
     def _pos_embed(self, h: int, w: int, device) -> torch.Tensor:
         key = (h, w, str(device))
@@ -324,35 +320,62 @@ class SanaTransformer(nn.Module):
                                                    cfg.interpolation_scale, device)
         return self._pe_cache[key]
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, H, W) → patch tokens (B, N, D), row-major, with the positional embedding if any."""
+        h = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        if self.cfg.interpolation_scale is not None:
+            p = self.cfg.patch_size
+            h = (h + self._pos_embed(x.shape[2] // p, x.shape[3] // p, x.device)).to(h.dtype)
+        return h
+
     def caption_features(self, context: torch.Tensor) -> torch.Tensor:
         """(B, L, Cc) caption-encoder features → (B, L, D), the cross-attention's input in every block."""
         return self.caption_norm(self.caption_projection(context).view(context.shape[0], -1, self.cfg.dim))
 
+
+def caption_bias(context_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A 0/1 caption mask (B, L) → the cross-attention's additive bias (B, 1, L)."""
+    return None if context_mask is None else ((1 - context_mask.to(dtype)) * -10000.0).unsqueeze(1)
+
+
+class SanaTransformer(SanaTrunk):
+    """Predicts the flow velocity v for latents (B, 32, H, W) given caption features (B, L, 2304)."""
+
+    def __init__(self, cfg: SanaConfig, device=None, dtype=None):
+        super().__init__(cfg, device, dtype)
+        d = cfg.dim
+        self.scale_shift_table = nn.Parameter(torch.empty(2, d, device=device, dtype=dtype))
+        self.proj_out = nn.Linear(d, cfg.patch_size**2 * cfg.out_channels, device=device, dtype=dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:  # a table no storage format changes (8-bit storage keeps it in the compute dtype)
+        return self.scale_shift_table.dtype
+
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor | None = None, guidance: torch.Tensor | None = None,
-                identity_blocks: frozenset[int] = frozenset(), n_identity: int = 0) -> torch.Tensor:
+                identity_blocks: frozenset[int] = frozenset(), n_identity: int = 0,
+                control: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """x (B, C, H, W) in the model dtype; timestep (B,); context (B, L, Cc) with context_mask (B, L) of 0/1;
         guidance (B,) for Sprint models.
 
         ``identity_blocks``/``n_identity``: in those blocks the last ``n_identity`` batch items use identity
-        self-attention (perturbed-attention guidance). Returns (B, C_out, H, W) in the model dtype.
+        self-attention (perturbed-attention guidance). ``control``: a ControlNet's samples (B, N, D); sample k is
+        added after block k + 1 (docs/model.md §1.3.5). Returns (B, C_out, H, W) in the model dtype.
         """
         cfg = self.cfg
         b, _, hh, ww = x.shape
         p = cfg.patch_size
         hp, wp = hh // p, ww // p
-        bias = None
-        if context_mask is not None:
-            bias = ((1 - context_mask.to(x.dtype)) * -10000.0).unsqueeze(1)  # (B, 1, L)
+        bias = caption_bias(context_mask, x.dtype)
 
-        h = self.patch_embed.proj(x).flatten(2).transpose(1, 2)  # (B, N, D), row-major tokens
-        if cfg.interpolation_scale is not None:
-            h = (h + self._pos_embed(hp, wp, x.device)).to(h.dtype)
+        h = self.tokens(x)  # (B, N, D)
         t, e = self.time_embed(timestep, guidance, h.dtype)  # (B, 6D), (B, D)
         y = self.caption_features(context)  # (B, L, D)
 
         for i, block in enumerate(self.transformer_blocks):
             h = block(h, y, bias, t, (hp, wp), n_identity if i in identity_blocks else 0)
+            if control is not None and 0 < i <= len(control):
+                h = h + control[i - 1]
 
         shift, scale = (self.scale_shift_table[None] + e[:, None]).chunk(2, dim=1)  # (B, 1, D) each
         h = F.layer_norm(h, (h.shape[-1],), eps=1e-6) * (1 + scale) + shift

@@ -15,6 +15,7 @@ MODEL = "Sana_600M_1024px_diffusers"
 GEMMA = "gemma-2-2b-it"
 DCAE = "dc-ae-f32c32-sana-1.1-diffusers"
 LORAS = ("sana_lora_style.safetensors", "sana_lora_detail.safetensors")  # put your own LoRA files' names here
+CONTROLNET = "Sana_600M_1024px_ControlNet_HED_diffusers"
 PROMPT = "a cyberpunk cat with a neon sign that says \"Sana\""
 NEG = ""
 
@@ -37,6 +38,10 @@ WIDGETS = {
     "SetLatentNoiseMask": [],
     "SanaLoraLoader": ["lora_name", "strength_model", "strength_text_encoder"],
     "SanaLoraLoaderModelOnly": ["lora_name", "strength_model"],
+    "SanaLoadControlNet": ["control_net_name"],
+    "SanaToVAE": [],
+    "Canny": ["low_threshold", "high_threshold"],
+    "ControlNetApplyAdvanced": ["strength", "start_percent", "end_percent"],
 }
 OUTPUTS = {
     "SanaLoadTransformer": ["SANA_MODEL"], "SanaLoadTextEncoder": ["SANA_TEXT_ENCODER"], "SanaLoadDCAE": ["SANA_VAE"],
@@ -44,11 +49,10 @@ OUTPUTS = {
     "SanaEmptyLatent": ["LATENT"], "SanaSample": ["LATENT"], "SanaDecode": ["IMAGE"], "SanaEncodeImage": ["LATENT"],
     "SaveImage": [], "LoadImage": ["IMAGE", "MASK"], "GrowMask": ["MASK"], "ImagePadForOutpaint": ["IMAGE", "MASK"],
     "SetLatentNoiseMask": ["LATENT"], "SanaLoraLoader": ["SANA_MODEL", "SANA_TEXT_ENCODER"],
-    "SanaLoraLoaderModelOnly": ["SANA_MODEL"],
+    "SanaLoraLoaderModelOnly": ["SANA_MODEL"], "SanaLoadControlNet": ["CONTROL_NET"], "SanaToVAE": ["VAE"],
+    "Canny": ["IMAGE"], "ControlNetApplyAdvanced": ["CONDITIONING", "CONDITIONING"],
 }
-INPUT_TYPES = {"model": "SANA_MODEL", "text_encoder": "SANA_TEXT_ENCODER", "vae": "SANA_VAE",
-               "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT", "samples": "LATENT",
-               "images": "IMAGE", "image": "IMAGE", "mask": "MASK"}
+
 
 
 def sample(seed=42, steps=20, cfg=4.5, pag_scale=0.0, denoise=1.0, sampler="flow_dpm_solver"):
@@ -131,6 +135,21 @@ def lora_stack():
     return graph
 
 
+def controlnet():
+    """LoadImage → Canny (a stand-in for an HED preprocessor) → Apply ControlNet (its vae: SanaToVAE) → SanaSample.
+    The host resizes and centre-crops the control image to the latent's size ×32."""
+    graph = t2i(prefix="sana/controlnet")
+    graph["20"] = ("SanaLoadControlNet", dict(control_net_name=CONTROLNET), {})
+    graph["21"] = ("LoadImage", dict(image="sana_example_input.png", upload="image"), {})
+    graph["22"] = ("Canny", dict(low_threshold=0.4, high_threshold=0.8), {"image": ("21", 0)})
+    graph["23"] = ("SanaToVAE", {}, {"vae": ("3", 0)})
+    graph["24"] = ("ControlNetApplyAdvanced", dict(strength=1.0, start_percent=0.0, end_percent=1.0),
+                   {"positive": ("4", 0), "negative": ("5", 0), "control_net": ("20", 0), "image": ("22", 0),
+                    "vae": ("23", 0)})
+    graph["7"][2].update(positive=("24", 0), negative=("24", 1))
+    return graph
+
+
 def one_node():
     return {"1": ("SanaLoadPipeline", dict(pipeline=MODEL, weight_dtype="auto"), {}),
             **prompts(te=("1", 1)),
@@ -150,6 +169,7 @@ WORKFLOWS = {
     "sana_outpaint": outpaint(),
     "sana_pipeline_loader": one_node(),
     "sana_lora_stack": lora_stack(),
+    "sana_controlnet": controlnet(),
 }
 
 
@@ -169,12 +189,13 @@ def to_ui(graph) -> dict:
     for nid, (_, _, ins) in graph.items():
         for name, (src, slot) in ins.items():
             link_id = len(links) + 1
-            links.append([link_id, int(src), slot, int(nid), name, INPUT_TYPES[name]])
+            links.append([link_id, int(src), slot, int(nid), name, OUTPUTS[graph[src][0]][slot]])
             out_links.setdefault((src, slot), []).append(link_id)
     col = {"SanaLoadTransformer": 0, "SanaLoadTextEncoder": 0, "SanaLoadDCAE": 0, "SanaLoadPipeline": 0,
            "LoadImage": 0, "SanaEncodePrompt": 1, "SanaEmptyLatent": 1, "SanaEncodeImage": 1, "GrowMask": 1,
            "ImagePadForOutpaint": 1, "SetLatentNoiseMask": 2, "SanaSample": 2, "SanaDecode": 3, "SaveImage": 3,
-           "SanaLoraLoader": 1, "SanaLoraLoaderModelOnly": 1}
+           "SanaLoraLoader": 1, "SanaLoraLoaderModelOnly": 1, "SanaLoadControlNet": 0, "SanaToVAE": 1, "Canny": 1,
+           "ControlNetApplyAdvanced": 2}
     rows: dict[int, int] = {}
     for i, (nid, (kind, widgets, ins)) in enumerate(graph.items()):
         c = col[kind]
@@ -188,7 +209,7 @@ def to_ui(graph) -> dict:
         node_inputs = []
         for name in ins:
             link = next(lk[0] for lk in links if lk[3] == int(nid) and lk[4] == name)
-            node_inputs.append({"name": name, "type": INPUT_TYPES[name], "link": link})
+            node_inputs.append({"name": name, "type": links[link - 1][5], "link": link})
         outs = [{"name": t, "type": t, "links": out_links.get((nid, s), []), "slot_index": s}
                 for s, t in enumerate(OUTPUTS[kind])]
         nodes.append({"id": int(nid), "type": kind, "pos": [40 + 380 * c, 40 + 260 * r],

@@ -61,6 +61,7 @@ def install_model_folders(repo: Path, models: Path, name: str = "Sana_600M_1024p
         if not dst.exists():
             shutil.copytree(src, dst)
     install_example_loras(repo, models / "loras")
+    install_example_controlnet(repo, models / "controlnet")
 
 
 EXAMPLE_LORAS = ("sana_lora_style.safetensors", "sana_lora_detail.safetensors")  # the LoRA example's file names
@@ -78,3 +79,18 @@ def install_example_loras(repo: Path, folder: Path) -> None:
     net = SanaTransformer2DModel.from_pretrained(repo / "transformer")
     for seed, name in enumerate(EXAMPLE_LORAS):
         save_layout(peft_lora(net, rank=4, seed=20 + seed), folder / name, "peft", alpha=8.0)
+
+
+EXAMPLE_CONTROLNET = "Sana_600M_1024px_ControlNet_HED_diffusers"  # the ControlNet example's folder name
+
+
+def install_example_controlnet(repo: Path, folder: Path) -> None:
+    """A tiny random 2-block ControlNet for the repo's transformer (diffusers folder), under the name the ControlNet
+    example workflow loads."""
+    from diffusers import SanaTransformer2DModel
+    from fixtures_controlnet import tiny_controlnet
+
+    if (folder / EXAMPLE_CONTROLNET / "config.json").exists():
+        return
+    net = SanaTransformer2DModel.from_pretrained(repo / "transformer")
+    tiny_controlnet(net, num_layers=2, seed=30).save_pretrained(folder / EXAMPLE_CONTROLNET)

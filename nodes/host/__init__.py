@@ -41,6 +41,7 @@ wrap = impl.wrap  # wrap(module, kind) → a handle the host can evict; kind: 'd
 unwrap = impl.unwrap  # the module behind a handle, wherever it is
 load = impl.load  # the module behind a handle, on its compute device (evicting others if needed)
 release = impl.release  # move a handle's module off the compute device now
+control_net = impl.control_net  # control_net(SanaControlNet) → the host's CONTROL_NET (outside: the module)
 add_lora = impl.add_lora  # add_lora(handle, sd, part, strength, source) → a new handle with the LoRA, sharing weights
 intermediate_device = impl.intermediate_device  # where node outputs live
 Progress = impl.Progress  # Progress(total).step(done, x0): one update per step, each an interruption point
@@ -55,6 +56,7 @@ extend_host = impl.extend_host  # every change to ComfyUI's global state; nodes/
 
 __all__ = [
     "IN_COMFY", "LATENT_RGB_BIAS", "LATENT_RGB_FACTORS", "PAG_KEY", "SAMPLER_NAME", "WEIGHT_EXT", "Progress",
-    "add_lora", "extend_host", "intermediate_device", "list_models", "load", "native_model", "pag_model", "release",
-    "resolve_model", "sampler_object", "unwrap", "vae_adapter", "wrap", "native_sampling", "sample_native",
+    "add_lora", "control_net", "extend_host", "intermediate_device", "list_models", "load", "native_model",
+    "pag_model", "release", "resolve_model", "sampler_object", "unwrap", "vae_adapter", "wrap", "native_sampling",
+    "sample_native",
 ]

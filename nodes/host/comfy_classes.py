@@ -4,6 +4,7 @@ transformer behind ComfyUI's calling convention) and the DC-AE as a native VAE. 
 from __future__ import annotations
 
 import comfy.conds
+import comfy.controlnet
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
@@ -12,6 +13,7 @@ import comfy.sd
 import comfy.supported_models_base
 import torch
 
+from ...sana_core.errors import SanaError
 from ...sana_core.guidance import TextCond
 from ...sana_core.pipeline import SCALING_FACTOR, check_cond, decode_images, encode_images
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY
@@ -65,10 +67,49 @@ class SanaNet(torch.nn.Module):
     def dtype(self):
         return self.net.dtype
 
-    def forward(self, x, timesteps, context=None, attention_mask=None, transformer_options=None, **kwargs):
+    def forward(self, x, timesteps, context=None, attention_mask=None, control=None, transformer_options=None,
+                **kwargs):
         blocks = (transformer_options or {}).get(PAG_KEY, frozenset())
+        samples = (control or {}).get("input") or None  # a Sana ControlNet's, through ComfyUI's ControlNet
+        if samples is not None:
+            if samples[0].shape[-1] != self.net.cfg.dim:
+                raise SanaError(f"the ControlNet's samples are {samples[0].shape[-1]} wide; this Sana model's hidden "
+                                f"size is {self.net.cfg.dim}: use a ControlNet made for this model size")
+            samples = [s.to(x.dtype) for s in samples]
         return self.net(x, timesteps, context, attention_mask, identity_blocks=blocks,
-                        n_identity=x.shape[0] if blocks else 0)
+                        n_identity=x.shape[0] if blocks else 0, control=samples)
+
+
+class SanaControlModel(torch.nn.Module):
+    """ComfyUI's ControlNet calling convention around the Sana ControlNet: (x, hint, timesteps, context, **conds)
+    → {"input": one sample per block}, which the host scales by strength and merges with a chained ControlNet."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    @property
+    def dtype(self):
+        return self.net.dtype
+
+    def forward(self, x, hint, timesteps, context, attention_mask=None, **kwargs):
+        return {"input": self.net(x, timesteps, context, hint, attention_mask)}
+
+
+class SanaControlNetPatch(comfy.controlnet.ControlNet):
+    """ComfyUI's generic ControlNet (hint resized to the latent, DC-AE-encoded through the apply node's VAE, start/end
+    range, strength, chaining) with a Sana ControlNet inside; it says which VAE to connect when none is."""
+
+    def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
+        if self.vae is None:
+            raise SanaError("a Sana ControlNet encodes its control image with the DC-AE: connect SanaToVAE's VAE to "
+                            "the vae input of the Apply ControlNet node")
+        return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
+
+    def copy(self):
+        c = super().copy()
+        c.__class__ = SanaControlNetPatch
+        return c
 
 
 class SanaBaseModel(comfy.model_base.BaseModel):

@@ -22,7 +22,14 @@ from ...sana_core.guidance import parse_pag_layers
 from ...sana_core.pipeline import check_cond, check_latent
 from ...sana_core.sampling import flow_dpm_solver, partial_schedule
 from .. import conditioning
-from .comfy_classes import SanaBaseModel, SanaModelSampling, SanaVAEAdapter
+from .comfy_classes import (
+    SanaBaseModel,
+    SanaControlModel,
+    SanaControlNetPatch,
+    SanaLatentFormat,
+    SanaModelSampling,
+    SanaVAEAdapter,
+)
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, SAMPLER_NAME
 
 log = logging.getLogger(__name__)
@@ -220,6 +227,14 @@ def sample_native(handle, positive, negative, latent: dict, seed: int, opts, pro
 def _describe_model(m) -> str:
     inner = getattr(m, "model", None)
     return f"a MODEL of {type(inner).__name__}" if inner is not None else f"a {type(m).__name__}"
+
+
+def control_net(module: torch.nn.Module):
+    """A CONTROL_NET for ComfyUI's Apply ControlNet nodes: the host's generic wrapper, with the control image
+    resized to the latent's size ×32 and DC-AE-encoded (through the node's VAE), then scaled as a Sana latent."""
+    return SanaControlNetPatch(SanaControlModel(module), compression_ratio=1, latent_format=SanaLatentFormat(),
+                               load_device=mm.get_torch_device(), manual_cast_dtype=None,
+                               extra_conds=["attention_mask"])
 
 
 def vae_adapter(handle) -> SanaVAEAdapter:

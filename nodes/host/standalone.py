@@ -53,6 +53,11 @@ def add_lora(handle: torch.nn.Module, sd: dict, part: str, strength: float, sour
     return lora.apply(handle, sd, part, strength, source)
 
 
+def control_net(module: torch.nn.Module) -> torch.nn.Module:
+    """Outside ComfyUI the ControlNet module itself (``sana_core.controlnet.Control`` applies it)."""
+    return module
+
+
 def _needs_comfy(what: str):
     def missing(*args, **kwargs):
         raise SanaError(f"{what} exists only inside a running ComfyUI")

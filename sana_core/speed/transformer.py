@@ -140,15 +140,15 @@ class FastSanaTransformer(SanaTransformer):
     """Graph replay on CUDA; the caption's keys and values kept per remembered context."""
 
     def forward(self, x, timestep, context, context_mask=None, guidance=None, identity_blocks=frozenset(),
-                n_identity=0):
+                n_identity=0, control=None):
         identity_blocks = frozenset(identity_blocks)
-        if policy.cuda_graphs(x):  # a replay computes the caption's keys and values in-graph
+        if policy.cuda_graphs(x) and control is None:  # a replay computes the caption's keys and values in-graph
             def eager(*inputs):
                 return super(FastSanaTransformer, self).forward(*inputs, identity_blocks=identity_blocks,
                                                                  n_identity=n_identity)
             return self._graphs().run(self, eager, (x, timestep, context, context_mask, guidance),
                                       (identity_blocks, n_identity, policy.fused_blocks(x)))
-        return super().forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity)
+        return super().forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity, control)
 
     def caption_features(self, context: torch.Tensor) -> torch.Tensor | HeldCaption:
         if not policy.keep_across_calls() or (context.is_cuda and torch.cuda.is_current_stream_capturing()):
