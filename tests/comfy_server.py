@@ -125,6 +125,30 @@ class ComfyServer:
     def run(self, prompt: dict, timeout: float = 300) -> dict:
         return self.wait(self.queue(prompt), timeout)
 
+    def error(self, prompt: dict) -> dict:
+        """Queue a prompt that must fail; its execution_error message (node_type, exception_message, …)."""
+        hist = self.run(prompt)
+        assert hist["status"]["status_str"] == "error", "the prompt should have failed"
+        return [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
+
+    def results(self, hist: dict) -> tuple[dict, dict]:
+        """A successful run's saved latents (SaveLatent nodes "<tag>_lat") and images (SaveImage nodes "<tag>_img"),
+        by tag: latent tensors, and RGB images as int arrays."""
+        import numpy as np
+        from PIL import Image
+        from safetensors.torch import load_file
+
+        assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + self.log()[-3000:]
+        out = self.base / "output"
+        lat, img = {}, {}
+        for node, o in hist["outputs"].items():
+            for f in o.get("latents", []):
+                lat[node.removesuffix("_lat")] = load_file(out / f["subfolder"] / f["filename"])["latent_tensor"]
+            for f in o.get("images", []):
+                img[node.removesuffix("_img")] = np.asarray(
+                    Image.open(out / f["subfolder"] / f["filename"]).convert("RGB")).astype(int)
+        return lat, img
+
 
 class WsListener:
     """Collects websocket JSON events (and counts binary preview frames) for one client id, in a thread."""

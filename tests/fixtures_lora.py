@@ -365,6 +365,17 @@ def _peft_pair(sd: dict, name: str, out_f: int, in_f: int, g: torch.Generator, r
     sd[f"{name}.lora_B.weight"] = _randn((out_f, rank), g, 0.05)
 
 
+# kohya names of SDXL and SD 1.5: (self-attention, width), (cross-attention, width, text width), text encoders
+_KOHYA_FOREIGN = {
+    "sdxl": (("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1", 640),
+             ("lora_unet_middle_block_1_transformer_blocks_0_attn2", 1280, 2048),
+             (("lora_te1", 768), ("lora_te2", 1280))),
+    "sd15": (("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1", 320),
+             ("lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2", 320, 768),
+             (("lora_te", 768),)),
+}
+
+
 def foreign_lora(kind: str) -> dict[str, torch.Tensor]:
     """A small random LoRA under the real key names (and widths) of another model family, none of which name a Sana
     module: "sdxl" and "sd15" (kohya), "flux" (diffusers: single_transformer_blocks, attn.add_*_proj, ff_context),
@@ -372,22 +383,14 @@ def foreign_lora(kind: str) -> dict[str, torch.Tensor]:
     assert kind in FOREIGN_KINDS, f"unknown family {kind!r}; expected one of {FOREIGN_KINDS}"
     g = torch.Generator().manual_seed(FOREIGN_KINDS.index(kind))
     sd: dict[str, torch.Tensor] = {}
-    if kind == "sdxl":
+    if kind in _KOHYA_FOREIGN:
+        (self_attn, width), (cross_attn, cross_width, text_width), te_prefixes = _KOHYA_FOREIGN[kind]
         for c in ("q", "k", "v"):
-            _kohya_pair(sd, f"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_{c}", 640, 640, g)
-            _kohya_pair(sd, f"lora_unet_middle_block_1_transformer_blocks_0_attn2_to_{c}", 1280,
-                        1280 if c == "q" else 2048, g)
-            _kohya_pair(sd, f"lora_te1_text_model_encoder_layers_0_self_attn_{c}_proj", 768, 768, g)
-            _kohya_pair(sd, f"lora_te2_text_model_encoder_layers_0_self_attn_{c}_proj", 1280, 1280, g)
-        _kohya_pair(sd, "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_out_0", 640, 640, g)
-    elif kind == "sd15":
-        for c in ("q", "k", "v"):
-            _kohya_pair(sd, f"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_{c}", 320, 320, g)
-            _kohya_pair(sd, f"lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_attn2_to_{c}", 320,
-                        320 if c == "q" else 768, g)
-            _kohya_pair(sd, f"lora_te_text_model_encoder_layers_0_self_attn_{c}_proj", 768, 768, g)
-        _kohya_pair(sd, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0", 320, 320, g)
-        _kohya_pair(sd, "lora_te_text_model_encoder_layers_0_mlp_fc1", 3072, 768, g)
+            _kohya_pair(sd, f"{self_attn}_to_{c}", width, width, g)
+            _kohya_pair(sd, f"{cross_attn}_to_{c}", cross_width, cross_width if c == "q" else text_width, g)
+            for te, te_width in te_prefixes:
+                _kohya_pair(sd, f"{te}_text_model_encoder_layers_0_self_attn_{c}_proj", te_width, te_width, g)
+        _kohya_pair(sd, f"{self_attn}_to_out_0", width, width, g)
     elif kind == "flux":
         for c in ("q", "k", "v"):
             _peft_pair(sd, f"transformer.single_transformer_blocks.0.attn.to_{c}", 3072, 3072, g)

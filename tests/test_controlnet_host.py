@@ -3,7 +3,6 @@ DC-AE-encoded through SanaToVAE's VAE) → SanaSample, and → KSampler on SanaT
 SanaControlNetPipeline; strength 0 is the plain image; end_percent 0.5 equals a reference loop that drops the control
 after half the schedule; chaining adds; missing VAE, foreign files and wrong sizes stop with one clear error."""
 
-import json
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from comfy_server import ComfyServer, comfy_dir
 from fixtures_controlnet import diffusers_controlnet_image, diffusers_controlnet_loop, foreign_controlnet, tiny_controlnet
 from fixtures_pipeline import TINY_TRANSFORMER, install_model_folders
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
                                 reason="ComfyUI not installed: run scripts/setup_env.sh")
@@ -99,24 +98,8 @@ def _samplers(p, tag, cond, ksampler=True, image=False):
                                                                             "filename_prefix": f"cn/{kind}{tag}"}}
 
 
-def _run(server, p):
-    hist = server.run(p, timeout=600)
-    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
-    lat, img = {}, {}
-    for node, o in hist["outputs"].items():
-        for f in o.get("latents", []):
-            lat[node.removesuffix("_lat")] = load_file(server.base / "output" / f["subfolder"] / f["filename"])[
-                "latent_tensor"]
-        for f in o.get("images", []):
-            img[node.removesuffix("_img")] = np.asarray(Image.open(server.base / "output" / f["subfolder"] /
-                                                                   f["filename"]).convert("RGB")).astype(int)
-    return lat, img
-
-
-def _error(server, p) -> dict:
-    hist = server.run(p)
-    assert hist["status"]["status_str"] == "error", "the prompt should have failed"
-    return [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
+def _run(server, p) -> tuple[dict, dict]:
+    return server.results(server.run(p, timeout=600))
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
@@ -178,15 +161,15 @@ def test_chained_controlnets_add_and_other_aspects_are_centre_cropped(server):
 def test_bad_inputs_fail_clearly_and_the_server_keeps_serving(server):
     p = _graph()
     _samplers(p, "novae", _apply(p, "novae", 0.7, vae=False), ksampler=False)
-    err = _error(server, p)
+    err = server.error(p)
     assert "connect SanaToVAE" in err["exception_message"], err
     p = _graph(cn="flux_controlnet.safetensors")
     _samplers(p, "flux", _apply(p, "flux", 0.7), ksampler=False)
-    err = _error(server, p)
+    err = server.error(p)
     assert err["node_type"] == "SanaLoadControlNet" and "this is a Flux ControlNet" in err["exception_message"]
     p = _graph(cn="wider_controlnet")
     _samplers(p, "wide", _apply(p, "wide", 0.7), ksampler=False)
-    err = _error(server, p)
+    err = server.error(p)
     assert "128 wide" in err["exception_message"] and "hidden size is 16" in err["exception_message"], err
     p = _graph()
     _samplers(p, "after", _apply(p, "after", 0.7), ksampler=False)

@@ -2,7 +2,6 @@
 diffusers' image; every layout the same latent; strength 0, stacking and removal; LoHa, LoKr and DoRA through the
 host's adapters; a Gemma part on the text encoder; 8-bit storage; bad files stop with one clear error."""
 
-import json
 
 import numpy as np
 import pytest
@@ -24,7 +23,6 @@ from fixtures_lora import (
 )
 from fixtures_model import perturb
 from fixtures_pipeline import TINY_TRANSFORMER, install_model_folders
-from PIL import Image
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
@@ -124,23 +122,7 @@ def _host_only(p, name, strength=0.6):
 
 
 def _run(server, p) -> tuple[dict, dict]:
-    hist = server.run(p, timeout=600)
-    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
-    lat, img = {}, {}
-    for node, o in hist["outputs"].items():
-        for f in o.get("latents", []):
-            lat[node.removesuffix("_lat")] = load_file(server.base / "output" / f["subfolder"] / f["filename"])[
-                "latent_tensor"]
-        for f in o.get("images", []):
-            img[node.removesuffix("_img")] = np.asarray(Image.open(server.base / "output" / f["subfolder"] /
-                                                                   f["filename"]).convert("RGB")).astype(int)
-    return lat, img
-
-
-def _error(server, p) -> dict:
-    hist = server.run(p)
-    assert hist["status"]["status_str"] == "error", "the prompt should have failed"
-    return [m[1] for m in hist["status"]["messages"] if m[0] == "execution_error"][0]
+    return server.results(server.run(p, timeout=600))
 
 
 def _diff(a, b) -> float:
@@ -262,7 +244,7 @@ def test_bad_loras_fail_clearly_and_the_server_keeps_serving(server):
     for name, words in cases.items():
         p = _graph()
         _sana(p, "bad", _only(p, name))
-        err = _error(server, p)
+        err = server.error(p)
         assert err["node_type"] == "SanaLoraLoaderModelOnly", err
         for w in words:
             assert w in err["exception_message"], (name, err["exception_message"])

@@ -56,8 +56,8 @@ class SanaSupported(comfy.supported_models_base.BASE):
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
 
 
-class SanaNet(torch.nn.Module):
-    """ComfyUI's calling convention around the Sana transformer: (x, t, context, **conds)."""
+class _Around(torch.nn.Module):
+    """A host calling convention around one of the pack's modules (``net``), whose dtype it reports."""
 
     def __init__(self, net):
         super().__init__()
@@ -66,6 +66,10 @@ class SanaNet(torch.nn.Module):
     @property
     def dtype(self):
         return self.net.dtype
+
+
+class SanaNet(_Around):
+    """ComfyUI's calling convention around the Sana transformer: (x, t, context, **conds)."""
 
     def forward(self, x, timesteps, context=None, attention_mask=None, control=None, transformer_options=None,
                 **kwargs):
@@ -80,17 +84,9 @@ class SanaNet(torch.nn.Module):
                         n_identity=x.shape[0] if blocks else 0, control=samples)
 
 
-class SanaControlModel(torch.nn.Module):
+class SanaControlModel(_Around):
     """ComfyUI's ControlNet calling convention around the Sana ControlNet: (x, hint, timesteps, context, **conds)
     → {"input": one sample per block}, which the host scales by strength and merges with a chained ControlNet."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    @property
-    def dtype(self):
-        return self.net.dtype
 
     def forward(self, x, hint, timesteps, context, attention_mask=None, **kwargs):
         return {"input": self.net(x, timesteps, context, hint, attention_mask)}
