@@ -61,6 +61,9 @@ def test_controlnet_and_injection_equal_diffusers(pair, tiny_repo):
         want = ref(x, encoder_hidden_states=y, timestep=t, controlnet_cond=hint, conditioning_scale=0.7,
                    encoder_attention_mask=mask, return_dict=False)[0]
         got = ours(x, t, y, hint, mask, 0.7)
+        ours(x, t, y.clone(), hint, mask, 0.7)  # the caption's keys and values kept from here (speed layer)
+        assert ours._sana_held[0].value is not None
+        assert all(torch.equal(a, b) for a, b in zip(ours(x, t, y, hint, mask, 0.7), got))
         assert len(got) == len(want) == 2
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..controlnet import SanaControlNet
 from ..transformer import CrossAttention, GLUMBConv, LinearAttention, SanaBlock, SanaTransformer
 from . import policy
 from .cudagraph import GraphCache
@@ -136,19 +137,9 @@ class _Held:
             torch.equal(c, context)
 
 
-class FastSanaTransformer(SanaTransformer):
-    """Graph replay on CUDA; the caption's keys and values kept per remembered context."""
-
-    def forward(self, x, timestep, context, context_mask=None, guidance=None, identity_blocks=frozenset(),
-                n_identity=0, control=None):
-        identity_blocks = frozenset(identity_blocks)
-        if policy.cuda_graphs(x) and control is None:  # a replay computes the caption's keys and values in-graph
-            def eager(*inputs):
-                return super(FastSanaTransformer, self).forward(*inputs, identity_blocks=identity_blocks,
-                                                                 n_identity=n_identity)
-            return self._graphs().run(self, eager, (x, timestep, context, context_mask, guidance),
-                                      (identity_blocks, n_identity, policy.fused_blocks(x)))
-        return super().forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity, control)
+class KeptCaption:
+    """The caption's cross-attention keys and values kept per remembered context (a mixin for the transformer and
+    its ControlNet, whose blocks take them through ``FastCrossAttention``)."""
 
     def caption_features(self, context: torch.Tensor) -> torch.Tensor | HeldCaption:
         if not policy.keep_across_calls() or (context.is_cuda and torch.cuda.is_current_stream_capturing()):
@@ -170,14 +161,36 @@ class FastSanaTransformer(SanaTransformer):
             entry.value, entry.key = HeldCaption({id(a): a.keys_values(y) for a in attn2}), key
         return entry.value
 
-    def _graphs(self) -> GraphCache:
-        return self.__dict__.setdefault("_sana_graphs", GraphCache())
-
-    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: graphs and kept values go
-        self._graphs().clear()
+    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: kept values go
         self.__dict__.pop("_sana_held", None)
         return super()._apply(fn, *args, **kwargs)
 
 
+class FastSanaTransformer(KeptCaption, SanaTransformer):
+    """Graph replay on CUDA; the caption's keys and values kept per remembered context."""
+
+    def forward(self, x, timestep, context, context_mask=None, guidance=None, identity_blocks=frozenset(),
+                n_identity=0, control=None):
+        identity_blocks = frozenset(identity_blocks)
+        if policy.cuda_graphs(x) and control is None:  # a replay computes the caption's keys and values in-graph
+            def eager(*inputs):
+                return super(FastSanaTransformer, self).forward(*inputs, identity_blocks=identity_blocks,
+                                                                 n_identity=n_identity)
+            return self._graphs().run(self, eager, (x, timestep, context, context_mask, guidance),
+                                      (identity_blocks, n_identity, policy.fused_blocks(x)))
+        return super().forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity, control)
+
+    def _graphs(self) -> GraphCache:
+        return self.__dict__.setdefault("_sana_graphs", GraphCache())
+
+    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: captured graphs are stale
+        self._graphs().clear()
+        return super()._apply(fn, *args, **kwargs)
+
+
+class FastSanaControlNet(KeptCaption, SanaControlNet):
+    """The ControlNet with the caption's keys and values kept across steps."""
+
+
 FORMS = {LinearAttention: FastLinearAttention, CrossAttention: FastCrossAttention, SanaBlock: FastSanaBlock,
-         SanaTransformer: FastSanaTransformer}
+         SanaTransformer: FastSanaTransformer, SanaControlNet: FastSanaControlNet}
