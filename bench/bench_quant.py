@@ -1,11 +1,13 @@
-"""Benchmark: 8-bit weight storage on the published configs — resident bytes and how far the image moves.
+"""Benchmark: 8-bit weight storage (int8; fp8 for the transformer) on the published configs — resident bytes and how
+far the image moves.
 
 Random weights of the published configs (bench_nodes.build_models: Sana 0.6B, DC-AE f32c32, Gemma-2-2B), rounded to
 bf16 first, as the published checkpoints are stored. The reference is those bf16 weights computed in fp32 (this CPU
 has no native bf16 math, so the reference isolates what int8 storage changes). The int8 run quantizes both the
 transformer and the text encoder (per-row scales, dequantized per layer in fp32), samples the same seed with CFG,
-and decodes with the same DC-AE. Prints resident bytes (int8 / bf16), the text embeddings' relative error, the
-latent's, and the decoded image's PSNR against the reference.
+and decodes with the same DC-AE. The fp8 runs (``fp8_e4m3fn``, ``fp8_e5m2``, per-row scales) store the transformer
+only, as the transformer loader offers them. Prints resident bytes (8-bit / bf16), the text embeddings' relative
+error, the latent's, and the decoded image's PSNR against the reference.
 Run: .sana-env/venv/bin/python bench/bench_quant.py [--steps 20] [--size 512]
 """
 
@@ -21,7 +23,7 @@ from bench_nodes import NEG, PROMPT, build_models
 from fixtures_model import resident_bytes
 from sana_comfy.sana_core import guidance, pipeline, sampling
 from sana_comfy.sana_core import text_encoder as te_mod
-from sana_comfy.sana_core.quant import quantize_int8
+from sana_comfy.sana_core.quant import quantize, quantize_int8
 
 
 def round_to_bf16_(m: torch.nn.Module) -> None:
@@ -76,12 +78,22 @@ def main() -> None:
     print(f"text embeddings, int8 vs bf16 weights: relative error prompt {rel(text_q[0][0], text_ref[0][0]):.2e}, "
           f"negative {rel(text_q[1][0], text_ref[1][0]):.2e}", flush=True)
     raw_ref, img_ref = image(net, text_ref)
-    raw_q, img_q = image(net_q, text_q)
-    mse = torch.mean((img_q - img_ref) ** 2).item()
-    psnr = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-20))).item()
-    print(f"{args.size}px, {args.steps} steps, CFG 4.5, seed 0: latent relative error {rel(raw_q, raw_ref):.2e}; "
-          f"image PSNR int8 vs bf16 weights {psnr:.1f} dB (max pixel difference "
-          f"{(img_q - img_ref).abs().max().item() * 255:.1f}/255)", flush=True)
+
+    def report(what: str, raw_q, img_q) -> None:
+        mse = torch.mean((img_q - img_ref) ** 2).item()
+        psnr = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-20))).item()
+        print(f"{args.size}px, {args.steps} steps, CFG 4.5, seed 0, {what}: latent relative error "
+              f"{rel(raw_q, raw_ref):.2e}; image PSNR vs bf16 weights {psnr:.1f} dB (max pixel difference "
+              f"{(img_q - img_ref).abs().max().item() * 255:.1f}/255)", flush=True)
+
+    report("int8 transformer and text encoder", *image(net_q, text_q))
+    del net_q
+    for storage in ("fp8_e4m3fn", "fp8_e5m2"):
+        net_f = quantize(copy.deepcopy(net), torch.float32, storage)
+        print(f"transformer : {storage} resident {resident_bytes(net_f) / 2**30:5.2f} GiB, ratio to bf16 "
+              f"{resident_bytes(net_f) / sizes['transformer']:.3f}", flush=True)
+        report(f"{storage} transformer", *image(net_f, text_ref))
+        del net_f
 
 
 if __name__ == "__main__":

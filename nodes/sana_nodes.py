@@ -9,6 +9,7 @@ from ..sana_core.controlnet import load_controlnet
 from ..sana_core.dcae import load_dcae
 from ..sana_core.errors import SanaError
 from ..sana_core.loader import DTYPES, load_transformer
+from ..sana_core.quant import STORAGE
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
 from . import conditioning, host
 from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
@@ -22,8 +23,13 @@ PAG_ADAPTIVE_SCALE = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 
 PAG_LAYERS = ("STRING", {"default": "8", "tooltip": "block indices, e.g. '8' or '7,8' or '6-9'"})
 
 
+WEIGHT_DTYPES = ["auto", "bf16", "fp16", "fp32", "int8", "fp8_e4m3fn", "fp8_e5m2"]
+
+
 def _transformer(path, weight_dtype: str) -> SanaModel:
-    model = load_transformer(path, DTYPES.get(weight_dtype), device="cpu", int8=weight_dtype == "int8")
+    fp8 = weight_dtype.startswith("fp8")  # fp8 storage computes in bf16; int8 in the file's dtype
+    model = load_transformer(path, torch.bfloat16 if fp8 else DTYPES.get(weight_dtype), device="cpu",
+                             storage=weight_dtype if weight_dtype in STORAGE else None)
     return SanaModel(host.wrap(model, "diffusion"), str(path))
 
 
@@ -225,9 +231,9 @@ class SanaLoadTransformer:
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (host.list_models("diffusion_models"),),
-            "weight_dtype": (["auto", "bf16", "fp16", "fp32", "int8"], {
-                "default": "auto", "tooltip": "int8 stores weights in 8 bits (about half of bf16), computing in the "
-                "file's dtype"}),
+            "weight_dtype": (WEIGHT_DTYPES, {
+                "default": "auto", "tooltip": "int8 and fp8 store weights in 8 bits (about half of bf16); int8 "
+                "computes in the file's dtype, fp8 in bf16"}),
         }}
 
     def load(self, model_name, weight_dtype):
@@ -263,7 +269,7 @@ class SanaLoadPipeline:
     def INPUT_TYPES(cls):
         return {"required": {
             "pipeline": (host.list_models("diffusers", files=False),),
-            "weight_dtype": (["auto", "bf16", "fp16", "fp32", "int8"], {
+            "weight_dtype": (WEIGHT_DTYPES, {
                 "default": "auto", "tooltip": "for the transformer; the text encoder and DC-AE stay in bf16/fp32 "
                 "(int8 also stores the text encoder in 8 bits)"}),
         }}

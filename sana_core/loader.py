@@ -190,9 +190,10 @@ def variant_name(cfg: SanaConfig) -> str:
 
 def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
                      *, sample_size: int | None = None, flow_shift: float | None = None,
-                     config: dict | None = None, int8: bool = False) -> SanaTransformer:
+                     config: dict | None = None, int8: bool = False, storage: str | None = None) -> SanaTransformer:
     """Load a Sana transformer from any published layout. ``dtype`` None/"auto" keeps the file's own.
-    ``int8`` stores the large weights as int8 (per-row scales), computing in ``dtype``.
+    ``storage`` ("int8", "fp8_e4m3fn", "fp8_e5m2"; ``int8`` is "int8") keeps the large weights in 8 bits with
+    per-row scales, computing in ``dtype`` (``quant.py``).
 
     ``sample_size`` (training resolution / 32) and ``flow_shift`` override what the files say; ``config`` is a
     diffusers-style config dict for a single file whose variant the tensors cannot tell.
@@ -232,12 +233,15 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
         model = SanaTransformer(cfg, dtype=dtype)
     load_into(model, sd, dtype, source)
     n = sum(p.numel() for p in model.parameters())
-    if int8:
-        from .quant import quantize_int8
+    storage = storage or ("int8" if int8 else None)
+    if storage:
+        from .quant import STORAGE, quantize
 
-        quantize_int8(model, dtype)
+        if storage not in STORAGE:
+            raise SanaError(f"weight storage {storage!r} is not one of {list(STORAGE)}")
+        quantize(model, dtype, storage)
     model = speed.apply(model.to(device).eval().requires_grad_(False))
     model.source = source
     log.info("Sana transformer: %s · %d px · %s%s · %.0fM params · %s", variant_name(cfg), cfg.resolution,
-             str(dtype).removeprefix("torch."), " (int8 storage)" if int8 else "", n / 1e6, source)
+             str(dtype).removeprefix("torch."), f" ({storage} storage)" if storage else "", n / 1e6, source)
     return model

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import SanaError
-from .quant import Int8Weight
+from .quant import QuantWeight
 from .weights import read_weights
 
 log = logging.getLogger("sana")
@@ -50,7 +50,7 @@ _FAMILIES = (  # (what the keys hold, how it reads): for a file that names no Sa
 
 def layers(module: nn.Module) -> dict[str, nn.Module]:
     """The layers a LoRA can patch: every Linear and Conv2d (plain or 8-bit), by path."""
-    return {name: m for name, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, Int8Weight))}
+    return {name: m for name, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, QuantWeight))}
 
 
 def key_map(paths, part: str) -> dict[str, str]:
@@ -216,9 +216,9 @@ def apply(module: nn.Module, sd: dict[str, torch.Tensor], part: str, strength: f
     for prefix, key in found.targets.items():
         path = key.removesuffix(".weight")
         layer = patched[path]
-        base = layer.dequantize() if isinstance(layer, Int8Weight) else layer.weight
+        base = layer.dequantize() if isinstance(layer, QuantWeight) else layer.weight
         new = (base.float() + strength * delta(sd, prefix, base, source).to(base.device)).to(base.dtype)
-        if isinstance(layer, Int8Weight):
+        if isinstance(layer, QuantWeight):
             layer.set_weight(new)
         else:
             layer.weight = nn.Parameter(new, requires_grad=False)

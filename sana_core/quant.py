@@ -1,8 +1,11 @@
-"""8-bit weight storage: int8 weights with one scale per output channel (row), dequantized per layer on the fly.
+"""8-bit weight storage: int8 or fp8 weights with one scale per output channel (row), dequantized per layer on the
+fly.
 
-No extra dependency. Linear, Conv2d and Embedding weights become int8 (absmax per output row, symmetric); biases,
-norms and small tables stay in the compute dtype. Resident weights are about half of bf16; each forward builds one
-layer's weight in the compute dtype at a time.
+No extra dependency. Linear, Conv2d (and, for int8, Embedding) weights are stored in 8 bits, scaled by their row's
+absolute maximum (symmetric); biases, norms and small tables stay in the compute dtype. Resident weights are about
+half of bf16; each forward builds one layer's weight in the compute dtype at a time. fp8 (``fp8_e4m3fn``,
+``fp8_e5m2``, the formats ComfyUI offers for other models) keeps relative precision across a row's small and large
+values, int8 keeps absolute precision.
 """
 
 from __future__ import annotations
@@ -11,23 +14,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# storage name → (dtype, the largest value the row scale maps to)
+STORAGE = {"int8": (torch.int8, 127.0), "fp8_e4m3fn": (torch.float8_e4m3fn, 448.0),
+           "fp8_e5m2": (torch.float8_e5m2, 57344.0)}
 
-def _quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, …) float → int8 (out, …) and fp32 scales (out,): w ≈ q · scale[:, None…]."""
+
+def _quantize_rows(w: torch.Tensor, storage: str = "int8") -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, …) float → 8-bit (out, …) and fp32 scales (out,): w ≈ q · scale[:, None…]."""
+    dtype, top = STORAGE[storage]
     flat = w.detach().float().reshape(w.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-    q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    scale = flat.abs().amax(dim=1).clamp(min=1e-12) / top
+    q = flat / scale[:, None]
+    q = torch.round(q).clamp_(-127, 127).to(torch.int8) if dtype is torch.int8 else q.to(dtype)
     return q.reshape(w.shape), scale
 
 
-class Int8Weight(nn.Module):
-    """An int8 ``weight`` with row scales in the compute dtype. A patched weight (a LoRA merged by ComfyUI's patcher
-    or ``lora.apply``) is the buffer ``weight_patched`` in the compute dtype, used while ``weight`` is the tensor it
-    was patched from: restoring ``weight`` drops it."""
+class QuantWeight(nn.Module):
+    """An 8-bit ``weight`` (int8 or fp8) with row scales in the compute dtype. A patched weight (a LoRA merged by
+    ComfyUI's patcher or ``lora.apply``) is the buffer ``weight_patched`` in the compute dtype, used while ``weight``
+    is the tensor it was patched from: restoring ``weight`` drops it."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, storage: str = "int8"):
         super().__init__()
-        q, scale = _quantize_rows(weight)
+        q, scale = _quantize_rows(weight, storage)
         self.weight = nn.Parameter(q, requires_grad=False)  # a parameter, as a host's patcher patches parameters
         self.register_buffer("weight_scale", scale.to(dtype))
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype).clone(), requires_grad=False)
@@ -35,7 +44,7 @@ class Int8Weight(nn.Module):
         self._patched_from: torch.Tensor | None = None
 
     def convert_weight(self, w: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """The float weight of int8 values ``w`` (a float copy of ``weight``), for a patcher to add deltas to."""
+        """The float weight of 8-bit values ``w`` (a float copy of ``weight``), for a patcher to add deltas to."""
         shape = (-1,) + (1,) * (w.ndim - 1)
         scale = self.weight_scale.to(w.device, w.dtype).view(shape)
         return w.mul_(scale) if inplace else w * scale
@@ -62,21 +71,21 @@ class Int8Weight(nn.Module):
         return self.convert_weight(self.weight.to(self.compute_dtype))
 
 
-class Int8Linear(Int8Weight):
+class QuantLinear(QuantWeight):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantize(), self.bias)
 
 
-class Int8Conv2d(Int8Weight):
-    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype):
-        super().__init__(conv.weight, conv.bias, dtype)
+class QuantConv2d(QuantWeight):
+    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype, storage: str = "int8"):
+        super().__init__(conv.weight, conv.bias, dtype, storage)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.dequantize(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class Int8Embedding(Int8Weight):
+class QuantEmbedding(QuantWeight):
     def __init__(self, emb: nn.Embedding, dtype: torch.dtype):
         super().__init__(emb.weight, None, dtype)
         self.padding_idx = emb.padding_idx
@@ -91,20 +100,24 @@ class Int8Embedding(Int8Weight):
         return out
 
 
-def quantize_int8(module: nn.Module, dtype: torch.dtype, min_numel: int = 4096) -> nn.Module:
-    """Replace, in place, every Linear / Conv2d / Embedding with at least ``min_numel`` weights by its int8 form;
-    everything else is cast to ``dtype``. Returns the module."""
+def quantize(module: nn.Module, dtype: torch.dtype, storage: str = "int8", min_numel: int = 4096) -> nn.Module:
+    """Replace, in place, every Linear / Conv2d (and, for int8, Embedding) with at least ``min_numel`` weights by its
+    8-bit form (``storage``: a key of ``STORAGE``); everything else is cast to ``dtype``. Returns the module."""
     for name, child in list(module.named_children()):
         big = isinstance(getattr(child, "weight", None), torch.Tensor) and child.weight.numel() >= min_numel
         if isinstance(child, nn.Linear) and big:
-            setattr(module, name, Int8Linear(child.weight, child.bias, dtype))
+            setattr(module, name, QuantLinear(child.weight, child.bias, dtype, storage))
         elif isinstance(child, nn.Conv2d) and big:
-            setattr(module, name, Int8Conv2d(child, dtype))
-        elif isinstance(child, nn.Embedding) and big:
-            setattr(module, name, Int8Embedding(child, dtype))
+            setattr(module, name, QuantConv2d(child, dtype, storage))
+        elif isinstance(child, nn.Embedding) and big and storage == "int8":
+            setattr(module, name, QuantEmbedding(child, dtype))
         else:
-            quantize_int8(child, dtype, min_numel)
+            quantize(child, dtype, storage, min_numel)
     for name, p in list(module.named_parameters(recurse=False)):
         if p.is_floating_point() and p.dtype != dtype:
             setattr(module, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
     return module
+
+
+def quantize_int8(module: nn.Module, dtype: torch.dtype, min_numel: int = 4096) -> nn.Module:
+    return quantize(module, dtype, "int8", min_numel)
