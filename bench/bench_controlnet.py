@@ -20,8 +20,6 @@ Run: .sana-env/venv/bin/python bench/bench_controlnet.py [--size 1024] [--repeat
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import os
 import sys
 import time
@@ -32,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # script-only: import the package's core as a plain package
 
-from bench._rss import hwm  # noqa: E402
+from bench._rss import hwm, reset_peak  # noqa: E402
 from sana_core import speed  # noqa: E402
 from sana_core.controlnet import Control, SanaControlNet  # noqa: E402
 from sana_core.guidance import TextCond, guided_model_fn  # noqa: E402
@@ -42,22 +40,11 @@ SPEC_PARAMS = 168_765_696  # the 600M / 7-block ControlNet's parameter count in 
 CN_LAYERS = 7
 CAPTION = 300
 GiB, MiB = 2**30, 2**20
-LIBC = ctypes.CDLL("libc.so.6")
 
 
 def rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak() -> int:
-    """Return freed heap memory to the system, set VmHWM back to the resident set (Linux: "5" to
-    /proc/self/clear_refs) and return it."""
-    gc.collect()
-    LIBC.malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return hwm()
 
 
 def build(cls, cfg):
