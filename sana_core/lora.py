@@ -186,8 +186,10 @@ def _adapter_shape(sd, prefix: str, ndim: int) -> tuple | None:
 
 # --- applying a LoRA in plain PyTorch (outside ComfyUI) ---------------------------------------------------------------
 
-def delta(sd: dict[str, torch.Tensor], prefix: str, weight: torch.Tensor, source: str) -> torch.Tensor:
-    """The weight change of one layer at strength 1: alpha/rank · up @ down, in fp32, shaped as ``weight``."""
+def merged(sd: dict[str, torch.Tensor], prefix: str, weight: torch.Tensor, strength: float,
+           source: str) -> torch.Tensor:
+    """One layer's weight with the LoRA at ``strength``: weight + strength · alpha/rank · up @ down, summed in fp32
+    into a copy of the weight (one layer-sized tensor; a k×k conv's ``down`` flattens to (rank, in·k·k))."""
     for up_key, down_key in LORA_PAIRS:
         if prefix + up_key in sd and prefix + down_key in sd:
             up, down = sd[prefix + up_key].float(), sd[prefix + down_key].float()
@@ -195,11 +197,10 @@ def delta(sd: dict[str, torch.Tensor], prefix: str, weight: torch.Tensor, source
             alpha = float(sd[prefix + ".alpha"]) if prefix + ".alpha" in sd else rank
             if prefix + ".lora_mid.weight" in sd:
                 raise SanaError(f"LoRA {source}: {prefix} is a LoCon with a mid weight; load it inside ComfyUI")
-            if weight.ndim == 4:  # conv: 1×1 up after a k×k down
-                d = torch.einsum("or,rikl->oikl", up.flatten(1), down)
-            else:
-                d = up.flatten(1) @ down.flatten(1)
-            return d.reshape(weight.shape) * (alpha / rank)
+            out = weight.float().clone()
+            out.view(out.shape[0], -1).addmm_(up.flatten(1).to(out.device), down.flatten(1).to(out.device),
+                                              alpha=strength * alpha / rank)
+            return out
     kinds = sorted({k[len(prefix) + 1:].split(".")[0] for k in sd if k.startswith(prefix + ".")})
     raise SanaError(f"LoRA {source}: {prefix} holds {kinds}, an adapter the pack applies only inside ComfyUI (its "
                     "weight adapters: LoHa, LoKr, DoRA, …); outside ComfyUI plain LoRA is supported")
@@ -214,10 +215,9 @@ def apply(module: nn.Module, sd: dict[str, torch.Tensor], part: str, strength: f
         return out
     patched = layers(out)
     for prefix, key in found.targets.items():
-        path = key.removesuffix(".weight")
-        layer = patched[path]
+        layer = patched[key.removesuffix(".weight")]
         base = layer.dequantize() if isinstance(layer, QuantWeight) else layer.weight
-        new = (base.float() + strength * delta(sd, prefix, base, source).to(base.device)).to(base.dtype)
+        new = merged(sd, prefix, base, strength, source).to(base.dtype)
         if isinstance(layer, QuantWeight):
             layer.set_weight(new)
         else:

@@ -119,7 +119,7 @@ def test_kept_caption_keys_values_see_a_lora_patched_in_after_a_run(models, int8
     for prefix, key in lora.match(f, lora.key_map(lora.layers(m), "transformer")).targets.items():
         layer = lora.layers(m)[key.removesuffix(".weight")]
         base = layer.dequantize() if int8 else layer.weight
-        new = base + lora.delta(f, prefix, base, "c")
+        new = lora.merged(f, prefix, base, 1.0, "c")
         if int8:
             layer.set_weight(new)
         else:
