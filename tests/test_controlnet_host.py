@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
                                 reason="ComfyUI not installed: run scripts/setup_env.sh")
 NAME = "Sana_600M_1024px_diffusers"
 CN = "tiny_controlnet"
-STEPS, SEED, SIZE, TEXT = 8, 6, 256, "a small red house by a lake, watercolor"
+STEPS, SEED, SIZE, TEXT = 4, 6, 256, "a small red house by a lake, watercolor"
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
                                 reason="ComfyUI not installed: run scripts/setup_env.sh")
 NAME = "Sana_600M_1024px_diffusers"
 WIDE = "Sana_wide_int8_diffusers"  # wide enough that int8 storage takes the LoRA'd layers
-ALPHA, STEPS, SEED, SIZE, TEXT = 8.0, 8, 5, 256, "a lighthouse on a cliff at dusk"
+ALPHA, STEPS, SEED, SIZE, TEXT = 8.0, 4, 5, 256, "a lighthouse on a cliff at dusk"
 
 
 @pytest.fixture(scope="module")
