@@ -23,7 +23,7 @@ from bench_nodes import NEG, PROMPT, build_models
 from fixtures_model import resident_bytes
 from sana_comfy.sana_core import guidance, pipeline, sampling
 from sana_comfy.sana_core import text_encoder as te_mod
-from sana_comfy.sana_core.quant import quantize, quantize_int8
+from sana_comfy.sana_core.quant import quantize
 
 
 def round_to_bf16_(m: torch.nn.Module) -> None:
@@ -68,9 +68,9 @@ def main() -> None:
             return raw, pipeline.decode_images(vae, raw, None, "auto")
 
     text_ref = embed()
-    quantize_int8(enc.model, torch.float32)
+    quantize(enc.model, torch.float32, "int8")
     text_q = embed()
-    net_q = quantize_int8(copy.deepcopy(net), torch.float32)
+    net_q = quantize(copy.deepcopy(net), torch.float32, "int8")
     res_q = {"transformer": resident_bytes(net_q), "text encoder": resident_bytes(enc.model)}
     for k in sizes:
         print(f"{k:12s}: int8 resident {res_q[k] / 2**30:5.2f} GiB, bf16 {sizes[k] / 2**30:5.2f} GiB, "

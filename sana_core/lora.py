@@ -122,10 +122,6 @@ class Match:
     targets: dict[str, str] = field(default_factory=dict)
     unmatched: list[str] = field(default_factory=list)  # file keys naming no layer of the model
 
-    @property
-    def layer_count(self) -> int:
-        return len(set(self.targets.values()))
-
 
 def prefix_of(key: str) -> str | None:
     m = _ADAPTER.search(key)

@@ -118,6 +118,3 @@ def quantize(module: nn.Module, dtype: torch.dtype, storage: str = "int8", min_n
             setattr(module, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
     return module
 
-
-def quantize_int8(module: nn.Module, dtype: torch.dtype, min_numel: int = 4096) -> nn.Module:
-    return quantize(module, dtype, "int8", min_numel)

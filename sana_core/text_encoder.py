@@ -280,9 +280,9 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype | None = None,
     _restore_buffers(model, config)
     n_params = sum(p.numel() for p in model.parameters())
     if int8:
-        from .quant import quantize_int8
+        from .quant import quantize
 
-        quantize_int8(model, dtype)
+        quantize(model, dtype, "int8")
     model.eval().requires_grad_(False)
     model.to(device)
 

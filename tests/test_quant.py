@@ -7,7 +7,7 @@ from fixtures_model import resident_bytes, save_layouts, tiny_diffusers_transfor
 from sana_comfy.sana_core import speed
 from sana_comfy.sana_core.loader import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
-from sana_comfy.sana_core.quant import quantize, quantize_int8
+from sana_comfy.sana_core.quant import quantize
 from sana_comfy.sana_core.text_encoder import load_text_encoder
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
@@ -28,7 +28,7 @@ def test_gemma_resident_weights_are_at_most_055_of_bf16():
                        num_attention_heads=8, num_key_value_heads=4, head_dim=256)
     with torch.device("meta"):
         bf16 = resident_bytes(Gemma2Model(cfg).to(torch.bfloat16))
-        q = resident_bytes(quantize_int8(Gemma2Model(cfg).to(torch.bfloat16), torch.bfloat16))
+        q = resident_bytes(quantize(Gemma2Model(cfg).to(torch.bfloat16), torch.bfloat16, "int8"))
     assert q <= 0.55 * bf16, q / bf16
 
 
