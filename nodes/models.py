@@ -24,8 +24,9 @@ class _Handle:
     handle: object  # ModelPatcher in ComfyUI, the module itself outside
     source: str
 
-    def get(self):
-        return host.load(self.handle)
+    def get(self, memory_required: int = 0):
+        """The module on its compute device; ``memory_required``: bytes the call will need besides the weights."""
+        return host.load(self.handle, memory_required)
 
     @property
     def module(self) -> torch.nn.Module:

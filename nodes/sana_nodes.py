@@ -29,7 +29,7 @@ WEIGHT_DTYPES = ["auto", "bf16", "fp16", "fp32", "int8", "fp8_e4m3fn", "fp8_e5m2
 def _transformer(path, weight_dtype: str) -> SanaModel:
     fp8 = weight_dtype.startswith("fp8")  # fp8 storage computes in bf16; int8 in the file's dtype
     model = load_transformer(path, torch.bfloat16 if fp8 else DTYPES.get(weight_dtype), device="cpu",
-                             storage=weight_dtype if weight_dtype in STORAGE else None)
+                             storage=weight_dtype if weight_dtype in STORAGE else None, operations=host.operations())
     return SanaModel(host.wrap(model, "diffusion"), str(path))
 
 
@@ -49,7 +49,7 @@ def _text_encoder(path, dtype: str) -> SanaTextEncoderHandle:
 
 
 def _vae(path, dtype: str) -> SanaVAE:
-    vae = load_dcae(path, DTYPES[dtype], device="cpu")
+    vae = load_dcae(path, DTYPES[dtype], device="cpu", operations=host.operations())
     return SanaVAE(host.wrap(vae, "vae"), str(path))
 
 
@@ -202,7 +202,7 @@ class SanaDecode:
         if record:  # the target scales with any resize since binning (e.g. LatentUpscaleBy)
             (th, tw), (lh, lw) = record["target"], record["latent"]
             size = (round(th * raw.shape[-2] / lh), round(tw * raw.shape[-1] / lw))
-        img = pipeline.decode_images(vae.get(), raw, size, tiling)
+        img = pipeline.decode_images(vae.get(vae.module.decode_memory(raw.shape, tiling)), raw, size, tiling)
         return (img.to(host.intermediate_device()),)
 
 
@@ -295,7 +295,7 @@ class SanaLoadControlNet:
         return {"required": {"control_net_name": (host.list_models("controlnet"),)}}
 
     def load(self, control_net_name):
-        net = load_controlnet(host.resolve_model("controlnet", control_net_name))
+        net = load_controlnet(host.resolve_model("controlnet", control_net_name), operations=host.operations())
         info = f"Sana ControlNet · hidden {net.cfg.dim} · {net.cfg.num_layers} blocks · " \
                f"{str(net.dtype).removeprefix('torch.')}"
         return {"ui": {"text": [info]}, "result": (host.control_net(net),)}

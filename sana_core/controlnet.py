@@ -14,6 +14,7 @@ from torch import nn
 
 from . import speed
 from .errors import SanaError
+from .layers import Operations
 from .loader import DTYPES, detect_config, original_to_diffusers
 from .loading import Family, key_summary, locate, read_json, sniff
 from .transformer import SanaTransformer, SanaTrunk, caption_bias
@@ -28,11 +29,11 @@ class SanaControlNet(SanaTrunk):
     """Embedders and ``cfg.num_layers`` Sana blocks; ``input_block`` adds the control image's patch tokens,
     ``controlnet_blocks.k`` projects block k's output into sample k."""
 
-    def __init__(self, cfg, device=None, dtype=None):
-        super().__init__(cfg, device, dtype)
+    def __init__(self, cfg, device=None, dtype=None, operations=Operations):
+        super().__init__(cfg, device, dtype, operations)
         d = cfg.dim
-        self.input_block = nn.Linear(d, d, device=device, dtype=dtype)
-        self.controlnet_blocks = nn.ModuleList(nn.Linear(d, d, device=device, dtype=dtype)
+        self.input_block = operations.Linear(d, d, device=device, dtype=dtype)
+        self.controlnet_blocks = nn.ModuleList(operations.Linear(d, d, device=device, dtype=dtype)
                                                for _ in range(cfg.num_layers))
 
     @property
@@ -107,9 +108,10 @@ def nvlabs_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_controlnet(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
-                    *, config: dict | None = None) -> SanaControlNet:
+                    *, config: dict | None = None, operations=None) -> SanaControlNet:
     """Load a Sana ControlNet: a diffusers folder (config.json), a single safetensors file, or an NVlabs ``.pth``.
-    The variant is read off the weights (hidden size, number of blocks) as for the transformer."""
+    The variant is read off the weights (hidden size, number of blocks) as for the transformer. ``operations``: the
+    layer classes (``layers.py``; None: the reference)."""
     if isinstance(dtype, str):
         dtype = DTYPES[dtype]
     where = locate(path, "controlnet")
@@ -128,7 +130,7 @@ def load_controlnet(path: str | Path, dtype: torch.dtype | str | None = None, de
     cfg = detect_config(sd, config or file_config, source)
     dtype = dtype or dominant_dtype(sd)
     with torch.device("meta"):
-        model = SanaControlNet(cfg, dtype=dtype)
+        model = SanaControlNet(cfg, dtype=dtype, operations=operations or Operations)
     load_into(model, sd, dtype, source)
     model = speed.apply(model.to(device).eval().requires_grad_(False))
     model.source = source

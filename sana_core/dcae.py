@@ -20,6 +20,7 @@ from torch import nn
 from . import speed
 from .dcae_blocks import SANA_F32C32, DCAEConfig, Decoder, Encoder
 from .errors import SanaError
+from .layers import Operations
 from .loading import Family, locate, read_json, sniff, wrong_family
 from .weights import dominant_dtype, load_into, read_weights, strip_prefix
 
@@ -40,17 +41,20 @@ def _check_dtype(dtype: object, source: str, what: str = "requested") -> None:
 
 
 class DCAE(nn.Module):
-    def __init__(self, config: DCAEConfig = SANA_F32C32):
+    """Encoder and decoder, every layer built from ``operations`` (``layers.py``)."""
+
+    def __init__(self, config: DCAEConfig = SANA_F32C32, operations=Operations):
         super().__init__()
         c = config.validate()
         self.config = c
+        self.operations = operations
         self.encoder = Encoder(c.in_channels, c.latent_channels, c.attention_head_dim, c.encoder_block_types,
                                c.encoder_block_out_channels, c.encoder_layers_per_block, c.encoder_qkv_multiscales,
-                               c.downsample_block_type == "pixel_unshuffle", c.encoder_out_shortcut)
+                               c.downsample_block_type == "pixel_unshuffle", c.encoder_out_shortcut, operations)
         self.decoder = Decoder(c.in_channels, c.latent_channels, c.attention_head_dim, c.decoder_block_types,
                                c.decoder_block_out_channels, c.decoder_layers_per_block, c.decoder_qkv_multiscales,
                                c.decoder_act_fns, c.upsample_block_type == "interpolate", c.decoder_in_shortcut,
-                               c.decoder_conv_act_fn)
+                               c.decoder_conv_act_fn, operations)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -58,7 +62,9 @@ class DCAE(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.decoder.conv_in.weight.device
+        """Where the model computes: the device a host that keeps some weights elsewhere runs it on
+        (``compute_device``), else where its weights are."""
+        return self.__dict__.get("compute_device") or self.decoder.conv_in.weight.device
 
     @property
     def scaling_factor(self) -> float:
@@ -67,6 +73,16 @@ class DCAE(nn.Module):
     @property
     def spatial_compression(self) -> int:
         return self.config.spatial_compression
+
+    def decode_memory(self, latent_shape: tuple[int, ...], tiling: str = "auto") -> int:
+        """About the most bytes a decode of latents (B, C, h, w) holds at once, for a host to free first: a few
+        feature maps of the widest full-resolution stage, per tile when it decodes in tiles."""
+        b, _, h, w = latent_shape
+        r = self.spatial_compression
+        hp, wp = h * r, w * r
+        if self._use_tiles(tiling, hp, wp, TILE_PX, STRIDE_PX):
+            hp = wp = TILE_PX
+        return 4 * b * self.config.decoder_block_out_channels[0] * hp * wp * self.dtype.itemsize
 
     def _use_tiles(self, tiling: str, h_px: int, w_px: int, tile_px: int, stride_px: int) -> bool:
         if tiling not in ("auto", "on", "off"):
@@ -295,10 +311,12 @@ _EXPECTED_KEYS = ("DC-AE keys 'encoder.conv_in.weight', 'decoder.conv_in.weight'
                   "'encoder.project_in.conv.bias' (original mit-han-lab)")
 
 
-def load_dcae(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> DCAE:
+def load_dcae(path: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+              operations=None) -> DCAE:
     """Load a DC-AE from a Sana repo folder, a vae folder, a diffusers or mit-han-lab single file, or a ``.pth``.
 
     dtype None keeps the file's dominant dtype, except fp16 files, which load as fp32 (DC-AE overflows in fp16).
+    ``operations``: the layer classes (``layers.py``; None: the reference).
     """
     path = Path(path)
     if dtype is not None:
@@ -325,7 +343,7 @@ def load_dcae(path: str | os.PathLike, dtype: torch.dtype | None = None, device:
         if file_dtype == torch.float16:
             log.warning("%s: fp16 weights; loading them as fp32 because %s", source, FP16_MESSAGE)
     with torch.device("meta"):
-        model = DCAE(config)
+        model = DCAE(config, operations or Operations)
     load_into(model, sd, dtype, source)
     speed.apply(model.requires_grad_(False).eval().to(device))
     n_params = sum(p.numel() for p in model.parameters())

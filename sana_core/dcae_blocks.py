@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import SanaError
+from .layers import Operations, RMSNorm
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "swish": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU,
                                            "mish": nn.Mish}
@@ -103,24 +104,6 @@ _DIFFUSERS_DEFAULTS = {**asdict(DCAEConfig()), "encoder_block_types": "ResBlock"
 SANA_F32C32 = DCAEConfig()
 
 
-class RMSNorm(nn.Module):
-    """RMSNorm over the last dim with weight and bias (diffusers ``RMSNorm(bias=True)``): fp32 mean, then the product
-    is cast to the weight dtype only when that is half precision (docs/model.md §9.6)."""
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., C)
-        variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
-        x = x * torch.rsqrt(variance + self.eps)  # promoted to fp32
-        if self.weight.dtype in (torch.float16, torch.bfloat16):
-            x = x.to(self.weight.dtype)
-        return x * self.weight + self.bias
-
-
 def norm_channels(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
     """Apply a last-dim norm over the channels of (B, C, H, W)."""
     return norm(x.movedim(1, -1)).movedim(-1, 1)
@@ -129,12 +112,12 @@ def norm_channels(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
 class ResBlock(nn.Module):
     """conv1 3×3 → act → conv2 3×3 (no bias) → RMSNorm over channels → + input."""
 
-    def __init__(self, channels: int, act_fn: str = "silu"):
+    def __init__(self, channels: int, act_fn: str = "silu", operations=Operations):
         super().__init__()
         self.nonlinearity = ACTIVATIONS[act_fn]()
-        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.norm = RMSNorm(channels)
+        self.conv1 = operations.Conv2d(channels, channels, 3, 1, 1)
+        self.conv2 = operations.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.norm = operations.RMSNorm(channels, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv2(self.nonlinearity(self.conv1(x)))
@@ -144,10 +127,11 @@ class ResBlock(nn.Module):
 class MultiscaleProjection(nn.Module):
     """Depthwise k×k conv over the 3C qkv channels, then a 1×1 conv grouped per (q|k|v, head)."""
 
-    def __init__(self, channels: int, heads: int, kernel_size: int):
+    def __init__(self, channels: int, heads: int, kernel_size: int, operations=Operations):
         super().__init__()
-        self.proj_in = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=False)
-        self.proj_out = nn.Conv2d(channels, channels, 1, 1, 0, groups=3 * heads, bias=False)
+        self.proj_in = operations.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels,
+                                         bias=False)
+        self.proj_out = operations.Conv2d(channels, channels, 1, 1, 0, groups=3 * heads, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj_out(self.proj_in(x))
@@ -161,18 +145,19 @@ class MultiscaleLinearAttention(nn.Module):
 
     eps = 1e-15
 
-    def __init__(self, channels: int, head_dim: int, kernel_sizes: tuple[int, ...]):
+    def __init__(self, channels: int, head_dim: int, kernel_sizes: tuple[int, ...], operations=Operations):
         super().__init__()
         self.head_dim = head_dim
         heads = int(channels // head_dim * 1.0)  # diffusers: int(in_channels // head_dim * mult), mult 1
         inner = heads * head_dim
-        self.to_q = nn.Linear(channels, inner, bias=False)
-        self.to_k = nn.Linear(channels, inner, bias=False)
-        self.to_v = nn.Linear(channels, inner, bias=False)
-        self.to_qkv_multiscale = nn.ModuleList(MultiscaleProjection(3 * inner, heads, k) for k in kernel_sizes)
+        self.to_q = operations.Linear(channels, inner, bias=False)
+        self.to_k = operations.Linear(channels, inner, bias=False)
+        self.to_v = operations.Linear(channels, inner, bias=False)
+        self.to_qkv_multiscale = nn.ModuleList(MultiscaleProjection(3 * inner, heads, k, operations)
+                                               for k in kernel_sizes)
         self.nonlinearity = nn.ReLU()
-        self.to_out = nn.Linear(inner * (1 + len(kernel_sizes)), channels, bias=False)
-        self.norm_out = RMSNorm(channels)
+        self.to_out = operations.Linear(inner * (1 + len(kernel_sizes)), channels, bias=False)
+        self.norm_out = operations.RMSNorm(channels, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return norm_channels(self.norm_out, self.attend(x)) + x
@@ -206,14 +191,14 @@ class MultiscaleLinearAttention(nn.Module):
 class GLUMBConv(nn.Module):
     """1×1 C→8C → SiLU → depthwise 3×3 → value·SiLU(gate) → 1×1 4C→C → RMSNorm → + input."""
 
-    def __init__(self, channels: int, expand_ratio: float = 4):
+    def __init__(self, channels: int, expand_ratio: float = 4, operations=Operations):
         super().__init__()
         hidden = int(expand_ratio * channels)
         self.nonlinearity = nn.SiLU()
-        self.conv_inverted = nn.Conv2d(channels, hidden * 2, 1, 1, 0)
-        self.conv_depth = nn.Conv2d(hidden * 2, hidden * 2, 3, 1, 1, groups=hidden * 2)
-        self.conv_point = nn.Conv2d(hidden, channels, 1, 1, 0, bias=False)
-        self.norm = RMSNorm(channels)
+        self.conv_inverted = operations.Conv2d(channels, hidden * 2, 1, 1, 0)
+        self.conv_depth = operations.Conv2d(hidden * 2, hidden * 2, 3, 1, 1, groups=hidden * 2)
+        self.conv_point = operations.Conv2d(hidden, channels, 1, 1, 0, bias=False)
+        self.norm = operations.RMSNorm(channels, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_depth(self.nonlinearity(self.conv_inverted(x)))  # (B, 8C, H, W)
@@ -223,10 +208,10 @@ class GLUMBConv(nn.Module):
 
 
 class EfficientViTBlock(nn.Module):
-    def __init__(self, channels: int, head_dim: int, kernel_sizes: tuple[int, ...]):
+    def __init__(self, channels: int, head_dim: int, kernel_sizes: tuple[int, ...], operations=Operations):
         super().__init__()
-        self.attn = MultiscaleLinearAttention(channels, head_dim, kernel_sizes)
-        self.conv_out = GLUMBConv(channels)
+        self.attn = MultiscaleLinearAttention(channels, head_dim, kernel_sizes, operations)
+        self.conv_out = GLUMBConv(channels, operations=operations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.attn(x))
@@ -235,12 +220,12 @@ class EfficientViTBlock(nn.Module):
 class DCDownBlock2d(nn.Module):
     """Halve H, W: strided conv ("Conv") or conv + pixel_unshuffle, plus a pixel_unshuffle channel-average shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, pixel_unshuffle: bool):
+    def __init__(self, in_channels: int, out_channels: int, pixel_unshuffle: bool, operations=Operations):
         super().__init__()
         self.pixel_unshuffle = pixel_unshuffle
         self.group_size = in_channels * 4 // out_channels
         conv_out = out_channels // 4 if pixel_unshuffle else out_channels
-        self.conv = nn.Conv2d(in_channels, conv_out, 3, 1 if pixel_unshuffle else 2, 1)
+        self.conv = operations.Conv2d(in_channels, conv_out, 3, 1 if pixel_unshuffle else 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x)
@@ -256,11 +241,11 @@ class DCDownBlock2d(nn.Module):
 class DCUpBlock2d(nn.Module):
     """Double H, W: nearest upsample + conv ("interpolate") or conv + pixel_shuffle, plus a repeat+shuffle shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, interpolate: bool):
+    def __init__(self, in_channels: int, out_channels: int, interpolate: bool, operations=Operations):
         super().__init__()
         self.interpolate = interpolate
         self.repeats = out_channels * 4 // in_channels
-        self.conv = nn.Conv2d(in_channels, out_channels if interpolate else out_channels * 4, 3, 1, 1)
+        self.conv = operations.Conv2d(in_channels, out_channels if interpolate else out_channels * 4, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.interpolate:
@@ -271,10 +256,11 @@ class DCUpBlock2d(nn.Module):
         return h + F.pixel_shuffle(y, 2)  # (B, C_out, 2H, 2W)
 
 
-def make_block(block_type: str, channels: int, head_dim: int, kernel_sizes: tuple[int, ...], act_fn: str) -> nn.Module:
+def make_block(block_type: str, channels: int, head_dim: int, kernel_sizes: tuple[int, ...], act_fn: str,
+               operations=Operations) -> nn.Module:
     if block_type == "ResBlock":
-        return ResBlock(channels, act_fn)
-    return EfficientViTBlock(channels, head_dim, kernel_sizes)
+        return ResBlock(channels, act_fn, operations)
+    return EfficientViTBlock(channels, head_dim, kernel_sizes, operations)
 
 
 class Encoder(nn.Module):
@@ -282,17 +268,17 @@ class Encoder(nn.Module):
 
     def __init__(self, in_channels: int, latent_channels: int, head_dim: int, block_types: tuple[str, ...],
                  widths: tuple[int, ...], layers: tuple[int, ...], multiscales: tuple[tuple[int, ...], ...],
-                 pixel_unshuffle: bool, out_shortcut: bool):
+                 pixel_unshuffle: bool, out_shortcut: bool, operations=Operations):
         super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, 1, 1)
+        self.conv_in = operations.Conv2d(in_channels, widths[0], 3, 1, 1)
         stages = []
         for i, (w, n) in enumerate(zip(widths, layers)):
-            blocks = [make_block(block_types[i], w, head_dim, multiscales[i], "silu") for _ in range(n)]
+            blocks = [make_block(block_types[i], w, head_dim, multiscales[i], "silu", operations) for _ in range(n)]
             if i < len(widths) - 1:
-                blocks.append(DCDownBlock2d(w, widths[i + 1], pixel_unshuffle))
+                blocks.append(DCDownBlock2d(w, widths[i + 1], pixel_unshuffle, operations))
             stages.append(nn.Sequential(*blocks))
         self.down_blocks = nn.ModuleList(stages)
-        self.conv_out = nn.Conv2d(widths[-1], latent_channels, 3, 1, 1)
+        self.conv_out = operations.Conv2d(widths[-1], latent_channels, 3, 1, 1)
         self.out_shortcut = out_shortcut
         self.group_size = widths[-1] // latent_channels
 
@@ -311,20 +297,22 @@ class Decoder(nn.Module):
 
     def __init__(self, out_channels: int, latent_channels: int, head_dim: int, block_types: tuple[str, ...],
                  widths: tuple[int, ...], layers: tuple[int, ...], multiscales: tuple[tuple[int, ...], ...],
-                 act_fns: tuple[str, ...], interpolate: bool, in_shortcut: bool, conv_act_fn: str):
+                 act_fns: tuple[str, ...], interpolate: bool, in_shortcut: bool, conv_act_fn: str,
+                 operations=Operations):
         super().__init__()
-        self.conv_in = nn.Conv2d(latent_channels, widths[-1], 3, 1, 1)
+        self.conv_in = operations.Conv2d(latent_channels, widths[-1], 3, 1, 1)
         self.in_shortcut = in_shortcut
         self.repeats = widths[-1] // latent_channels
         stages = []
         for i, (w, n) in enumerate(zip(widths, layers)):
-            blocks = [DCUpBlock2d(widths[i + 1], w, interpolate)] if i < len(widths) - 1 else []
-            blocks += [make_block(block_types[i], w, head_dim, multiscales[i], act_fns[i]) for _ in range(n)]
+            blocks = [DCUpBlock2d(widths[i + 1], w, interpolate, operations)] if i < len(widths) - 1 else []
+            blocks += [make_block(block_types[i], w, head_dim, multiscales[i], act_fns[i], operations)
+                       for _ in range(n)]
             stages.append(nn.Sequential(*blocks))
         self.up_blocks = nn.ModuleList(stages)
-        self.norm_out = RMSNorm(widths[0])
+        self.norm_out = operations.RMSNorm(widths[0], bias=True)
         self.conv_act = ACTIVATIONS[conv_act_fn]()
-        self.conv_out = nn.Conv2d(widths[0], out_channels, 3, 1, 1)
+        self.conv_out = operations.Conv2d(widths[0], out_channels, 3, 1, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, C_lat, h, w) → (B, 3, h·r, w·r)
         if self.in_shortcut:

@@ -98,7 +98,7 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond | Sequence[TextCond],
         raise SanaError("cfg > 1 needs a negative (unconditional) conditioning")
     if not conds:
         raise SanaError("the positive conditioning has no entries")
-    dev, dt = next(model.parameters()).device, model.dtype
+    dev, dt = model.device, model.dtype
     ts = model.cfg.timestep_scale if timestep_scale is None else timestep_scale
     chunks = [(c, "negative") for c in unconds] + [(c, "positive") for c in conds] * (2 if use_pag else 1)
     n_chunks, nu, nc = len(chunks), len(unconds), len(conds)

@@ -17,6 +17,7 @@ import torch
 
 from . import speed
 from .errors import SanaError
+from .layers import Operations
 from .loading import Family, key_summary, locate, read_json, sniff
 from .transformer import DEFAULT_FLOW_SHIFT, INTERPOLATION_SCALE, PRESETS, SanaConfig, SanaTransformer
 from .weights import WEIGHT_SUFFIXES, dominant_dtype, load_into, read_weights, strip_prefix
@@ -190,13 +191,15 @@ def variant_name(cfg: SanaConfig) -> str:
 
 def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
                      *, sample_size: int | None = None, flow_shift: float | None = None,
-                     config: dict | None = None, int8: bool = False, storage: str | None = None) -> SanaTransformer:
+                     config: dict | None = None, int8: bool = False, storage: str | None = None,
+                     operations=None) -> SanaTransformer:
     """Load a Sana transformer from any published layout. ``dtype`` None/"auto" keeps the file's own.
     ``storage`` ("int8", "fp8_e4m3fn", "fp8_e5m2"; ``int8`` is "int8") keeps the large weights in 8 bits with
     per-row scales, computing in ``dtype`` (``quant.py``).
 
     ``sample_size`` (training resolution / 32) and ``flow_shift`` override what the files say; ``config`` is a
-    diffusers-style config dict for a single file whose variant the tensors cannot tell.
+    diffusers-style config dict for a single file whose variant the tensors cannot tell. ``operations``: the layer
+    classes (``layers.py``; None: the reference), which a host passes to manage the layers itself.
     """
     if isinstance(dtype, str):
         if dtype not in DTYPES:
@@ -230,7 +233,7 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
         cfg = cfg.replace(flow_shift=float(shift))
     dtype = dtype or dominant_dtype(sd)
     with torch.device("meta"):
-        model = SanaTransformer(cfg, dtype=dtype)
+        model = SanaTransformer(cfg, dtype=dtype, operations=operations or Operations)
     load_into(model, sd, dtype, source)
     n = sum(p.numel() for p in model.parameters())
     storage = storage or ("int8" if int8 else None)
@@ -239,7 +242,7 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
 
         if storage not in STORAGE:
             raise SanaError(f"weight storage {storage!r} is not one of {list(STORAGE)}")
-        quantize(model, dtype, storage)
+        quantize(model, dtype, storage, operations=model.operations)
     model = speed.apply(model.to(device).eval().requires_grad_(False))
     model.source = source
     log.info("Sana transformer: %s · %d px · %s%s · %.0fM params · %s", variant_name(cfg), cfg.resolution,

@@ -98,7 +98,7 @@ def denoise(model: SanaTransformer, positive: TextCond | Sequence[TextCond],
         return latent.clone()
     if noise is None:
         noise = noise_for_seed(seed, tuple(latent.shape))
-    noise = noise.to(next(model.parameters()).device)
+    noise = noise.to(model.device)
     with torch.no_grad():
         if sprint:
             if control is not None:

@@ -49,8 +49,12 @@ class QuantWeight(nn.Module):
         scale = self.weight_scale.to(w.device, w.dtype).view(shape)
         return w.mul_(scale) if inplace else w * scale
 
-    def set_weight(self, w: torch.Tensor, inplace_update: bool = False, seed: int | None = None) -> None:
-        """Use the float weight ``w`` (this weight plus deltas) until ``weight`` is replaced."""
+    def set_weight(self, w: torch.Tensor, inplace_update: bool = False, seed: int | None = None,
+                   return_weight: bool = False) -> torch.Tensor | None:
+        """Use the float weight ``w`` (this weight plus deltas) until ``weight`` is replaced; with ``return_weight``
+        (a patch applied per call) only return it in the compute dtype."""
+        if return_weight:
+            return w.to(self.compute_dtype)
         self.register_buffer("weight_patched", w.to(self.compute_dtype), persistent=False)
         self._patched_from = self.weight
 
@@ -100,19 +104,23 @@ class QuantEmbedding(QuantWeight):
         return out
 
 
-def quantize(module: nn.Module, dtype: torch.dtype, storage: str = "int8", min_numel: int = 4096) -> nn.Module:
+def quantize(module: nn.Module, dtype: torch.dtype, storage: str = "int8", min_numel: int = 4096,
+             operations=None) -> nn.Module:
     """Replace, in place, every Linear / Conv2d (and, for int8, Embedding) with at least ``min_numel`` weights by its
-    8-bit form (``storage``: a key of ``STORAGE``); everything else is cast to ``dtype``. Returns the module."""
+    8-bit form (``storage``: a key of ``STORAGE``); everything else is cast to ``dtype``. The 8-bit classes are
+    ``operations.QuantLinear`` and ``QuantConv2d`` when given (``layers.py``), else this file's. Returns the module."""
+    linear = getattr(operations, "QuantLinear", QuantLinear)
+    conv = getattr(operations, "QuantConv2d", QuantConv2d)
     for name, child in list(module.named_children()):
         big = isinstance(getattr(child, "weight", None), torch.Tensor) and child.weight.numel() >= min_numel
         if isinstance(child, nn.Linear) and big:
-            setattr(module, name, QuantLinear(child.weight, child.bias, dtype, storage))
+            setattr(module, name, linear(child.weight, child.bias, dtype, storage))
         elif isinstance(child, nn.Conv2d) and big:
-            setattr(module, name, QuantConv2d(child, dtype, storage))
+            setattr(module, name, conv(child, dtype, storage))
         elif isinstance(child, nn.Embedding) and big and storage == "int8":
             setattr(module, name, QuantEmbedding(child, dtype))
         else:
-            quantize(child, dtype, storage, min_numel)
+            quantize(child, dtype, storage, min_numel, operations)
     for name, p in list(module.named_parameters(recurse=False)):
         if p.is_floating_point() and p.dtype != dtype:
             setattr(module, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))

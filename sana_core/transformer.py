@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import Operations
+
 
 @dataclass(frozen=True)
 class SanaConfig:
@@ -70,25 +72,6 @@ INTERPOLATION_SCALE = {16: None, 32: None, 64: 1.0, 128: 2.0}
 DEFAULT_FLOW_SHIFT = {128: 6.0}
 
 
-class RMSNorm(nn.Module):
-    """x·rsqrt(mean(x²)+eps) with an fp32 mean; cast to the weight dtype only when it is half precision."""
-
-    def __init__(self, dim: int, eps: float, bias: bool = False, device=None, dtype=None):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.empty(dim, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.empty(dim, device=device, dtype=dtype)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        if self.weight.dtype in (torch.float16, torch.bfloat16):
-            x = x.to(self.weight.dtype)
-        x = x * self.weight
-        if self.bias is not None:
-            x = x + self.bias
-        return x
-
-
 def timestep_sinusoid(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
     """(B,) → (B, dim) fp32, cos first (flip_sin_to_cos, shift 0)."""
     half = dim // 2
@@ -116,32 +99,32 @@ def sincos_pos_embed(dim: int, h: int, w: int, base: int, scale: float, device) 
 class MLPEmbedder(nn.Module):
     """256 → D → D with SiLU (diffusers TimestepEmbedding: linear_1, linear_2)."""
 
-    def __init__(self, dim: int, device=None, dtype=None):
+    def __init__(self, dim: int, device=None, dtype=None, operations=Operations):
         super().__init__()
-        self.linear_1 = nn.Linear(256, dim, device=device, dtype=dtype)
-        self.linear_2 = nn.Linear(dim, dim, device=device, dtype=dtype)
+        self.linear_1 = operations.Linear(256, dim, device=device, dtype=dtype)
+        self.linear_2 = operations.Linear(dim, dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
 class _Emb(nn.Module):  # holds `timestep_embedder` under the `time_embed.emb.` prefix of AdaLN-single
-    def __init__(self, dim: int, device=None, dtype=None):
+    def __init__(self, dim: int, device=None, dtype=None, operations=Operations):
         super().__init__()
-        self.timestep_embedder = MLPEmbedder(dim, device, dtype)
+        self.timestep_embedder = MLPEmbedder(dim, device, dtype, operations)
 
 
 class TimeEmbed(nn.Module):
     """AdaLN-single (or Sprint's timestep + guidance embedders) → (T (B, 6D), E (B, D))."""
 
-    def __init__(self, dim: int, guidance: bool, device=None, dtype=None):
+    def __init__(self, dim: int, guidance: bool, device=None, dtype=None, operations=Operations):
         super().__init__()
         if guidance:
-            self.timestep_embedder = MLPEmbedder(dim, device, dtype)
-            self.guidance_embedder = MLPEmbedder(dim, device, dtype)
+            self.timestep_embedder = MLPEmbedder(dim, device, dtype, operations)
+            self.guidance_embedder = MLPEmbedder(dim, device, dtype, operations)
         else:
-            self.emb = _Emb(dim, device, dtype)
-        self.linear = nn.Linear(dim, 6 * dim, device=device, dtype=dtype)
+            self.emb = _Emb(dim, device, dtype, operations)
+        self.linear = operations.Linear(dim, 6 * dim, device=device, dtype=dtype)
 
     def forward(self, t: torch.Tensor, guidance: torch.Tensor | None, dtype: torch.dtype):
         if hasattr(self, "guidance_embedder"):
@@ -155,35 +138,36 @@ class TimeEmbed(nn.Module):
 
 
 class CaptionProjection(nn.Module):
-    def __init__(self, in_dim: int, dim: int, device=None, dtype=None):
+    def __init__(self, in_dim: int, dim: int, device=None, dtype=None, operations=Operations):
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, dim, device=device, dtype=dtype)
-        self.linear_2 = nn.Linear(dim, dim, device=device, dtype=dtype)
+        self.linear_1 = operations.Linear(in_dim, dim, device=device, dtype=dtype)
+        self.linear_2 = operations.Linear(dim, dim, device=device, dtype=dtype)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.linear_2(F.gelu(self.linear_1(y), approximate="tanh"))
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, cfg: SanaConfig, device=None, dtype=None):
+    def __init__(self, cfg: SanaConfig, device=None, dtype=None, operations=Operations):
         super().__init__()
         p = cfg.patch_size
-        self.proj = nn.Conv2d(cfg.in_channels, cfg.dim, p, stride=p, device=device, dtype=dtype)
+        self.proj = operations.Conv2d(cfg.in_channels, cfg.dim, p, stride=p, device=device, dtype=dtype)
 
 
 class Projections(nn.Module):
     """The q, k, v and output projections of an attention, with RMS qk-norm when the variant has it."""
 
-    def __init__(self, dim: int, heads: int, qk_norm: bool, qkv_bias: bool, device=None, dtype=None):
+    def __init__(self, dim: int, heads: int, qk_norm: bool, qkv_bias: bool, device=None, dtype=None,
+                 operations=Operations):
         super().__init__()
         self.heads = heads
-        self.to_q = nn.Linear(dim, dim, bias=qkv_bias, device=device, dtype=dtype)
-        self.to_k = nn.Linear(dim, dim, bias=qkv_bias, device=device, dtype=dtype)
-        self.to_v = nn.Linear(dim, dim, bias=qkv_bias, device=device, dtype=dtype)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim, device=device, dtype=dtype)])
+        self.to_q = operations.Linear(dim, dim, bias=qkv_bias, device=device, dtype=dtype)
+        self.to_k = operations.Linear(dim, dim, bias=qkv_bias, device=device, dtype=dtype)
+        self.to_v = operations.Linear(dim, dim, bias=qkv_bias, device=device, dtype=dtype)
+        self.to_out = nn.ModuleList([operations.Linear(dim, dim, device=device, dtype=dtype)])
         if qk_norm:
-            self.norm_q = RMSNorm(dim, 1e-5, device=device, dtype=dtype)
-            self.norm_k = RMSNorm(dim, 1e-5, device=device, dtype=dtype)
+            self.norm_q = operations.RMSNorm(dim, 1e-5, device=device, dtype=dtype)
+            self.norm_k = operations.RMSNorm(dim, 1e-5, device=device, dtype=dtype)
         else:
             self.norm_q = self.norm_k = None
 
@@ -191,8 +175,8 @@ class Projections(nn.Module):
 class LinearAttention(Projections):
     """attn1: ReLU linear attention, accumulated in fp32 (safe in fp16/bf16)."""
 
-    def __init__(self, dim: int, heads: int, qk_norm: bool, device=None, dtype=None):
-        super().__init__(dim, heads, qk_norm, False, device, dtype)
+    def __init__(self, dim: int, heads: int, qk_norm: bool, device=None, dtype=None, operations=Operations):
+        super().__init__(dim, heads, qk_norm, False, device, dtype, operations)
 
     def forward(self, x: torch.Tensor, n_identity: int = 0) -> torch.Tensor:
         """x (B, N, D). The last ``n_identity`` batch items get identity attention (PAG's perturbed chunk)."""
@@ -224,8 +208,8 @@ class LinearAttention(Projections):
 class CrossAttention(Projections):
     """attn2: softmax attention over the caption with an additive mask bias (B, 1, L)."""
 
-    def __init__(self, dim: int, heads: int, qk_norm: bool, device=None, dtype=None):
-        super().__init__(dim, heads, qk_norm, True, device, dtype)
+    def __init__(self, dim: int, heads: int, qk_norm: bool, device=None, dtype=None, operations=Operations):
+        super().__init__(dim, heads, qk_norm, True, device, dtype, operations)
 
     def keys_values(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The caption's keys and values (B, h, L, d): they depend on the caption only, not on the latent."""
@@ -254,12 +238,12 @@ class CrossAttention(Projections):
 class GLUMBConv(nn.Module):
     """Mix-FFN: 1×1 conv D→2H, SiLU, depthwise 3×3, value·SiLU(gate), 1×1 conv H→D; on (B, D, H, W)."""
 
-    def __init__(self, dim: int, hidden: int, device=None, dtype=None):
+    def __init__(self, dim: int, hidden: int, device=None, dtype=None, operations=Operations):
         super().__init__()
-        self.conv_inverted = nn.Conv2d(dim, hidden * 2, 1, device=device, dtype=dtype)
-        self.conv_depth = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, device=device,
-                                    dtype=dtype)
-        self.conv_point = nn.Conv2d(hidden, dim, 1, bias=False, device=device, dtype=dtype)
+        self.conv_inverted = operations.Conv2d(dim, hidden * 2, 1, device=device, dtype=dtype)
+        self.conv_depth = operations.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, device=device,
+                                            dtype=dtype)
+        self.conv_point = operations.Conv2d(hidden, dim, 1, bias=False, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D, H, W)
         x = self.conv_depth(F.silu(self.conv_inverted(x)))
@@ -270,18 +254,19 @@ class GLUMBConv(nn.Module):
 class SanaBlock(nn.Module):
     """Linear self-attention, cross-attention to the caption, Mix-FFN; AdaLN-single modulation and gates."""
 
-    def __init__(self, cfg: SanaConfig, device=None, dtype=None):
+    def __init__(self, cfg: SanaConfig, device=None, dtype=None, operations=Operations):
         super().__init__()
         d = cfg.dim
         self.eps = cfg.norm_eps
-        self.attn1 = LinearAttention(d, cfg.num_heads, cfg.qk_norm, device, dtype)
-        self.attn2 = CrossAttention(d, cfg.cross_heads, cfg.qk_norm, device, dtype)
-        self.ff = GLUMBConv(d, cfg.mlp_hidden, device, dtype)
+        self.attn1 = LinearAttention(d, cfg.num_heads, cfg.qk_norm, device, dtype, operations)
+        self.attn2 = CrossAttention(d, cfg.cross_heads, cfg.qk_norm, device, dtype, operations)
+        self.ff = GLUMBConv(d, cfg.mlp_hidden, device, dtype, operations)
         self.scale_shift_table = nn.Parameter(torch.empty(6, d, device=device, dtype=dtype))
 
     def modulation(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """t (B, 6D) → shift, scale, gate of the attention, then of the FFN: each (B, 1, D)."""
-        return (self.scale_shift_table[None] + t.reshape(t.shape[0], 6, -1)).chunk(6, dim=1)
+        table = self.scale_shift_table.to(t.device)  # a table outside any layer may be kept off the device
+        return (table[None] + t.reshape(t.shape[0], 6, -1)).chunk(6, dim=1)
 
     def forward(self, h: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None, t: torch.Tensor,
                 hw: tuple[int, int], n_identity: int = 0) -> torch.Tensor:
@@ -299,18 +284,26 @@ class SanaBlock(nn.Module):
 
 class SanaTrunk(nn.Module):
     """What the transformer and its ControlNet share: the patch, timestep and caption embedders and a stack of
-    Sana blocks (``cfg.num_layers``)."""
+    Sana blocks (``cfg.num_layers``). Every layer is built from ``operations`` (``layers.py``)."""
 
-    def __init__(self, cfg: SanaConfig, device=None, dtype=None):
+    def __init__(self, cfg: SanaConfig, device=None, dtype=None, operations=Operations):
         super().__init__()
         self.cfg = cfg
+        self.operations = operations
         d = cfg.dim
-        self.patch_embed = PatchEmbed(cfg, device, dtype)
-        self.time_embed = TimeEmbed(d, cfg.guidance_embeds, device, dtype)
-        self.caption_projection = CaptionProjection(cfg.caption_channels, d, device, dtype)
-        self.caption_norm = RMSNorm(d, 1e-5, device=device, dtype=dtype)
-        self.transformer_blocks = nn.ModuleList(SanaBlock(cfg, device, dtype) for _ in range(cfg.num_layers))
+        self.patch_embed = PatchEmbed(cfg, device, dtype, operations)
+        self.time_embed = TimeEmbed(d, cfg.guidance_embeds, device, dtype, operations)
+        self.caption_projection = CaptionProjection(cfg.caption_channels, d, device, dtype, operations)
+        self.caption_norm = operations.RMSNorm(d, 1e-5, device=device, dtype=dtype)
+        self.transformer_blocks = nn.ModuleList(SanaBlock(cfg, device, dtype, operations)
+                                                for _ in range(cfg.num_layers))
         self._pe_cache: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes: the device a host that keeps some weights elsewhere runs it on
+        (``compute_device``), else where its weights are."""
+        return self.__dict__.get("compute_device") or self.patch_embed.proj.weight.device
 
     def _pos_embed(self, h: int, w: int, device) -> torch.Tensor:
         key = (h, w, str(device))
@@ -341,11 +334,11 @@ def caption_bias(context_mask: torch.Tensor | None, dtype: torch.dtype) -> torch
 class SanaTransformer(SanaTrunk):
     """Predicts the flow velocity v for latents (B, 32, H, W) given caption features (B, L, 2304)."""
 
-    def __init__(self, cfg: SanaConfig, device=None, dtype=None):
-        super().__init__(cfg, device, dtype)
+    def __init__(self, cfg: SanaConfig, device=None, dtype=None, operations=Operations):
+        super().__init__(cfg, device, dtype, operations)
         d = cfg.dim
         self.scale_shift_table = nn.Parameter(torch.empty(2, d, device=device, dtype=dtype))
-        self.proj_out = nn.Linear(d, cfg.patch_size**2 * cfg.out_channels, device=device, dtype=dtype)
+        self.proj_out = operations.Linear(d, cfg.patch_size**2 * cfg.out_channels, device=device, dtype=dtype)
 
     @property
     def dtype(self) -> torch.dtype:  # a table no storage format changes (8-bit storage keeps it in the compute dtype)
@@ -377,7 +370,7 @@ class SanaTransformer(SanaTrunk):
             if control is not None and 0 < i <= len(control):
                 h = h + control[i - 1]
 
-        shift, scale = (self.scale_shift_table[None] + e[:, None]).chunk(2, dim=1)  # (B, 1, D) each
+        shift, scale = (self.scale_shift_table.to(e.device)[None] + e[:, None]).chunk(2, dim=1)  # (B, 1, D) each
         h = F.layer_norm(h, (h.shape[-1],), eps=1e-6) * (1 + scale) + shift
         h = self.proj_out(h)  # (B, N, p·p·C)
         h = h.reshape(b, hp, wp, p, p, -1).permute(0, 5, 1, 3, 2, 4)

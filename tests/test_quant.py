@@ -1,13 +1,15 @@
 """8-bit weight storage (int8, fp8): resident bytes of the published configs, and outputs close to full
 precision."""
 
+import math
+
 import pytest
 import torch
 from fixtures_model import resident_bytes, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core import speed
 from sana_comfy.sana_core.loader import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
-from sana_comfy.sana_core.quant import quantize
+from sana_comfy.sana_core.quant import QuantWeight, quantize
 from sana_comfy.sana_core.text_encoder import load_text_encoder
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
@@ -19,6 +21,31 @@ def test_transformer_resident_weights_are_at_most_052_of_bf16(name, storage):
         bf16 = resident_bytes(SanaTransformer(PRESETS[name], dtype=torch.bfloat16))
         q = resident_bytes(quantize(SanaTransformer(PRESETS[name], dtype=torch.bfloat16), torch.bfloat16, storage))
     assert q <= 0.52 * bf16, q / bf16
+
+
+def _layer_shapes() -> list[tuple[int, ...]]:
+    """Every distinct shape of the layers 8-bit storage takes, over all published variants."""
+    shapes = set()
+    for cfg in PRESETS.values():
+        with torch.device("meta"):
+            m = SanaTransformer(cfg.replace(num_layers=1), dtype=torch.bfloat16)
+        shapes |= {tuple(x.weight.shape) for x in m.modules()
+                   if isinstance(x, (torch.nn.Linear, torch.nn.Conv2d)) and x.weight.numel() >= 4096}
+    return sorted(shapes)
+
+
+@pytest.mark.parametrize("storage,db", [("int8", 50.0), ("fp8_e4m3fn", 40.0), ("fp8_e5m2", 35.0)])
+def test_8bit_storage_round_trips_every_variants_weights(storage, db):
+    """bf16-valued weights (N(0, 0.02²)) of every layer shape of every published variant, stored in 8 bits and
+    widened again: PSNR (peak: the largest weight) at least ``db``."""
+    g = torch.Generator().manual_seed(0)
+    shapes = _layer_shapes()
+    assert len(shapes) >= 15
+    for shape in shapes:
+        w = (torch.randn(shape, generator=g) * 0.02).to(torch.bfloat16).float()
+        back = QuantWeight(w, None, torch.float32, storage).dequantize()
+        psnr = 10 * math.log10(w.abs().max().item() ** 2 / (back - w).pow(2).mean().item())
+        assert psnr >= db, (shape, psnr)
 
 
 def test_gemma_resident_weights_are_at_most_055_of_bf16():

@@ -164,7 +164,7 @@ def test_held_caption_is_the_same_call(tmp_path, variant):
 def test_speed_forms_where_they_apply():
     """The fused forms run on the CPU in fp32 and on CUDA; the CPU keeps diffusers' op order in bf16. The switch
     swaps every module back to its reference class."""
-    from sana_comfy.sana_core import speed
+    from sana_comfy.sana_core import layers, speed
     from sana_comfy.sana_core import transformer as tr
 
     p = speed.policy
@@ -176,5 +176,5 @@ def test_speed_forms_where_they_apply():
     speed.apply(m, True)
     assert type(m).__name__ == "FastSanaTransformer" and type(m.transformer_blocks[0]).__name__ == "FastSanaBlock"
     speed.apply(m, False)
-    assert {type(x).__module__ for x in m.modules()} <= {tr.__name__, "torch.nn.modules.linear",
+    assert {type(x).__module__ for x in m.modules()} <= {tr.__name__, layers.__name__, "torch.nn.modules.linear",
                                                          "torch.nn.modules.conv", "torch.nn.modules.container"}

@@ -39,7 +39,8 @@ def resolve_model(key: str, name: str) -> Path:
 
 wrap = impl.wrap  # wrap(module, kind) → a handle the host can evict; kind: 'diffusion' | 'text_encoder' | 'vae'
 unwrap = impl.unwrap  # the module behind a handle, wherever it is
-load = impl.load  # the module behind a handle, on its compute device (evicting others if needed)
+load = impl.load  # load(handle, memory_required=0) → the module on its compute device (evicting others if needed)
+operations = impl.operations  # the layer classes loaders build models from (sana_core/layers.py); None: reference
 release = impl.release  # move a handle's module off the compute device now
 control_net = impl.control_net  # control_net(SanaControlNet) → the host's CONTROL_NET (outside: the module)
 add_lora = impl.add_lora  # add_lora(handle, sd, part, strength, source) → a new handle with the LoRA, sharing weights
@@ -57,6 +58,6 @@ extend_host = impl.extend_host  # every change to ComfyUI's global state; nodes/
 __all__ = [
     "IN_COMFY", "LATENT_RGB_BIAS", "LATENT_RGB_FACTORS", "PAG_KEY", "SAMPLER_NAME", "WEIGHT_EXT", "Progress",
     "add_lora", "control_net", "extend_host", "intermediate_device", "list_models", "load", "native_model",
-    "pag_model", "release", "resolve_model", "sampler_object", "unwrap", "vae_adapter", "wrap", "native_sampling",
-    "sample_native",
+    "operations", "pag_model", "release", "resolve_model", "sampler_object", "unwrap", "vae_adapter", "wrap",
+    "native_sampling", "sample_native",
 ]

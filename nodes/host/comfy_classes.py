@@ -16,6 +16,7 @@ import torch
 from ...sana_core.errors import SanaError
 from ...sana_core.guidance import TextCond
 from ...sana_core.pipeline import SCALING_FACTOR, check_cond, decode_images, encode_images
+from . import comfy_layers
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY
 
 
@@ -153,12 +154,11 @@ class SanaVAEAdapter(comfy.sd.VAE):
         self.not_video = True
         self.size = handle.size
 
-    def _dcae(self):
-        mm.load_models_gpu([self.patcher], force_full_load=True)
-        return self.patcher.model.inner
+    def _dcae(self, shape=None):
+        return comfy_layers.load(self.patcher, 0 if shape is None else self.first_stage_model.decode_memory(shape))
 
     def decode(self, samples_in, vae_options=None):
-        return decode_images(self._dcae(), samples_in).to(self.output_device)
+        return decode_images(self._dcae(samples_in.shape), samples_in).to(self.output_device)
 
     def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
         tile = max(tile_x or 16, tile_y or 16)

@@ -22,6 +22,7 @@ from ...sana_core.guidance import parse_pag_layers
 from ...sana_core.pipeline import check_cond, check_latent
 from ...sana_core.sampling import flow_dpm_solver, partial_schedule
 from .. import conditioning
+from . import comfy_layers
 from .comfy_classes import (
     SanaBaseModel,
     SanaControlModel,
@@ -75,9 +76,12 @@ def unwrap(handle) -> torch.nn.Module:
     return handle.model.inner
 
 
-def load(handle) -> torch.nn.Module:
-    mm.load_models_gpu([handle], force_full_load=True)
-    return unwrap(handle)
+def operations():
+    """The layer classes the loaders build from: the host's ``comfy.ops`` and their like (``comfy_layers.py``)."""
+    return comfy_layers.Operations
+
+
+load = comfy_layers.load
 
 
 def release(handle) -> None:

@@ -28,7 +28,12 @@ def unwrap(handle: torch.nn.Module) -> torch.nn.Module:
     return handle
 
 
-def load(handle: torch.nn.Module) -> torch.nn.Module:
+def operations():
+    """Outside ComfyUI the reference layers."""
+    return None
+
+
+def load(handle: torch.nn.Module, memory_required: int = 0) -> torch.nn.Module:
     return handle
 
 

@@ -26,6 +26,7 @@ from ..dcae_blocks import (
     ResBlock,
     RMSNorm,
 )
+from ..layers import casts_per_call
 from . import policy
 from .conv import channels_last, conv3x3, upsample_conv3x3
 
@@ -55,9 +56,15 @@ def norm_residual_(norm: RMSNorm, h: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return h.add_(x)
 
 
+def _runs(block: nn.Module, x: torch.Tensor) -> bool:
+    """Whether a block's CPU form runs: fp32 on the CPU, with weights the block may read itself (not a host's
+    per-call casts)."""
+    return policy.fast_convs(x) and not casts_per_call(block)
+
+
 class FastResBlock(ResBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not policy.fast_convs(x):
+        if not _runs(self, x):
             return super().forward(x)
         silu = isinstance(self.nonlinearity, nn.SiLU)  # channels-last, Winograd where it pays, SiLU applied in cache
         h = conv3x3(self.conv1, x, silu=silu)
@@ -67,14 +74,14 @@ class FastResBlock(ResBlock):
 
 class FastMultiscaleLinearAttention(MultiscaleLinearAttention):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not policy.fast_convs(x):
+        if not _runs(self, x):
             return super().forward(x)
         return norm_residual_(self.norm_out, self.attend(x), x)
 
 
 class FastGLUMBConv(GLUMBConv):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not policy.fast_convs(x):
+        if not _runs(self, x):
             return super().forward(x)
         h = self.conv_depth(F.silu(self.conv_inverted(x), inplace=True))  # (B, 8C, H, W)
         h, gate = torch.chunk(h, 2, dim=1)  # (B, 4C, H, W) each
@@ -112,7 +119,7 @@ class FastDCDownBlock2d(DCDownBlock2d):
 
 class FastDCUpBlock2d(DCUpBlock2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.interpolate and policy.fast_convs(x)):
+        if not (self.interpolate and _runs(self, x)):
             return super().forward(x)
         return upsample_conv3x3(self.conv, channels_last(x), self.repeats)  # the ResBlocks that follow keep it
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..layers import casts_per_call
 from ..text_encoder import SanaTextEncoder
 from . import policy
 from .cudagraph import GraphCache
@@ -16,7 +17,7 @@ class GraphedTextEncoder(SanaTextEncoder):
         cannot hold, so the graph takes them ready-made (its layers' mask mapping, transformers ≥ 5). The first call
         of each shape checks that form against the model's own masks, bit for bit; where it differs, or the window is
         shorter than the text, Gemma runs as usual."""
-        if not policy.cuda_graphs(ids):
+        if not policy.cuda_graphs(ids) or casts_per_call(self.model):  # a host's per-call casts are not replayable
             return super()._forward(ids, mask)
         length = ids.shape[1]
         if length > (getattr(self.model.config, "sliding_window", None) or length):

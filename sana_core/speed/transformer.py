@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..controlnet import SanaControlNet
+from ..layers import casts_per_call
 from ..transformer import CrossAttention, GLUMBConv, LinearAttention, SanaBlock, SanaTransformer
 from . import policy
 from .cudagraph import GraphCache
@@ -112,7 +113,7 @@ def _modulated(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: f
 
 class FastSanaBlock(SanaBlock):
     def forward(self, h, y, bias, t, hw: tuple[int, int], n_identity: int = 0) -> torch.Tensor:
-        if not policy.fused_blocks(h):
+        if not policy.fused_blocks(h) or casts_per_call(self.ff):  # the Mix-FFN form reads the weights itself
             return super().forward(h, y, bias, t, hw, n_identity)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(t)
         h = torch.addcmul(h, gate_msa, self.attn1(_modulated(h, scale_msa, shift_msa, self.eps), n_identity))
@@ -144,6 +145,9 @@ class KeptCaption:
     def caption_features(self, context: torch.Tensor) -> torch.Tensor | HeldCaption:
         if not policy.keep_across_calls() or (context.is_cuda and torch.cuda.is_current_stream_capturing()):
             return super().caption_features(context)
+        attn2 = [b.attn2 for b in self.transformer_blocks]
+        if any(casts_per_call(m) for m in (self.caption_projection, self.caption_norm, *attn2)):
+            return super().caption_features(context)  # weights a host patches per call: no stamp sees a change
         held: list[_Held] = self.__dict__.setdefault("_sana_held", [])  # most recently used first
         entry = next((e for e in held if e.holds(context)), None)
         if entry is None:  # first sight: remember the values only (a one-off call computes nothing extra)
@@ -152,7 +156,6 @@ class KeptCaption:
             return super().caption_features(context)
         held.remove(entry)
         held.insert(0, entry)
-        attn2 = [b.attn2 for b in self.transformer_blocks]
         key = (torch.is_inference_mode_enabled(), stamp(tensors_of(self.caption_projection, self.caption_norm,
                                                                    *attn2)))
         if key != entry.key:
@@ -172,7 +175,8 @@ class FastSanaTransformer(KeptCaption, SanaTransformer):
     def forward(self, x, timestep, context, context_mask=None, guidance=None, identity_blocks=frozenset(),
                 n_identity=0, control=None):
         identity_blocks = frozenset(identity_blocks)
-        if policy.cuda_graphs(x) and control is None:  # a replay computes the caption's keys and values in-graph
+        if policy.cuda_graphs(x) and control is None and not casts_per_call(self):
+            # a replay computes the caption's keys and values in-graph; weights a host casts per call are not replayable
             def eager(*inputs):
                 return super(FastSanaTransformer, self).forward(*inputs, identity_blocks=identity_blocks,
                                                                  n_identity=n_identity)
