@@ -1,15 +1,36 @@
-"""Benchmark for a GPU machine: the whole text-to-image, ours against diffusers' SanaPipeline, same weights, one run.
+"""Benchmark for a GPU machine: Sana ours against diffusers, same random weights in the published shapes, one run
+of every case below, ending in a markdown table (card, torch version, date) of the results against their targets.
+Starts with the card's name and its bf16 matmul rate.
 
-Random weights of the published configs (Sana 0.6B at 1024 px, DC-AE f32c32, Gemma-2-2B with a small stand-in
-vocabulary), bf16 on the GPU, 1024×1024, 20 steps of Flow-DPM-Solver, CFG 4.5, one prompt with the complex human
-instruction. Both pipelines share the same Gemma module and get copies of the same transformer and DC-AE weights;
-each is warmed up, then they alternate and the best time of each is kept. Ours runs three ways: as shipped (CUDA
-graphs, fused-layout blocks), with the blocks in diffusers' op order, and without graphs. Prints the card's name, the
-times and the ratios (issue 6: ours < 0.4 s on an H100 and ≤ 0.7× diffusers), a per-stage breakdown, the bf16
-matmul rate, parity stage by stage (bf16, and fp32 for one call and a whole denoise), how much a 0.1 % change of
-the noise moves the image, and the top kernels of one eager run of ours (--profile).
-Run: .sana-env/venv/bin/python bench/bench_gpu.py [--repeats 5] [--size 1024] [--steps 20] [--profile FILE]
-     CPU smoke test of the script itself: --device cpu --dtype fp32 --size 256 --steps 2 --text-layers 2
+Cases (``--cases``, a comma list; all by default, in this order; a case that fails prints its error and the run goes
+on):
+- ``0.6b``: the whole text-to-image at 1024×1024, 20 steps of Flow-DPM-Solver, CFG 4.5, bf16, one prompt with the
+  complex human instruction, against diffusers' SanaPipeline. Both share one Gemma module and get copies of the same
+  transformer and DC-AE weights; each is warmed up, then they alternate and the best time of each is kept. Ours runs
+  three ways: as shipped (CUDA graphs, fused-layout blocks), with the blocks in diffusers' op order, and without
+  graphs. Prints the times and ratios, the PNG encode ComfyUI's SaveImage adds (target: text → PNG ≤ 0.20 s, images
+  within 4/255 of diffusers), a per-stage breakdown, parity stage by stage (bf16, and fp32 for one call and a whole
+  denoise), how much a 0.1 % change of the noise moves the image, and the top kernels of one eager run of ours
+  (--profile).
+- ``1.6b``: the same pipeline with the Sana_1600M_1024px model (target ≤ 0.5× diffusers).
+- ``batch16``: the 0.6B at 1024², one prompt, a batch of 16 images (diffusers: num_images_per_prompt=16), images/s
+  (target ≥ 10).
+- ``4k``: the Sana_1600M_4Kpx model at 4096² with a tiled decode (512 px tiles every 448 px on both sides; diffusers
+  with ``vae.enable_tiling()``): whole-pipeline time and peak memory above the resident weights, and the decode
+  alone (target ≤ 0.6× diffusers' time). ``--steps-4k`` takes fewer steps if the time budget needs it.
+- ``8gib``: 1.6B + Gemma-2 + DC-AE with the card capped at 8 GiB (``torch.cuda.set_per_process_memory_fraction``),
+  each model on the card only while it runs (text encoder → transformer → DC-AE); diffusers with
+  ``enable_model_cpu_offload`` under the same cap. Peak allocated memory of one run after a warm-up.
+- ``4.8b``: SANA 1.5 4.8B, its bf16 weights built on the CPU and stored as fp8_e4m3fn (``sana_core.quant``), with the
+  card capped at 12 GiB, offloaded as above; diffusers with ``enable_layerwise_casting`` (fp8) and model offload.
+The capped cases run last, each from an emptied cache and reset peak statistics; the cap is lifted afterwards.
+Default repeats keep the whole run near 6 minutes on an H100 (each case prints its estimate and its time).
+Run: .sana-env/venv/bin/python bench/bench_gpu.py [--cases all] [--repeats 5] [--size 1024] [--steps 20]
+     [--batch 16] [--size-4k 4096] [--steps-4k 20] [--profile FILE]
+     CPU smoke test of the script itself: --device cpu --dtype fp32 --tiny --cases all (every model shrunk to 2
+     narrow layers and a narrow Gemma-2 / DC-AE, 128 px, 2 steps, one thread; about a minute); the 0.6b case alone
+     at its full width:
+     --device cpu --dtype fp32 --size 256 --steps 2 --text-layers 2 --cases 0.6b
 """
 
 from __future__ import annotations
@@ -18,34 +39,35 @@ import argparse
 import contextlib
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import _package  # noqa: F401  (registers sana_comfy; puts tests/ on the path)
+import gpu_cases as cases
 import torch
 from fixtures_text import build_tokenizer
+from gpu_cases import (
+    PROMPT,
+    TABLE_HEAD,
+    Ctx,
+    GiB,
+    Row,
+    free_memory,
+    png_seconds,
+    preset,
+    sync,
+    timed,
+    transformer_pair,
+    vae_pair,
+)
 from sana_comfy.sana_core import pipeline, speed
-from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
+from sana_comfy.sana_core.dcae import DCAE
 from sana_comfy.sana_core.guidance import TextCond
 from sana_comfy.sana_core.speed import policy
-from sana_comfy.sana_core.text_encoder import SanaTextEncoder
-from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
+from sana_comfy.sana_core.transformer import SanaTransformer
 from sana_comfy.sana_core.weights import load_into
 
-PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
 DT = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, dev: str) -> float:
-    sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    sync(dev)
-    return time.perf_counter() - t0
 
 
 def matmul_rate(dev: str, dt: torch.dtype, n: int = 8192) -> float:
@@ -58,61 +80,18 @@ def matmul_rate(dev: str, dt: torch.dtype, n: int = 8192) -> float:
     return 2 * n**3 / t / 1e12
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bf16", choices=list(DT))
-    ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--text-layers", type=int, default=26, help="Gemma-2 layers (26 in the published 2B)")
-    ap.add_argument("--profile", default="", help="write the top kernels of one eager run of ours to this file")
-    args = ap.parse_args()
-    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
-    from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
-
-    dev, dt = args.device, DT[args.dtype]
-    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "CPU"
-    print(f"device: {name}, torch {torch.__version__}, {args.dtype}", flush=True)
-    print(f"matmul 8192³ {args.dtype}: {matmul_rate(dev, dt):.0f} TFLOP/s", flush=True)
+def case_06b(ctx: Ctx) -> list[Row]:
+    """The 0.6B whole pipeline, ours (three ways) against diffusers, with stages, parity and sensitivity."""
+    args, dev, dt = ctx.args, ctx.dev, ctx.dt
+    name = torch.cuda.get_device_name(dev) if ctx.cuda else "CPU"
     torch.manual_seed(0)
-    with torch.device(dev):  # random init on the device itself (a 2.6B Gemma initialised on the CPU takes minutes)
-        ref_tr = SanaTransformer2DModel(num_attention_heads=36, attention_head_dim=32, num_layers=28,
-                                        num_cross_attention_heads=16, cross_attention_head_dim=72,
-                                        cross_attention_dim=1152, sample_size=32).eval().requires_grad_(False)
-        ref_vae = AutoencoderDC(encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-                                decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-                                encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-                                decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-                                encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3,) * 6,
-                                encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-                                decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-                                upsample_block_type="interpolate", downsample_block_type="Conv",
-                                decoder_norm_types="rms_norm", decoder_act_fns="silu",
-                                scaling_factor=0.41407).eval().requires_grad_(False)
-    with torch.device("meta"):
-        net, vae = SanaTransformer(PRESETS["Sana_600M_1024px"], dtype=dt), DCAE(DCAEConfig())
-    load_into(net, {k: v.clone() for k, v in ref_tr.state_dict().items()}, dt, "bench")
-    load_into(vae, {k: v.clone() for k, v in ref_vae.state_dict().items()}, dt, "bench")
-    net, vae = (speed.apply(m.eval().requires_grad_(False).to(dev), True) for m in (net, vae))
+    net_cfg, sd32 = preset(ctx, "Sana_600M_1024px"), {}
+    net, ref_tr = transformer_pair(ctx, net_cfg, dev, keep_fp32=sd32)  # sd32: for the fp32 parity check
+    vae, ref_vae = vae_pair(ctx, dev)
     tr_config = dict(ref_tr.config)
-    sd32 = {k: v.float().clone() for k, v in ref_tr.state_dict().items()}  # for the fp32 parity check
-    ref_tr, ref_vae = ref_tr.to(dev, dt), ref_vae.to(dev, dt)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = GemmaTokenizerFast.from_pretrained(build_tokenizer(Path(tmp) / "tok"))
-    with torch.device(dev):
-        gemma = Gemma2Model(Gemma2Config(
-            vocab_size=len(tok), hidden_size=2304, intermediate_size=9216, num_hidden_layers=args.text_layers,
-            num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
-            sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
-            hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, attn_implementation="eager")
-        ).eval().requires_grad_(False).to(dt)  # eager attention: what both loaders pick for Gemma-2 (soft-capping)
-    scheduler = DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0,
-                                            algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
-                                            lower_order_final=True, final_sigmas_type="zero")
-    ref = SanaPipeline(tokenizer=tok, text_encoder=gemma, vae=ref_vae, transformer=ref_tr, scheduler=scheduler)
-    ref.set_progress_bar_config(disable=True)
-    enc = speed.apply(SanaTextEncoder(gemma, tok, "random Gemma-2-2B"), True)
+    gemma = cases.gemma(ctx, dev)
+    ref = cases.diffusers_pipeline(ctx, gemma, ref_vae, ref_tr)
+    enc = cases.encoder(ctx, gemma)
     opts = pipeline.SampleOptions(steps=args.steps, cfg=4.5)
     print(f"models built ({time.perf_counter() - T0:.0f} s since start)", flush=True)
 
@@ -128,13 +107,12 @@ def main() -> None:
         with patched(policy, "FUSED_DEVICES", set()):
             return ours()
 
-    def theirs():  # a CPU generator, as ours: the same initial noise on every device
-        return ref(prompt=PROMPT, height=args.size, width=args.size, num_inference_steps=args.steps,
-                   guidance_scale=4.5, generator=torch.Generator("cpu").manual_seed(0), output_type="pt",
-                   use_resolution_binning=False).images
+    def theirs():
+        return cases.theirs_images(ref, args.size, args.steps)
 
     runs = {"ours": ours, "ours, plain blocks": ours_plain, "ours, eager": ours_eager, "diffusers": theirs}
     best = dict.fromkeys(runs, float("inf"))
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     with torch.inference_mode():
         imgs = {k: fn() for k, fn in runs.items()}  # warm-up (kernels, allocator)
         imgs = {k: fn() for k, fn in runs.items()}  # graphs are captured on a signature's second call
@@ -143,6 +121,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for k, fn in runs.items():
                 best[k] = min(best[k], timed(fn, dev))
+        png = png_seconds(imgs["ours"][0])
 
         # Where the time goes: each stage of ours timed alone, and diffusers' text encoding and decode.
         bh = bw = args.size
@@ -151,7 +130,7 @@ def main() -> None:
         latent = torch.zeros(1, 32, bh // 32, bw // 32)
         raw = pipeline.denoise(net, pos, neg, latent, 0, opts)
         with torch.device("meta"):
-            vae_cl = DCAE(DCAEConfig())
+            vae_cl = DCAE(vae.config)
         load_into(vae_cl, {k: v.clone() for k, v in vae.state_dict().items()}, dt, "bench")
         vae_cl = speed.apply(vae_cl.eval().to(dev).to(memory_format=torch.channels_last), True)
         z = raw.to(dev, dt)
@@ -169,6 +148,8 @@ def main() -> None:
         for k, fn in stages.items():
             fn(), fn()
             print(f"  {k}: {min(timed(fn, dev) for _ in range(3)) * 1000:.1f} ms", flush=True)
+        print(f"  PNG encode of one image (ComfyUI's SaveImage: uint8, compress level 4): {png * 1000:.1f} ms",
+              flush=True)
 
         # Parity stage by stage (bf16 on both sides; diffusers is the reference).
         pe, pm, ne, nm = ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
@@ -190,7 +171,7 @@ def main() -> None:
         img_cl = vae_cl.decode(z.contiguous(memory_format=torch.channels_last), tiling="off")
         print(f"  parity: one transformer call {rel(net(x, t, y, m), want):.2e}; decode "
               f"{rel(img, ref_vae.decode(z).sample):.2e}; channels-last decode {rel(img_cl, img):.2e}", flush=True)
-        if dev.startswith("cuda"):
+        if ctx.cuda:
             from torch.nn.attention import SDPBackend, sdpa_kernel
             speed.apply(net, False)
             plain = net(x, t, y, m)
@@ -200,15 +181,18 @@ def main() -> None:
             speed.apply(net, True)
             print(f"  parity: one call, plain blocks {rel(plain, want):.2e}; both on the math SDPA kernel "
                   f"{same_kernel:.2e}", flush=True)
-        fp32_parity(net_cfg=PRESETS["Sana_600M_1024px"], tr_config=tr_config, sd32=sd32, dev=dev, x=x, t=t,
-                    y=y, m=m, pos=pos, neg=neg, noise=noise, steps=args.steps, vae=vae)
+        try:
+            fp32_parity(net_cfg=net_cfg, tr_config=tr_config, sd32=sd32, dev=dev, x=x, t=t, y=y, m=m, pos=pos,
+                        neg=neg, noise=noise, steps=args.steps, vae=vae)
+        finally:  # TF32 back as it was for the cases after this one
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
             with profile(activities=acts) as prof:
                 ours_eager()
                 sync(dev)
-            key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
+            key = "self_cuda_time_total" if ctx.cuda else "self_cpu_time_total"
             Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=60))
             print(f"  profile written to {args.profile}", flush=True)
 
@@ -216,13 +200,112 @@ def main() -> None:
         d = (imgs[a] - imgs[b]).abs() * 255
         return f"max {d.max().item():.1f}, mean {d.mean().item():.2f}"
 
-    peak = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB" if dev.startswith("cuda") else ""
+    peak = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / GiB:.1f} GiB" if ctx.cuda else ""
     d = best["diffusers"]
     print(f"text-to-image {args.size}px, {args.steps} steps, CFG, 0.6B, {args.dtype} on {name}{peak}", flush=True)
     for k, v in best.items():
         print(f"  {k:20s} {v:.3f} s  ratio to diffusers {v / d:.2f}", flush=True)
     print(f"  pixel differences /255: ours vs diffusers {diff('ours', 'diffusers')}; plain blocks vs diffusers "
           f"{diff('ours, plain blocks', 'diffusers')}; graphs vs eager {diff('ours', 'ours, eager')}", flush=True)
+    worst = ((imgs["ours"] - imgs["diffusers"]).abs().max() * 255).item()
+    whole = best["ours"] + png
+    return [Row(f"0.6B, {args.size}², {args.steps} steps, CFG, {args.dtype}, whole pipeline (text → PNG)",
+                "≤ 0.20 s, within 4/255 of diffusers", f"{whole:.3f} s ({best['ours']:.3f} s + PNG {png * 1000:.0f} ms)",
+                f"{d:.3f} s", f"{best['ours'] / d:.2f}", peak.removeprefix(", peak GPU memory ") or "n/a (CPU)",
+                cases._verdict(whole <= 0.20 and worst <= 4.0, ctx),
+                f"max Δ {worst:.1f}/255; plain blocks {best['ours, plain blocks']:.3f} s, eager "
+                f"{best['ours, eager']:.3f} s")]
+
+
+# name → (case, its target, estimated seconds on an H100); the capped cases last
+CASES = {
+    "0.6b": (case_06b, "≤ 0.20 s text → PNG, within 4/255 of diffusers", 70),
+    "1.6b": (cases.case_16b, "≤ 0.5× diffusers", 25),
+    "batch16": (cases.case_batch, "≥ 10 images/s", 55),
+    "4k": (cases.case_4k, "≤ 0.6× diffusers' time", 50),
+    "8gib": (cases.case_8gib, "completes under an 8 GiB cap", 40),
+    "4.8b": (cases.case_48b, "completes under a 12 GiB cap, fp8 storage", 90),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default="all", help=f"comma list of {', '.join(CASES)} (default: all)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bf16", choices=list(DT))
+    ap.add_argument("--tiny", action="store_true",
+                    help="shrink every model (2 narrow layers, narrow Gemma-2 and DC-AE) and size: a CPU smoke test")
+    ap.add_argument("--size", type=int, default=None, help="image side (1024; --tiny 128)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (20; --tiny 2)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed runs of the 0.6b case (5; --tiny 1); the larger cases take at most 3, 2 and 1")
+    ap.add_argument("--text-layers", type=int, default=None, help="Gemma-2 layers (26 in the published 2B; --tiny 2)")
+    ap.add_argument("--batch", type=int, default=None, help="images of the batch case (16; --tiny 4)")
+    ap.add_argument("--size-4k", type=int, default=None, help="image side of the 4k case (4096; --tiny 192)")
+    ap.add_argument("--steps-4k", type=int, default=None, help="steps of the 4k case (default: --steps)")
+    ap.add_argument("--profile", default="", help="write the top kernels of one eager run of ours to this file")
+    args = ap.parse_args()
+    full, tiny = dict(size=1024, steps=20, repeats=5, text_layers=26, batch=16, size_4k=4096), \
+        dict(size=128, steps=2, repeats=1, text_layers=2, batch=4, size_4k=192)
+    for k, v in (tiny if args.tiny else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.steps_4k is None:
+        args.steps_4k = args.steps
+    names = list(CASES) if args.cases == "all" else [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)} or all")
+    args.cases = [c for c in CASES if c in names]  # always in the table's order: the capped cases last
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    import diffusers
+    from transformers import GemmaTokenizerFast
+
+    dev, dt = args.device, DT[args.dtype]
+    cuda = dev.startswith("cuda")
+    if args.tiny and not cuda:
+        torch.set_num_threads(1)  # the smoke test's ops are tiny: threads would only wait on each other
+    name = torch.cuda.get_device_name(dev) if cuda else "CPU"
+    print(f"device: {name}, torch {torch.__version__}, diffusers {diffusers.__version__}, {args.dtype}", flush=True)
+    print(f"matmul 8192³ {args.dtype}: {matmul_rate(dev, dt):.0f} TFLOP/s", flush=True)
+    total = sum(CASES[c][2] for c in args.cases)
+    print(f"cases: {', '.join(args.cases)}; estimated {total} s on an H100 at the default sizes, plus start-up",
+          flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = GemmaTokenizerFast.from_pretrained(build_tokenizer(Path(tmp) / "tok"))
+    ctx = Ctx(args, dev, dt, tok)
+    rows: list[Row] = []
+    for case in args.cases:
+        fn, target, estimate = CASES[case]
+        print(f"\n== {case}: estimated {estimate} s on an H100 ({time.perf_counter() - T0:.0f} s since start) ==",
+              flush=True)
+        free_memory()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        try:
+            new = fn(ctx)
+        except Exception as e:  # noqa: BLE001  (e.g. out of memory: report it, go on with the next case)
+            traceback.print_exc()
+            new = [Row(case, target, verdict="ERROR", notes=f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                       if str(e) else type(e).__name__)]
+        free_memory()
+        peak = f", peak allocated {torch.cuda.max_memory_allocated(dev) / GiB:.1f} GiB" if cuda else ""
+        print(f"-- {case}: {time.perf_counter() - t0:.0f} s{peak}", flush=True)
+        for r in new:
+            print(r.markdown(), flush=True)
+        rows += new
+    smoke = " — a smoke run (--tiny or not CUDA): the numbers mean nothing" if args.tiny or not cuda else ""
+    print(f"\n### Sana on {name}, torch {torch.__version__}, diffusers {diffusers.__version__}, {args.dtype}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}{smoke} ({time.perf_counter() - T0:.0f} s in all)\n", flush=True)
+    print(TABLE_HEAD)
+    for r in rows:
+        print(r.markdown())
 
 
 def fp32_parity(net_cfg, tr_config, sd32, dev, x, t, y, m, pos, neg, noise, steps, vae) -> None:
