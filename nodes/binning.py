@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from ..sana_core import bins
 from ..sana_core.errors import SanaError
 
+ROUTES = ("bin", "aspect")  # GET /sana/<name> (also under /api/), each answered by route_answer
+
 
 def route_answer(route: str, query: Mapping[str, str]) -> tuple[int, dict]:
     """(HTTP status, JSON body) for GET /sana/bin?width&height&binning[&resolution] and

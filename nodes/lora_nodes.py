@@ -9,9 +9,9 @@ import os
 from ..sana_core import lora
 from . import host
 from .models import SanaModel, SanaTextEncoderHandle
+from .widgets import SANA_MODEL, SANA_TEXT_ENCODER, STRENGTH, check_model, model_input
 
 CATEGORY = "Sana"
-STRENGTH = ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01})
 _FILES: dict[str, tuple[float, dict]] = {}  # path → (mtime, tensors): the last file read, as LoraLoader keeps it
 
 
@@ -58,12 +58,16 @@ class SanaLoraLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("SANA_MODEL",),
-            "text_encoder": ("SANA_TEXT_ENCODER",),
-            "lora_name": (host.list_models("loras", folders=False),),
+            "model": SANA_MODEL,
+            "text_encoder": SANA_TEXT_ENCODER,
+            "lora_name": model_input("loras", folders=False),
             "strength_model": STRENGTH,
             "strength_text_encoder": STRENGTH,
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora_name):
+        return check_model("loras", lora_name, folders=False)
 
     def load(self, model, text_encoder, lora_name, strength_model, strength_text_encoder):
         sd, name = read_lora(lora_name)
@@ -85,10 +89,14 @@ class SanaLoraLoaderModelOnly:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("SANA_MODEL",),
-            "lora_name": (host.list_models("loras", folders=False),),
+            "model": SANA_MODEL,
+            "lora_name": model_input("loras", folders=False),
             "strength_model": STRENGTH,
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora_name):
+        return check_model("loras", lora_name, folders=False)
 
     def load(self, model, lora_name, strength_model):
         sd, name = read_lora(lora_name)

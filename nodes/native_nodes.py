@@ -8,7 +8,17 @@ from ..sana_core.guidance import parse_pag_layers
 from ..sana_core.sampling import SAMPLERS, partial_schedule
 from . import host
 from .models import SanaModel, SanaVAE
-from .sana_nodes import FLOW_SHIFT, PAG_ADAPTIVE_SCALE, PAG_LAYERS
+from .widgets import (
+    DENOISE_TIP,
+    FLOW_SHIFT,
+    PAG_ADAPTIVE_SCALE,
+    PAG_LAYERS,
+    PAG_SCALE_TIP,
+    SAMPLER_TIP,
+    SANA_MODEL,
+    SANA_VAE,
+    STEPS,
+)
 
 CATEGORY = "Sana/native"
 
@@ -23,12 +33,12 @@ class SanaToModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": ("SANA_MODEL",)}, "optional": {"flow_shift": FLOW_SHIFT}}
+        return {"required": {"model": SANA_MODEL}, "optional": {"flow_shift": FLOW_SHIFT}}
 
     def convert(self, model: SanaModel, flow_shift=0.0):
         if model.cfg.guidance_embeds:  # Sprint is not a flow model: KSampler's samplers would give a wrong image
             raise SanaError("this is a Sana-Sprint model: it samples with its own SCM sampler, which ComfyUI's "
-                            "KSampler and SamplerCustom do not have; use Sana Sample instead of Sana → MODEL")
+                            "KSampler and SamplerCustom do not have; use Sana Sample instead of Sana to MODEL")
         return (host.native_model(model.handle, flow_shift or None),)
 
 
@@ -40,7 +50,7 @@ class SanaToVAE:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae": ("SANA_VAE",)}}
+        return {"required": {"vae": SANA_VAE}}
 
     def convert(self, vae: SanaVAE):
         return (host.vae_adapter(vae.handle),)
@@ -69,11 +79,11 @@ class SanaScheduler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("SANA_MODEL",),
-            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver"}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 1000}),
+            "model": SANA_MODEL,
+            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver", "tooltip": SAMPLER_TIP}),
+            "steps": STEPS,
             "flow_shift": FLOW_SHIFT,
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": DENOISE_TIP}),
         }}
 
     def get(self, model: SanaModel, sampler, steps, flow_shift, denoise):
@@ -91,8 +101,8 @@ class SanaPAG:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL",),
-            "pag_scale": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+            "model": ("MODEL", {"tooltip": "Sana to MODEL's MODEL"}),
+            "pag_scale": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": PAG_SCALE_TIP}),
             "pag_adaptive_scale": PAG_ADAPTIVE_SCALE,
             "pag_layers": PAG_LAYERS,
         }}
@@ -100,7 +110,7 @@ class SanaPAG:
     def patch(self, model, pag_scale, pag_adaptive_scale, pag_layers):
         net = model.model.diffusion_model
         if not hasattr(net, "net") or not hasattr(net.net, "cfg"):
-            raise SanaError("SanaPAG needs a Sana MODEL (from SanaToModel)")
+            raise SanaError("Sana PAG needs a Sana MODEL (from Sana to MODEL)")
         if pag_scale <= 0:
             return (model.clone(),)
         blocks = parse_pag_layers(pag_layers, net.net.cfg.num_layers)
@@ -109,8 +119,8 @@ class SanaPAG:
 
 NATIVE_NODES = {c.__name__: c for c in (SanaToModel, SanaToVAE, SanaFlowDPMSolverSampler, SanaScheduler, SanaPAG)}
 NATIVE_DISPLAY_NAMES = {
-    "SanaToModel": "Sana → MODEL",
-    "SanaToVAE": "Sana → VAE",
+    "SanaToModel": "Sana to MODEL",
+    "SanaToVAE": "Sana to VAE",
     "SanaFlowDPMSolverSampler": "Sana Flow-DPM-Solver (SAMPLER)",
     "SanaScheduler": "Sana Scheduler (SIGMAS)",
     "SanaPAG": "Sana PAG (model patch)",

@@ -13,15 +13,23 @@ from ..sana_core.quant import STORAGE
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
 from . import conditioning, host
 from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
+from .widgets import (
+    DENOISE_TIP,
+    FLOW_SHIFT,
+    PAG_ADAPTIVE_SCALE,
+    PAG_LAYERS,
+    PAG_SCALE_TIP,
+    SAMPLER_TIP,
+    SANA_MODEL,
+    SANA_TEXT_ENCODER,
+    SANA_VAE,
+    STEPS,
+    check_model,
+    model_input,
+)
 
 CATEGORY = "Sana"
 BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w]} recorded at binning time
-# Widget specs shared by the Sana and native nodes
-FLOW_SHIFT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                        "tooltip": "0 = the model's default (3.0; 6.0 for 4K)"})
-PAG_ADAPTIVE_SCALE = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001})
-PAG_LAYERS = ("STRING", {"default": "8", "tooltip": "block indices, e.g. '8' or '7,8' or '6-9'"})
-
 
 WEIGHT_DTYPES = ["auto", "bf16", "fp16", "fp32", "int8", "fp8_e4m3fn", "fp8_e5m2"]
 
@@ -62,11 +70,14 @@ class SanaLoadTextEncoder:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "text_encoder": (host.list_models("text_encoders", files=False),
-                             {"tooltip": "a gemma-2-2b-it folder or a Sana diffusers repo (text_encoder/ + tokenizer/)"}),
+            "text_encoder": model_input("text_encoders", files=False),
             "dtype": (["auto", "bf16", "fp32", "int8"], {"default": "auto", "tooltip": "Gemma-2 overflows in fp16; "
                                                       "int8 stores weights in 8 bits (about half of bf16)"}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, text_encoder):
+        return check_model("text_encoders", text_encoder, files=False)
 
     def load(self, text_encoder, dtype):
         _text_encoder_module()  # a missing dependency is named before anything else
@@ -84,12 +95,17 @@ class SanaEncodePrompt:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "text_encoder": ("SANA_TEXT_ENCODER",),
-            "text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
-            "use_chi": ("BOOLEAN", {"default": True, "tooltip": "complex human instruction; off for negatives"}),
-            "max_length": ("INT", {"default": 300, "min": 2, "max": 4096}),
+            "text_encoder": SANA_TEXT_ENCODER,
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "the prompt"}),
+            "use_chi": ("BOOLEAN", {"default": True, "tooltip": "prepend Sana's complex human instruction, which "
+                                    "rewrites the prompt in the model's head: on for the positive, off for the "
+                                    "negative"}),
+            "max_length": ("INT", {"default": 300, "min": 2, "max": 4096,
+                                   "tooltip": "tokens kept of the prompt (the reference pipeline keeps 300); the "
+                                              "instruction's tokens come on top"}),
         }, "optional": {
-            "chi": ("STRING", {"multiline": True, "default": "", "tooltip": "replaces the default instruction"}),
+            "chi": ("STRING", {"multiline": True, "default": "", "tooltip": "your own instruction, one line per "
+                                                                           "line, in place of the default one"}),
         }}
 
     def encode(self, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi=""):
@@ -101,20 +117,25 @@ class SanaEncodePrompt:
         return ([[emb.to(dev), {"attention_mask": mask.to(dev)}]],)
 
 
+_SIZE_TIP = "in pixels; with resolution binning off, a multiple of 32"
+
+
 class SanaEmptyLatent:
     CATEGORY = CATEGORY
     DESCRIPTION = ("An empty Sana latent [B, 32, H/32, W/32]. With resolution binning on, the latent is made at the "
-                   "nearest trained aspect-ratio bin and SanaDecode resizes and crops back to width x height.")
+                   "nearest trained aspect-ratio bin and Sana Decode resizes and crops back to width x height.")
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "make"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "width": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8}),
-            "height": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
-            "resolution_binning": ("BOOLEAN", {"default": True}),
+            "width": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8, "tooltip": _SIZE_TIP}),
+            "height": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8, "tooltip": _SIZE_TIP}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "images per run"}),
+            "resolution_binning": ("BOOLEAN", {"default": True, "tooltip": (
+                "on: sample at the nearest aspect-ratio bin the model was trained on, then Sana Decode resizes and "
+                "crops back to width × height (as the reference pipeline); off: exactly width × height")}),
         }, "optional": {
             "model": ("SANA_MODEL", {"tooltip": "picks the bin table of the model's training resolution"}),
         }}
@@ -137,20 +158,21 @@ class SanaSample:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("SANA_MODEL",),
-            "positive": ("CONDITIONING",),
-            "negative": ("CONDITIONING",),
-            "latent": ("LATENT",),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 1000}),
-            "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver"}),
+            "model": SANA_MODEL,
+            "positive": ("CONDITIONING", {"tooltip": "what the image shows (Sana Encode Prompt with use_chi on)"}),
+            "negative": ("CONDITIONING", {"tooltip": "what to steer away from (used when cfg > 1)"}),
+            "latent": ("LATENT", {"tooltip": "Sana Empty Latent, or an encoded image for image-to-image"}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "the noise seed"}),
+            "steps": STEPS,
+            "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "classifier-free guidance scale; 1 or less = off"}),
+            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver", "tooltip": SAMPLER_TIP}),
             "flow_shift": FLOW_SHIFT,
-            "pag_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                                    "tooltip": "perturbed-attention guidance; 0 = off"}),
+            "pag_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": PAG_SCALE_TIP}),
             "pag_adaptive_scale": PAG_ADAPTIVE_SCALE,
             "pag_layers": PAG_LAYERS,
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": DENOISE_TIP}),
         }, "optional": {
             "patched_model": ("MODEL", {"tooltip": "optional: SanaToModel's MODEL of this same model after "
                                                    "ComfyUI's model patches (DifferentialDiffusion, LoRA loaders, "
@@ -171,7 +193,7 @@ class SanaSample:
         else:  # the pack's sampler; the inputs are checked where they enter the core (pipeline.denoise)
             samples = latent["samples"]
             noise = noise_for_seed(seed, tuple(samples.shape), latent.get("batch_index"))
-            own = f"{type(self).__name__}'s own sampler"
+            own = "Sana Sample's own sampler"
             out = pipeline.denoise(model.get(), conditioning.side(positive, "positive", own),
                                    conditioning.side(negative, "negative", own) if cfg > 1 else None, samples, seed,
                                    opts, callback=lambda i, n, x, x0: progress.step(i + 1, x0), noise=noise,
@@ -190,9 +212,10 @@ class SanaDecode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae": ("SANA_VAE",),
-            "samples": ("LATENT",),
-            "tiling": (["auto", "on", "off"], {"default": "auto"}),
+            "vae": SANA_VAE,
+            "samples": ("LATENT", {"tooltip": "a Sana latent"}),
+            "tiling": (["auto", "on", "off"], {"default": "auto", "tooltip": (
+                "decode in 512 px tiles to save memory: auto tiles images above 1024 × 1024 pixels")}),
         }}
 
     def decode(self, vae: SanaVAE, samples, tiling):
@@ -214,7 +237,7 @@ class SanaEncodeImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae": ("SANA_VAE",), "image": ("IMAGE",)}}
+        return {"required": {"vae": SANA_VAE, "image": ("IMAGE", {"tooltip": "cropped to multiples of 32"})}}
 
     def encode(self, vae: SanaVAE, image):
         return ({"samples": pipeline.encode_images(vae.get(), image).to(host.intermediate_device())},)
@@ -230,11 +253,15 @@ class SanaLoadTransformer:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_name": (host.list_models("diffusion_models"),),
+            "model_name": model_input("diffusion_models"),
             "weight_dtype": (WEIGHT_DTYPES, {
                 "default": "auto", "tooltip": "int8 and fp8 store weights in 8 bits (about half of bf16); int8 "
                 "computes in the file's dtype, fp8 in bf16"}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name):
+        return check_model("diffusion_models", model_name)
 
     def load(self, model_name, weight_dtype):
         m = _transformer(host.resolve_model("diffusion_models", model_name), weight_dtype)
@@ -250,9 +277,13 @@ class SanaLoadDCAE:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (host.list_models("vae"),),
+            "vae_name": model_input("vae"),
             "dtype": (["auto", "bf16", "fp32"], {"default": "auto", "tooltip": "DC-AE overflows in fp16"}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vae_name):
+        return check_model("vae", vae_name)
 
     def load(self, vae_name, dtype):
         v = _vae(host.resolve_model("vae", vae_name), dtype)
@@ -268,11 +299,15 @@ class SanaLoadPipeline:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "pipeline": (host.list_models("diffusers", files=False),),
+            "pipeline": model_input("diffusers", files=False),
             "weight_dtype": (WEIGHT_DTYPES, {
                 "default": "auto", "tooltip": "for the transformer; the text encoder and DC-AE stay in bf16/fp32 "
                 "(int8 also stores the text encoder in 8 bits)"}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, pipeline):
+        return check_model("diffusers", pipeline, files=False)
 
     def load(self, pipeline, weight_dtype):
         root = host.resolve_model("diffusers", pipeline)
@@ -286,13 +321,17 @@ class SanaLoadPipeline:
 class SanaLoadControlNet:
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads a Sana ControlNet (diffusers folder, single safetensors or NVlabs .pth) from models/controlnet "
-                   "for ComfyUI's Apply ControlNet nodes; connect SanaToVAE's VAE to their vae input.")
+                   "for ComfyUI's Apply ControlNet nodes; connect Sana to VAE's VAE to their vae input.")
     RETURN_TYPES = ("CONTROL_NET",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"control_net_name": (host.list_models("controlnet"),)}}
+        return {"required": {"control_net_name": model_input("controlnet")}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, control_net_name):
+        return check_model("controlnet", control_net_name)
 
     def load(self, control_net_name):
         net = load_controlnet(host.resolve_model("controlnet", control_net_name), operations=host.operations())

@@ -102,14 +102,14 @@ class Family(Enum):
     Each value is (what it is, as an error says it; advice for a file given to the wrong loader; its key layout).
     """
 
-    SANA_DIFFUSERS = ("a Sana transformer", "load it with the transformer loader", "diffusers")
-    SANA_NVLABS = ("a Sana transformer", "load it with the transformer loader", "NVlabs")
+    SANA_DIFFUSERS = ("a Sana transformer", "load it with Sana Load Transformer", "diffusers")
+    SANA_NVLABS = ("a Sana transformer", "load it with Sana Load Transformer", "NVlabs")
     SANA_CONTROLNET = ("a Sana ControlNet", "load it with Sana Load ControlNet", "diffusers")
     SANA_CONTROLNET_NVLABS = ("a Sana ControlNet", "load it with Sana Load ControlNet", "NVlabs")
     CONTROLNET_SD = ("a Stable Diffusion / SDXL ControlNet", None, "")
     CONTROLNET_FLUX = ("a Flux ControlNet", None, "")
-    DCAE_DIFFUSERS = ("a DC-AE autoencoder", "load it with the VAE loader", "diffusers")
-    DCAE_ORIGINAL = ("a DC-AE autoencoder", "load it with the VAE loader", "original mit-han-lab")
+    DCAE_DIFFUSERS = ("a DC-AE autoencoder", "load it with Sana Load DC-AE", "diffusers")
+    DCAE_ORIGINAL = ("a DC-AE autoencoder", "load it with Sana Load DC-AE", "original mit-han-lab")
     DCAE_OTHER = ("an original DC-AE of a non-Sana variant (f32c32-in, f64, f128)",
                   "but only the f32c32 Sana DC-AE is supported", "original mit-han-lab")
     KL_VAE = ("an SD/Flux-style KL VAE (AutoencoderKL)", None, "")
@@ -117,7 +117,7 @@ class Family(Enum):
     UNET = ("a Stable Diffusion / SDXL UNet", None, "")
     FLUX = ("a Flux transformer", None, "")
     SD3 = ("an SD3 MMDiT", None, "")
-    GEMMA = ("a Gemma text encoder", "load it with the text encoder loader", "")
+    GEMMA = ("a Gemma text encoder", "load it with Sana Load Text Encoder", "")
     LANGUAGE_MODEL = ("a language model (text encoder)", None, "")
     UNKNOWN = ("an unrecognised key set", None, "")
 

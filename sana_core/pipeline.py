@@ -60,14 +60,14 @@ def check_latent(latent: torch.Tensor, what: str = "latent") -> None:
         shape = tuple(latent.shape)
         raise SanaError(f"{what} has shape {shape} ({shape[1] if latent.ndim > 1 else '?'} channels); Sana expects "
                         f"[B, {LATENT_CHANNELS}, H/32, W/32] DC-AE latents — this latent comes from another model "
-                        "(e.g. SD's 4-channel /8 latents); make it with SanaEmptyLatent or SanaEncodeImage")
+                        "(e.g. SD's 4-channel /8 latents); make it with Sana Empty Latent or Sana Encode Image")
 
 
 def check_cond(model: SanaTransformer, c: TextCond, what: str) -> None:
     width = c.embeds.shape[-1]
     if c.embeds.ndim != 3 or width != model.cfg.caption_channels:
         raise SanaError(f"{what} conditioning is {width} wide; this Sana model expects {model.cfg.caption_channels}-wide "
-                        "Gemma-2 features from SanaEncodePrompt (it came from another text encoder)")
+                        "Gemma-2 features from Sana Encode Prompt (it came from another text encoder)")
     if c.mask.shape != c.embeds.shape[:2]:
         raise SanaError(f"{what} conditioning mask has shape {tuple(c.mask.shape)}, expected "
                         f"{tuple(c.embeds.shape[:2])}")

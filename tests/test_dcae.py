@@ -265,7 +265,7 @@ def test_original_map_values_match_diffusers_converter(tiny):
 def test_bad_files_name_the_path(tiny, tmp_path):
     cases = {
         "transformer.safetensors": (["transformer_blocks.0.attn1.to_q.weight", "patch_embed.proj.weight",
-                                     "caption_projection.linear_1.weight"], "transformer loader"),
+                                     "caption_projection.linear_1.weight"], "Sana Load Transformer"),
         "sd_vae.safetensors": (["encoder.conv_in.weight", "decoder.conv_in.weight", "quant_conv.weight",
                                 "encoder.down_blocks.0.resnets.0.conv1.weight"], "AutoencoderKL"),
         "other.safetensors": (["foo.weight"], "not a DC-AE"),

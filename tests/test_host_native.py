@@ -383,7 +383,7 @@ def test_patched_model_of_another_model_and_foreign_conditioning_are_refused(ser
     _pair(p, "x", ("2", 0), patched=("other", 0))
     del p["kx"], p["kxsave"]
     err = error(p)
-    assert err["node_type"] == "SanaSample" and "not SanaToModel's MODEL of this Sana model" in err[
+    assert err["node_type"] == "SanaSample" and "not Sana to MODEL's MODEL of this Sana model" in err[
         "exception_message"]
     for sampler in "sk":
         p = _graph()

@@ -282,19 +282,19 @@ def test_each_loader_takes_its_part_of_one_repo_and_refuses_the_others(tiny_repo
     assert load_text_encoder(tiny_repo).hidden_size > 0
 
     transformer_file = tiny_repo / "transformer" / f"{DPM}.safetensors"
-    with pytest.raises(SanaError, match=r"this looks like a Sana transformer, load it with the transformer loader"):
+    with pytest.raises(SanaError, match=r"this looks like a Sana transformer, load it with Sana Load Transformer"):
         load_dcae(transformer_file)
     with pytest.raises(SanaError, match=r"not a Sana transformer checkpoint: this is a DC-AE autoencoder, load it "
-                                        r"with the VAE loader"):
+                                        r"with Sana Load DC-AE"):
         load_transformer(tiny_repo / "vae" / f"{DPM}.safetensors")
-    with pytest.raises(SanaError, match=r"this is a Gemma text encoder, load it with the text encoder loader"):
+    with pytest.raises(SanaError, match=r"this is a Gemma text encoder, load it with Sana Load Text Encoder"):
         load_transformer(tiny_repo / "text_encoder" / "model.safetensors")
     repo = tmp_path / "mixed_up"  # the transformer's weights where Gemma's belong
     shutil.copytree(tiny_repo / "tokenizer", repo / "tokenizer")
     shutil.copytree(tiny_repo / "text_encoder", repo / "text_encoder")
     shutil.copy(transformer_file, repo / "text_encoder" / "model.safetensors")
     with pytest.raises(SanaError, match=r"text_encoder/model\.safetensors: this looks like a Sana transformer, load "
-                                        r"it with the transformer loader\. Found \d+ tensors"):
+                                        r"it with Sana Load Transformer\. Found \d+ tensors"):
         load_text_encoder(repo)
 
 

@@ -157,3 +157,40 @@ def test_loaders_report_the_model_as_data(models):
     (model,) = out["ui"]["sana_model"]
     assert model["resolution"] == 1024 and model["dtype"] == "float32"
     assert out["ui"]["text"][0].startswith(f"{model['variant']} · 1024 px · float32 · ")
+
+
+def test_every_input_of_every_node_has_a_tooltip():
+    from sana_comfy.nodes import NODE_CLASS_MAPPINGS
+
+    missing = [(name, key) for name, cls in NODE_CLASS_MAPPINGS.items()
+               for section in cls.INPUT_TYPES().values() for key, spec in section.items()
+               if len(spec) < 2 or not spec[1].get("tooltip")]
+    assert not missing
+
+
+def test_display_names_are_found_by_plain_words():
+    from sana_comfy.nodes import NODE_DISPLAY_NAME_MAPPINGS
+
+    assert set(NODE_DISPLAY_NAME_MAPPINGS.values()) >= {"Sana to MODEL", "Sana to VAE"}
+    assert all(name.isascii() for name in NODE_DISPLAY_NAME_MAPPINGS.values())
+
+
+@pytest.mark.parametrize("node,key,arg", [
+    ("SanaLoadPipeline", "diffusers", "pipeline"), ("SanaLoadTransformer", "diffusion_models", "model_name"),
+    ("SanaLoadTextEncoder", "text_encoders", "text_encoder"), ("SanaLoadDCAE", "vae", "vae_name"),
+    ("SanaLoadControlNet", "controlnet", "control_net_name"), ("SanaLoraLoader", "loras", "lora_name"),
+    ("SanaLoraLoaderModelOnly", "loras", "lora_name")])
+def test_a_missing_model_file_names_its_folder_and_where_to_get_it(models_dir, node, key, arg):
+    """A saved workflow naming a file this install lacks: the loader's validation says which models folder takes
+    it (with its path) and which repository to get, instead of the host's bare 'not in list'."""
+    from sana_comfy.nodes import NODE_CLASS_MAPPINGS
+    from sana_comfy.nodes.widgets import FOLDERS
+
+    cls = NODE_CLASS_MAPPINGS[node]
+    present = cls.INPUT_TYPES()["required"][arg][0]
+    assert present and cls.VALIDATE_INPUTS(**{arg: present[0]}) is True
+    message = cls.VALIDATE_INPUTS(**{arg: "Sana_missing_model"})
+    assert isinstance(message, str) and "'Sana_missing_model'" in message
+    assert f"models/{key}" in message and str(models_dir / key) in message
+    repo = FOLDERS[key][1]
+    assert repo is None or repo in message

@@ -32,6 +32,11 @@ def list_models(key: str, folders: bool = True, files: bool = True) -> list[str]
     return _folders.list_models(impl.model_roots(key), folders, files)
 
 
+def model_folders(key: str) -> list[str]:
+    """The ``key`` model folders, as paths."""
+    return [str(p) for p in impl.model_roots(key)]
+
+
 def resolve_model(key: str, name: str) -> Path:
     """The path of ``name`` inside the ``key`` model folders; names that escape them are refused."""
     return _folders.resolve_model(impl.model_roots(key), key, name)
@@ -58,6 +63,6 @@ extend_host = impl.extend_host  # every change to ComfyUI's global state; nodes/
 __all__ = [
     "IN_COMFY", "LATENT_RGB_BIAS", "LATENT_RGB_FACTORS", "PAG_KEY", "SAMPLER_NAME", "WEIGHT_EXT", "Progress",
     "add_lora", "control_net", "extend_host", "intermediate_device", "list_models", "load", "native_model",
-    "operations", "pag_model", "release", "resolve_model", "sampler_object", "unwrap", "vae_adapter", "wrap",
-    "native_sampling", "sample_native",
+    "model_folders", "operations", "pag_model", "release", "resolve_model", "sampler_object", "unwrap",
+    "vae_adapter", "wrap", "native_sampling", "sample_native",
 ]

@@ -99,7 +99,7 @@ class SanaControlNetPatch(comfy.controlnet.ControlNet):
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         if self.vae is None:
-            raise SanaError("a Sana ControlNet encodes its control image with the DC-AE: connect SanaToVAE's VAE to "
+            raise SanaError("a Sana ControlNet encodes its control image with the DC-AE: connect Sana to VAE's VAE to "
                             "the vae input of the Apply ControlNet node")
         return super().get_control(x_noisy, t, cond, batched_number, transformer_options)
 

@@ -63,12 +63,23 @@ class _Holder(torch.nn.Module):
         self.device = device
 
 
+class SanaTextEncoderModel(_Holder):
+    """Gemma-2 as the host's model management holds it (the name its log shows)."""
+
+
+class SanaDCAEModel(_Holder):
+    """The DC-AE as the host's model management holds it (the name its log shows)."""
+
+
+_HOLDERS = {"text_encoder": SanaTextEncoderModel, "vae": SanaDCAEModel}
+
+
 def wrap(module: torch.nn.Module, kind: str) -> comfy.model_patcher.ModelPatcher:
     """A ModelPatcher the host can evict. A Sana transformer is wrapped as a native ComfyUI model from the start,
     so SANA_MODEL and MODEL share one patcher and one copy of the weights."""
     load_device, offload = devices(kind)
     size = sum(p.numel() * p.element_size() for p in module.parameters())
-    inner = SanaBaseModel(module, offload) if kind == "diffusion" else _Holder(module, offload)
+    inner = SanaBaseModel(module, offload) if kind == "diffusion" else _HOLDERS[kind](module, offload)
     return comfy.model_patcher.ModelPatcher(inner, load_device=load_device, offload_device=offload, size=size)
 
 
@@ -207,8 +218,8 @@ def sample_native(handle, positive, negative, latent: dict, seed: int, opts, pro
 
     net = unwrap(handle)
     if patched is not None and getattr(patched, "model", None) is not handle.model:
-        raise SanaError(f"patched_model is {_describe_model(patched)}, not SanaToModel's MODEL of this Sana model "
-                        "(connect the MODEL that SanaToModel made from the same SANA_MODEL, after its patches)")
+        raise SanaError(f"patched_model is {_describe_model(patched)}, not Sana to MODEL's MODEL of this Sana model "
+                        "(connect the MODEL that Sana to MODEL made from the same SANA_MODEL, after its patches)")
     samples = latent["samples"]
     check_latent(samples)
     sides = ((positive, "positive"), (negative, "negative")) if opts.cfg > 1 else ((positive, "positive"),)
@@ -286,7 +297,6 @@ def pag_model(model, scale: float, adaptive: float, blocks: frozenset[int]):
 
 # --- the pack's changes to ComfyUI's global state ---------------------------------------------------------------------
 
-ROUTES = ("bin", "aspect")  # GET /sana/<name>, answered by ..binning.route_answer
 
 
 def extend_host() -> None:
@@ -322,7 +332,7 @@ def _with_sana_lora_keys(original):
 def _add_routes() -> None:
     from aiohttp import web
 
-    from ..binning import route_answer
+    from .. import binning
 
     try:
         import server
@@ -332,13 +342,13 @@ def _add_routes() -> None:
     if prompt_server is None:
         return
     taken = {getattr(r, "path", None) for r in prompt_server.routes}
-    for name in ROUTES:
+    for name in binning.ROUTES:
         path = f"/sana/{name}"
         if path in taken:
             continue
 
         async def answer(request, name=name):
-            status, body = route_answer(name, request.rel_url.query)
+            status, body = binning.route_answer(name, request.rel_url.query)
             return web.json_response(body, status=status)
 
         prompt_server.routes.get(path)(answer)

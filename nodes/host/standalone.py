@@ -75,11 +75,11 @@ def native_sampling(cfg) -> bool:
     return False
 
 
-native_model = _needs_comfy("a Sana MODEL (SanaToModel)")
+native_model = _needs_comfy("a Sana MODEL (Sana to MODEL)")
 sample_native = _needs_comfy("ComfyUI's sampling")
-vae_adapter = _needs_comfy("a Sana VAE (SanaToVAE)")
+vae_adapter = _needs_comfy("a Sana VAE (Sana to VAE)")
 sampler_object = _needs_comfy("the Flow-DPM-Solver SAMPLER")
-pag_model = _needs_comfy("PAG as a model patch (SanaPAG)")
+pag_model = _needs_comfy("PAG as a model patch (Sana PAG)")
 
 
 def extend_host() -> None:
