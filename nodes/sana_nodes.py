@@ -106,9 +106,17 @@ class SanaEncodePrompt:
         }, "optional": {
             "chi": ("STRING", {"multiline": True, "default": "", "tooltip": "your own instruction, one line per "
                                                                            "line, in place of the default one"}),
+            "clean_caption": ("BOOLEAN", {"default": False, "tooltip": (
+                "clean the prompt as Sana's training captions were: lowercased, URLs, HTML, @handles, hashtags, "
+                "dates and ids, file names, CJK ideographs, 'free shipping'-style boilerplate and stray punctuation "
+                "removed (needs beautifulsoup4 and ftfy). Off: the prompt is used as written, case kept")}),
         }}
 
-    def encode(self, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi=""):
+    def encode(self, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi="", clean_caption=False):
+        if clean_caption:  # a missing optional package is named before Gemma-2 is loaded
+            from ..sana_core.captions import clean
+
+            text = clean(text)
         enc = text_encoder.get()
         instruction = (chi.split("\n") if chi.strip() else _text_encoder_module().DEFAULT_CHI) if use_chi else None
         emb, mask = enc.encode([text], chi=instruction, max_length=max_length)

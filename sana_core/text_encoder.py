@@ -167,7 +167,7 @@ class SanaTextEncoder:
         return self
 
     def encode(self, prompts: list[str] | str, *, chi: list[str] | str | None = DEFAULT_CHI, max_length: int = 300,
-               lowercase: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               lowercase: bool = False, clean_caption: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts → (embeddings (B, max_length, hidden) in the encoder dtype, mask (B, max_length) int64).
 
         diffusers ``_get_gemma_prompt_embeds`` + the selection in ``encode_prompt`` (docs/model.md §3.3):
@@ -180,8 +180,14 @@ class SanaTextEncoder:
         - without a CHI (None, "", []): tokenised to max_length, no selection.
         Every prompt keeps its own mask. A prompt past the window is truncated at the end and logged (one warning
         per call naming how many tokens were dropped).
+        - ``clean_caption``: each prompt is first cleaned as the training captions were (``captions.py``; this
+          lowercases it), as diffusers' ``clean_caption=True``.
         """
         prompts = self._prepare(prompts, lowercase)
+        if clean_caption:
+            from .captions import clean
+
+            prompts = [clean(p) for p in prompts]
         if max_length < 1:
             raise SanaError(f"max_length={max_length}: must be at least 1 (Sana uses 300)")
         if isinstance(chi, (list, tuple)):
@@ -209,13 +215,13 @@ class SanaTextEncoder:
             embeds, mask = embeds[:, select], mask[:, select]
         return embeds, mask
 
-    def encode_negative(self, prompts: list[str] | str, max_length: int = 300,
-                        lowercase: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_negative(self, prompts: list[str] | str, max_length: int = 300, lowercase: bool = False,
+                        clean_caption: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """The negative / unconditional path (docs/model.md §3.4): never a CHI, no selection, the prompt's own mask.
 
         For "" only the BOS is valid. Same case rule as ``encode`` (diffusers lowercases the negative prompt too).
         """
-        return self.encode(prompts, chi=None, max_length=max_length, lowercase=lowercase)
+        return self.encode(prompts, chi=None, max_length=max_length, lowercase=lowercase, clean_caption=clean_caption)
 
     # --------------------------------------------------------------------------------------------------------
 

@@ -194,3 +194,23 @@ def test_a_missing_model_file_names_its_folder_and_where_to_get_it(models_dir, n
     assert f"models/{key}" in message and str(models_dir / key) in message
     repo = FOLDERS[key][1]
     assert repo is None or repo in message
+
+
+def test_encode_prompt_clean_caption(models_dir, monkeypatch):
+    """The optional clean_caption input comes after the existing ones; on, the node encodes the cleaned caption;
+    without its packages it stops with the fix before loading anything."""
+    from sana_comfy.sana_core.captions import clean
+
+    inputs = N["SanaEncodePrompt"].INPUT_TYPES()
+    assert list(inputs["optional"]) == ["chi", "clean_caption"] and inputs["optional"]["clean_caption"][1][
+        "default"] is False
+    te = N["SanaLoadTextEncoder"]().load("gemma-2-2b-it", "auto")["result"][0]
+    messy = "<b>A Red Fox</b> in the snow https://example.com/fox.jpg #wildlife @someone"
+    on = N["SanaEncodePrompt"]().encode(te, messy, True, 300, "", True)[0][0]
+    want = N["SanaEncodePrompt"]().encode(te, clean(messy), True, 300)[0][0]
+    off = N["SanaEncodePrompt"]().encode(te, messy, True, 300)[0][0]
+    assert torch.equal(on[0], want[0]) and torch.equal(on[1]["attention_mask"], want[1]["attention_mask"])
+    assert not torch.equal(on[1]["attention_mask"], off[1]["attention_mask"]) or not torch.equal(on[0], off[0])
+    monkeypatch.setitem(__import__("sys").modules, "ftfy", None)
+    with pytest.raises(SanaError, match=r"optional package 'ftfy'.*pip install beautifulsoup4 ftfy"):
+        N["SanaEncodePrompt"]().encode(te, messy, True, 300, "", True)

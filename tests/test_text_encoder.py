@@ -135,6 +135,58 @@ def test_parity_bf16(pipe_dir, enc):
     assert torch.equal(m, pm)
 
 
+# Messy captions as scraped: URLs, HTML and entities, hashtags and handles, dates and ids, full-width and CJK text,
+# emoji, repeated punctuation, boilerplate, encoded text.
+MESSY = [
+    "A photo of a Cat https://example.com/cat.jpg — visit www.cats.org/page NOW",
+    "<p>Hello <b>World</b> &amp; friends &quot;quoted&quot; &lt;tag&gt;</p>",
+    "#sunset #beach @john_doe at the shore #12345 #1 tagged",
+    "Photo taken 2023-05-12, id 1234567, IP 192.168.0.1 article 3:45  ",
+    "ＦＵＬＬ　ｗｉｄｔｈ text 東京タワー の夜景 한국어 ㈱",
+    "emoji 🐱🔥 and repeated punctuation!!! ??? ... *** ~~~ (((wow)))",
+    "this-is-my-cute-cat_and_more",
+    "FREE SHIPPING worldwide! Click for details. Download free png images page 3 1920x1080 jc6640 jc6640vc",
+    "«Guillemets» ‘single’ “double” — em-dash – en-dash",
+    "'\"a quoted whole caption\"'",
+    "Café%20encoded+plus mojibake Ã©",
+    "file image.png and photo.JPEG and doc.pdf",
+    "\\n literal backslash n, commas,no space.next",
+]
+
+
+def test_clean_caption_strings_equal_diffusers(ref_pipe):
+    from sana_comfy.sana_core.captions import clean
+
+    want = ref_pipe._text_preprocessing(MESSY, clean_caption=True)
+    assert [clean(c) for c in MESSY] == want
+    assert want[0] == "a photo of a cat - visit now" and want[1] == 'hello world friends "quoted"'
+
+
+def test_clean_caption_embeddings_equal_diffusers(ref_pipe, enc):
+    """diffusers' encode_prompt(clean_caption=True) on the prompts and the negative, with and without the CHI."""
+    negative = "<b>Blurry</b>, LOW quality, watermark www.stock.com"
+    for chi in (DEFAULT_CHI, None):
+        pe, pm, ne, nm = ref_pipe.encode_prompt(MESSY, do_classifier_free_guidance=True, negative_prompt=negative,
+                                                device="cpu", clean_caption=True, complex_human_instruction=chi)
+        e, m = enc.encode(MESSY, chi=chi, clean_caption=True)
+        _same(e, pe, tol=1e-4)
+        assert torch.equal(m, pm)
+        en, mn = enc.encode_negative([negative] * len(MESSY), clean_caption=True)
+        _same(en, ne, tol=1e-4)
+        assert torch.equal(mn, nm)
+    plain, _ = enc.encode(MESSY[:1])
+    cleaned, _ = enc.encode(MESSY[:1], clean_caption=True)
+    assert (plain - cleaned).abs().max() > 1e-2  # the option changes the embedding
+
+
+def test_clean_caption_without_its_packages_stops_with_the_fix(enc, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "bs4", None)  # as if beautifulsoup4 were not installed
+    with pytest.raises(SanaError, match=r"clean_caption needs the optional package 'bs4'.*pip install "
+                                        r"beautifulsoup4 ftfy"):
+        enc.encode(["a cat"], clean_caption=True)
+    enc.encode(["a cat"])  # off: not needed
+
+
 def test_keeps_case_by_default(enc):
     cap, lower = "A Red Fox", "a red fox"
     assert enc.tokenizer.encode(cap) != enc.tokenizer.encode(lower)
