@@ -7,18 +7,8 @@ from ..sana_core.errors import SanaError
 from ..sana_core.guidance import parse_pag_layers
 from ..sana_core.sampling import SAMPLERS, partial_schedule
 from . import host
+from . import widgets as w
 from .models import SanaModel, SanaVAE
-from .widgets import (
-    DENOISE_TIP,
-    FLOW_SHIFT,
-    PAG_ADAPTIVE_SCALE,
-    PAG_LAYERS,
-    PAG_SCALE_TIP,
-    SAMPLER_TIP,
-    SANA_MODEL,
-    SANA_VAE,
-    STEPS,
-)
 
 CATEGORY = "Sana/native"
 
@@ -33,7 +23,7 @@ class SanaToModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": SANA_MODEL}, "optional": {"flow_shift": FLOW_SHIFT}}
+        return {"required": {"model": w.SANA_MODEL}, "optional": {"flow_shift": w.FLOW_SHIFT}}
 
     def convert(self, model: SanaModel, flow_shift=0.0):
         if model.cfg.guidance_embeds:  # Sprint is not a flow model: KSampler's samplers would give a wrong image
@@ -50,7 +40,7 @@ class SanaToVAE:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae": SANA_VAE}}
+        return {"required": {"vae": w.SANA_VAE}}
 
     def convert(self, vae: SanaVAE):
         return (host.vae_adapter(vae.handle),)
@@ -79,11 +69,11 @@ class SanaScheduler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": SANA_MODEL,
-            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver", "tooltip": SAMPLER_TIP}),
-            "steps": STEPS,
-            "flow_shift": FLOW_SHIFT,
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": DENOISE_TIP}),
+            "model": w.SANA_MODEL,
+            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver", "tooltip": w.SAMPLER_TIP}),
+            "steps": w.STEPS,
+            "flow_shift": w.FLOW_SHIFT,
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": w.DENOISE_TIP}),
         }}
 
     def get(self, model: SanaModel, sampler, steps, flow_shift, denoise):
@@ -102,9 +92,9 @@ class SanaPAG:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "Sana to MODEL's MODEL"}),
-            "pag_scale": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": PAG_SCALE_TIP}),
-            "pag_adaptive_scale": PAG_ADAPTIVE_SCALE,
-            "pag_layers": PAG_LAYERS,
+            "pag_scale": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": w.PAG_SCALE_TIP}),
+            "pag_adaptive_scale": w.PAG_ADAPTIVE_SCALE,
+            "pag_layers": w.PAG_LAYERS,
         }}
 
     def patch(self, model, pag_scale, pag_adaptive_scale, pag_layers):
