@@ -207,6 +207,21 @@ def test_sprint_to_model_is_refused_and_the_server_keeps_serving(server):
     assert _outputs(server, server.run(q))["40"].std() > 2
 
 
+def test_a_missing_model_is_named_with_its_folder_at_validation(server):
+    """A workflow naming a model this install lacks is refused when queued: the loader's own validation names the
+    models folder (its path on this host) and the repository to get, where the host alone says 'not in list'."""
+    p = _base(binning=False)
+    p["1"]["inputs"]["pipeline"] = "Sana_1600M_1024px_BF16_diffusers"
+    p["20"] = _sana_sample(steps=2)
+    _decode_and_save(p, ["20"], "missing")
+    status, body = server.post("/prompt", {"prompt": p})
+    assert status == 400, body
+    details = " ".join(e["details"] for e in body["node_errors"]["1"]["errors"])
+    assert "'Sana_1600M_1024px_BF16_diffusers' is not in ComfyUI's models/diffusers folder" in details
+    assert str(server.base / "models" / "diffusers") in details and "Efficient-Large-Model/" in details
+    assert body["node_errors"]["1"]["class_type"] == "SanaLoadPipeline"
+
+
 # --- SanaSample rides the host's own sampling: equal to KSampler for every conditioning, a noise mask and PAG ---
 
 ARGS = dict(seed=5, steps=8, cfg=4.5)  # 1000/steps whole: the simple scheduler gives the reference sigmas
