@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None)
     args = ap.parse_args()
 
-    from comfy_server import ComfyServer
+    from comfy_server import ComfyServer, comfy_dir
 
     prompt = json.loads(Path(args.workflow).read_text())
     if args.steps:
@@ -40,6 +41,7 @@ def main() -> int:
 
         print("no real weights in $SANA_MODELS_DIR: building tiny offline weights")
         install_model_folders(build_tiny_repo(base / "tiny"), base / "models")
+    shutil.copytree(comfy_dir() / "input", base / "input", dirs_exist_ok=True)  # as a fresh install has (example.png)
     server = ComfyServer(base)
     try:
         hist = server.run(prompt, timeout=3600)

@@ -3,6 +3,7 @@ folders, driven over HTTP and its websocket."""
 
 import copy
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -37,27 +38,24 @@ NODES = {
 def server(tmp_path_factory, tiny_repo):
     base = tmp_path_factory.mktemp("comfy")
     install_model_folders(tiny_repo, base / "models")
-    _example_inputs(base / "input")
+    _example_inputs(base / "input")  # only what a fresh ComfyUI has: the templates must run without test-made files
     srv = ComfyServer(base)
     yield srv
     srv.stop()
 
 
-# The inpaint example's hole: transparent (alpha 0) pixels, rows and columns 96..160; its GrowMask (32 px, square
-# corners) makes the mask 64..192, on the 32 px latent grid.
-HOLE, GROWN = (96, 160), (64, 192)
+# The inpaint template's default region on example.png (x 256..512, y 320..672), grown 32 px by its GrowMask: the
+# repainted rectangle, on the 32 px latent grid.
+GROWN_X, GROWN_Y = (224, 544), (288, 704)
 
 
 def _example_inputs(folder: Path) -> None:
-    """The input images the example workflows load: a 256 px RGB gradient (image-to-image, outpaint), and the same
-    with an alpha channel whose transparent square is the region to repaint (inpaint)."""
+    """The input folder of a fresh ComfyUI, nothing else: its example.png (768 x 768 RGB) is what the image-to-image,
+    inpaint, outpaint and ControlNet templates load."""
     folder.mkdir(parents=True, exist_ok=True)
-    grad = np.linspace(0, 255, 256, dtype=np.uint8)
-    rgb = np.stack([np.tile(grad, (256, 1)), np.tile(grad[:, None], (1, 256)), np.full((256, 256), 90, np.uint8)], -1)
-    Image.fromarray(rgb).save(folder / "sana_example_input.png")
-    alpha = np.full((256, 256, 1), 255, np.uint8)
-    alpha[HOLE[0]:HOLE[1], HOLE[0]:HOLE[1]] = 0
-    Image.fromarray(np.concatenate([rgb, alpha], -1), "RGBA").save(folder / "sana_example_inpaint.png")
+    for f in (comfy_dir() / "input").iterdir():
+        if f.is_file():
+            shutil.copy(f, folder / f.name)
 
 
 def _load(path: Path) -> dict:
@@ -92,8 +90,8 @@ def test_example_workflow_runs(server, wf):
     hist = server.run(_load(wf))
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
     imgs = _images(server, hist)
-    want = {"sana_image_to_image": (256, 256), "sana_inpaint": (256, 256), "sana_outpaint": (256, 512)}.get(
-        wf.stem, (1024, 1024))
+    want = {"sana_image_to_image": (768, 768), "sana_inpaint": (768, 768), "sana_outpaint": (768, 1024)}.get(
+        wf.stem, (1024, 1024))  # example.png is 768 x 768; outpaint adds 128 px left and right
     assert imgs and all(i.shape[:2] == want for i in imgs)
     assert all(i.std() > 2 for i in imgs)  # not a flat (black/grey) image
 
@@ -130,36 +128,37 @@ def _latent_mask(mask: np.ndarray, latent: torch.Tensor) -> torch.Tensor:
 
 def test_inpaint_keeps_the_unmasked_latent(server):
     (got, got_lat), (ref, ref_lat) = _run_with_reference(server, "sana_inpaint")
-    assert got.shape == ref.shape == (256, 256, 3)
-    lo, hi = GROWN
-    inside = np.zeros((256, 256), bool)
-    inside[lo:hi, lo:hi] = True
-    keep = _latent_mask(inside, got_lat) == 0  # the grown mask is on the 32 px grid: latent cells 2..5 repaint
-    assert keep.sum() == 64 - 16
+    assert got.shape == ref.shape == (768, 768, 3)
+    inside = np.zeros((768, 768), bool)
+    inside[GROWN_Y[0]:GROWN_Y[1], GROWN_X[0]:GROWN_X[1]] = True
+    keep = _latent_mask(inside, got_lat) == 0  # on the 32 px grid: latent rows 9..21, columns 7..16 repaint
+    assert keep.sum() == 24 * 24 - 13 * 10
     dlat = (got_lat - ref_lat).abs()
-    # The latent outside the grown mask is the encoded input (measured: max |diff| 1.9e-6); inside it is repainted
-    # (measured: mean |diff| 8.3, the latent's own mean |value| is 8.0).
+    # The latent outside the grown region is the encoded input (measured: max |diff| 1.9e-6); inside it is repainted
+    # (measured: mean |diff| 8.5, the latent's own mean |value| is 6.9).
     assert dlat[..., keep].max() < 1e-4 and dlat[..., ~keep].mean() > 1.0
-    # In pixels: the tiny random DC-AE's decoder spreads any latent change far across the image, so the kept part
-    # is close, not equal. Measured (0..255): mean |diff| outside the mask 11.6, 48 px or more away 4.1; inside 48.5.
+    # In pixels: the tiny random DC-AE's decoder spreads any latent change across the image, so the kept part is
+    # close, not equal. Measured (0..255): mean |diff| outside the region 3.0, 48 px or more away 0.9; inside 58.6.
     diff = np.abs(got - ref).mean(-1)
-    dist = np.maximum(abs(np.arange(256)[:, None] - 127.5), abs(np.arange(256)[None] - 127.5))  # from the centre
-    assert diff[~inside].mean() < 20 and diff[dist >= (hi - lo) / 2 + 48].mean() < 10
+    ys, xs = np.arange(768)[:, None], np.arange(768)[None]
+    dist = np.maximum(np.maximum(GROWN_Y[0] - ys, ys - GROWN_Y[1] + 1),
+                      np.maximum(GROWN_X[0] - xs, xs - GROWN_X[1] + 1))  # px outside the region (Chebyshev)
+    assert diff[~inside].mean() < 10 and diff[dist >= 48].mean() < 4
     assert diff[inside].mean() > 2 * diff[~inside].mean() and diff[inside].mean() > 25
 
 
 def test_outpaint_widens_and_keeps_the_centre(server):
     (got, got_lat), (ref, ref_lat) = _run_with_reference(server, "sana_outpaint")
-    assert got.shape == ref.shape == (256, 128 + 256 + 128, 3)  # the input, 128 px of new canvas each side
-    # ImagePadForOutpaint feathers the input's outer 32 px into the mask: latent columns 4 and 11 are partly
-    # repainted, 5..10 are kept (measured: max |diff| 1.0e-7), 0..3 and 12..15 are new (measured: mean 10..11.7).
+    assert got.shape == ref.shape == (768, 128 + 768 + 128, 3)  # the input, 128 px of new canvas each side
+    # ImagePadForOutpaint feathers the input's outer 32 px into the mask: latent columns 4 and 27 are partly
+    # repainted, 5..26 are kept (measured: max |diff| 1.9e-6), 0..3 and 28..31 are new (measured: mean 11.0, 10.9).
     dlat = (got_lat - ref_lat).abs()
-    assert dlat[..., 5:11].max() < 1e-4 and dlat[..., :4].mean() > 1.0 and dlat[..., 12:].mean() > 1.0
-    # In pixels (0..255; see the inpaint test on the tiny DC-AE): the input's middle 128 px measured mean |diff|
-    # 2.8, the new canvas 72 and 73.
+    assert dlat[..., 5:27].max() < 1e-4 and dlat[..., :4].mean() > 1.0 and dlat[..., 28:].mean() > 1.0
+    # In pixels (0..255; see the inpaint test on the tiny DC-AE): the input's middle 384 px measured mean |diff|
+    # 1.2, the new canvas 60.6 and 55.6.
     diff = np.abs(got - ref).mean(-1)
-    assert diff[:, 192:320].mean() < 8
-    assert diff[:, :128].mean() > 25 and diff[:, 384:].mean() > 25
+    assert diff[:, 320:704].mean() < 6
+    assert diff[:, :128].mean() > 25 and diff[:, 896:].mean() > 25
 
 
 def test_requeue_is_served_from_cache(server):

@@ -28,7 +28,7 @@ def test_validate_and_pack(tmp_path):
     names = set(zipfile.ZipFile(repo / "node.zip").namelist())
     for need in ("__init__.py", "pyproject.toml", "requirements.txt", "README.md", "LICENSE", "nodes/sana_nodes.py",
                  "nodes/host/__init__.py", "nodes/host/comfy_classes.py",
-                 "sana_core/transformer.py", "web/sana.js", "example_workflows/sana_text_to_image.json"):
+                 "sana_core/transformer.py", "web/sana.js", "example_workflows/Sana text to image.json"):
         assert need in names, need
     stray = sorted(n for n in names if n.startswith(("tests/", "bench/", ".ci/", "scripts/", ".sana-env")))
     assert not stray, stray
