@@ -1,5 +1,6 @@
-"""The answers of GET /sana/bin and /sana/aspect, the frontend's readout: ``sana_core.bins.plan``, the function
-SanaEmptyLatent itself calls, so the readout and the run cannot disagree."""
+"""The answers of the frontend's GET /sana/<route>: /sana/bin and /sana/aspect are ``sana_core.bins``, the code
+SanaEmptyLatent itself runs, so the readout and the run cannot disagree; /sana/model is a loader's variant and training
+resolution, read off its files without loading the weights, so the readout knows the bin table before any run."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ from collections.abc import Mapping
 
 from ..sana_core import bins
 from ..sana_core.errors import SanaError
+from ..sana_core.loader import peek_config, variant_name
+from . import host
 
-ROUTES = ("bin", "aspect")  # GET /sana/<name> (also under /api/), each answered by route_answer
+ROUTES = ("bin", "aspect", "model")  # GET /sana/<name> (also under /api/), each answered by route_answer
+MODEL_LOADERS = {"SanaLoadTransformer": "diffusion_models", "SanaLoadPipeline": "diffusers"}  # node → model folder
 
 
 def route_answer(route: str, query: Mapping[str, str]) -> tuple[int, dict]:
-    """(HTTP status, JSON body) for GET /sana/bin?width&height&binning[&resolution] and
-    GET /sana/aspect?aspect&width&height[&resolution]. A size the node would refuse is a normal answer
-    (``valid`` false, with the node's error); malformed parameters get 400."""
+    """(HTTP status, JSON body) for GET /sana/bin?width&height&binning[&resolution],
+    GET /sana/aspect?aspect&width&height[&resolution] and GET /sana/model?loader&name. A size the node would refuse is
+    a normal answer (``valid`` false, with the node's error), and so is a model that cannot be read (``known``
+    false); malformed parameters get 400."""
+    if route == "model":
+        return model_answer(query)
     try:
         width, height = int(query["width"]), int(query["height"])
         resolution = int(query["resolution"]) if query.get("resolution") else None
@@ -29,3 +36,17 @@ def route_answer(route: str, query: Mapping[str, str]) -> tuple[int, dict]:
         return 200, {"valid": True, "binning": binning, **bins.plan(width, height, binning, resolution)}
     except SanaError as e:
         return 200, {"valid": False, "binning": binning, "error": str(e)}
+
+
+def model_answer(query: Mapping[str, str]) -> tuple[int, dict]:
+    """GET /sana/model?loader=<node class>&name=<its model widget>: {known: true, variant, resolution} as the loader
+    will report them, or {known: false, error} when the files cannot tell (missing, unreadable, not Sana)."""
+    loader, name = query.get("loader"), query.get("name")
+    if loader not in MODEL_LOADERS or name is None:
+        return 400, {"error": f"bad /sana/model query {dict(query)}: expected loader= one of {sorted(MODEL_LOADERS)} "
+                              "and name="}
+    try:
+        cfg = peek_config(host.resolve_model(MODEL_LOADERS[loader], name))
+    except (SanaError, OSError) as e:
+        return 200, {"known": False, "error": str(e)}
+    return 200, {"known": True, "variant": variant_name(cfg), "resolution": cfg.resolution}

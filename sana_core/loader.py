@@ -187,24 +187,9 @@ def variant_name(cfg: SanaConfig) -> str:
     return f"{family} {size}"
 
 
-# --- loading -------------------------------------------------------------------------------------------------------
-
-def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
-                     *, sample_size: int | None = None, flow_shift: float | None = None,
-                     config: dict | None = None, int8: bool = False, storage: str | None = None,
-                     operations=None) -> SanaTransformer:
-    """Load a Sana transformer from any published layout. ``dtype`` None/"auto" keeps the file's own.
-    ``storage`` ("int8", "fp8_e4m3fn", "fp8_e5m2"; ``int8`` is "int8") keeps the large weights in 8 bits with
-    per-row scales, computing in ``dtype`` (``quant.py``).
-
-    ``sample_size`` (training resolution / 32) and ``flow_shift`` override what the files say; ``config`` is a
-    diffusers-style config dict for a single file whose variant the tensors cannot tell. ``operations``: the layer
-    classes (``layers.py``; None: the reference), which a host passes to manage the layers itself.
-    """
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
-        dtype = DTYPES[dtype]
+def _read(path: str | Path) -> tuple:
+    """(where, source, state dict in diffusers names, an NVlabs file's pos_embed, config.json) of a transformer; the
+    safetensors tensors are memory-mapped, so nothing is read until they are used."""
     where = locate(path, "transformer")
     if not where.is_file and where.config is None:
         weights = sorted(p.name for p in where.path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
@@ -224,6 +209,37 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
         raise SanaError(f"{source}: not a Sana transformer checkpoint: this is {family.describe()}. Found "
                         f"{key_summary(sd)}; expected Sana keys such as 'transformer_blocks.0.attn1.to_q.weight' "
                         "(diffusers) or 'blocks.0.attn.qkv.weight' (NVlabs)")
+    return where, source, sd, pos_embed, file_config
+
+
+def peek_config(path: str | Path) -> SanaConfig:
+    """The config ``load_transformer(path)`` builds, from config.json and the tensors' names and shapes only (what a
+    frontend shows before anything loads)."""
+    where, source, sd, pos_embed, file_config = _read(path)
+    cfg = detect_config(sd, file_config, source, pos_embed=pos_embed)
+    shift = read_scheduler_shift(where.repo)
+    return cfg.replace(flow_shift=float(shift)) if shift else cfg
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
+                     *, sample_size: int | None = None, flow_shift: float | None = None,
+                     config: dict | None = None, int8: bool = False, storage: str | None = None,
+                     operations=None) -> SanaTransformer:
+    """Load a Sana transformer from any published layout. ``dtype`` None/"auto" keeps the file's own.
+    ``storage`` ("int8", "fp8_e4m3fn", "fp8_e5m2"; ``int8`` is "int8") keeps the large weights in 8 bits with
+    per-row scales, computing in ``dtype`` (``quant.py``).
+
+    ``sample_size`` (training resolution / 32) and ``flow_shift`` override what the files say; ``config`` is a
+    diffusers-style config dict for a single file whose variant the tensors cannot tell. ``operations``: the layer
+    classes (``layers.py``; None: the reference), which a host passes to manage the layers itself.
+    """
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
+        dtype = DTYPES[dtype]
+    where, source, sd, pos_embed, file_config = _read(path)
     cfg = detect_config(sd, config or file_config, source, sample_size=sample_size, pos_embed=pos_embed)
     if sample_size is not None and sample_size != cfg.sample_size:
         cfg = cfg.replace(sample_size=sample_size, interpolation_scale=INTERPOLATION_SCALE.get(

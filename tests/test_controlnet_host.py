@@ -162,7 +162,7 @@ def test_bad_inputs_fail_clearly_and_the_server_keeps_serving(server):
     p = _graph()
     _samplers(p, "novae", _apply(p, "novae", 0.7, vae=False), ksampler=False)
     err = server.error(p)
-    assert "connect SanaToVAE" in err["exception_message"], err
+    assert "connect Sana to VAE's VAE" in err["exception_message"], err
     p = _graph(cn="flux_controlnet.safetensors")
     _samplers(p, "flux", _apply(p, "flux", 0.7), ksampler=False)
     err = server.error(p)

@@ -305,7 +305,8 @@ def extend_host() -> None:
        its name in comfy.samplers.KSAMPLER_NAMES and SAMPLER_NAMES (nothing changes for other models);
     2. ComfyUI's LoRA key map (``comfy.lora.model_lora_keys_unet``) also names a Sana model's layers as every
        published Sana LoRA layout does, so the host's own LoRA loaders patch Sana (other models: unchanged);
-    3. the server answers GET /sana/bin and GET /sana/aspect (also under /api/) for the frontend's readout."""
+    3. the server answers GET /sana/bin, /sana/aspect and /sana/model (also under /api/) for the frontend
+       (``binning.ROUTES``)."""
     setattr(comfy.k_diffusion.sampling, f"sample_{SAMPLER_NAME}", sample_sana_flow_dpm_solver)
     if not getattr(comfy.lora.model_lora_keys_unet, "sana", False):
         comfy.lora.model_lora_keys_unet = _with_sana_lora_keys(comfy.lora.model_lora_keys_unet)
