@@ -145,9 +145,8 @@ class KeptCaption:
     def caption_features(self, context: torch.Tensor) -> torch.Tensor | HeldCaption:
         if not policy.keep_across_calls() or (context.is_cuda and torch.cuda.is_current_stream_capturing()):
             return super().caption_features(context)
-        attn2 = [b.attn2 for b in self.transformer_blocks]
-        if any(casts_per_call(m) for m in (self.caption_projection, self.caption_norm, *attn2)):
-            return super().caption_features(context)  # weights a host patches per call: no stamp sees a change
+        if casts_per_call(self):  # weights a host patches per call: no stamp sees a change
+            return super().caption_features(context)
         held: list[_Held] = self.__dict__.setdefault("_sana_held", [])  # most recently used first
         entry = next((e for e in held if e.holds(context)), None)
         if entry is None:  # first sight: remember the values only (a one-off call computes nothing extra)
@@ -156,6 +155,7 @@ class KeptCaption:
             return super().caption_features(context)
         held.remove(entry)
         held.insert(0, entry)
+        attn2 = [b.attn2 for b in self.transformer_blocks]
         key = (torch.is_inference_mode_enabled(), stamp(tensors_of(self.caption_projection, self.caption_norm,
                                                                    *attn2)))
         if key != entry.key:
