@@ -1,11 +1,26 @@
-from . import host
-from .lora_nodes import LORA_DISPLAY_NAMES, LORA_NODES
-from .native_nodes import NATIVE_DISPLAY_NAMES, NATIVE_NODES
-from .sana_nodes import NODE_CLASS_MAPPINGS as _CORE
-from .sana_nodes import NODE_DISPLAY_NAME_MAPPINGS as _CORE_NAMES
+"""The pack's nodes on ComfyUI's public node API (``comfy_api.latest``), and the extension that registers them.
 
-NODE_CLASS_MAPPINGS = {**_CORE, **LORA_NODES, **NATIVE_NODES}
-NODE_DISPLAY_NAME_MAPPINGS = {**_CORE_NAMES, **LORA_DISPLAY_NAMES, **NATIVE_DISPLAY_NAMES}
-host.extend_host()  # inside ComfyUI: KSampler's sana_flow_dpm_solver and the /sana/ routes; nothing outside
+``comfy_api.latest`` is the API ComfyUI's own nodes are written on, so it is the one each release keeps working;
+fields newer hosts add (search aliases) are given only where the host's schema has them (``widgets.schema``)."""
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import host, lora_nodes, native_nodes, sana_nodes
+
+NODES: dict[str, type[io.ComfyNode]] = {c.__name__: c for c in (*sana_nodes.NODES, *lora_nodes.NODES,
+                                                                 *native_nodes.NODES)}
+
+
+class SanaExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        host.extend_host()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        host.extend_host()  # hosts that do not call on_load (0.3.x) ask for the node list only; it runs once
+        return list(NODES.values())
+
+
+async def comfy_entrypoint() -> SanaExtension:
+    return SanaExtension()

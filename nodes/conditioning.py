@@ -1,5 +1,5 @@
 """ComfyUI's CONDITIONING, ``[[embeddings (B, L, C), {"attention_mask": (B, L), …}], …]``, as the core's TextCond
-entries. Each entry keeps its own mask and its ``strength``."""
+entries, for the checks on the host's path and for Sana-Sprint, which samples with the core's own sampler."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from ..sana_core.errors import SanaError
 from ..sana_core.guidance import TextCond
 
-# Entry keys only ComfyUI's own sampling applies (regional prompts, timestep ranges, ControlNet, hooks).
+# Entry keys only ComfyUI's own sampling applies (regional prompts, timestep ranges, ControlNet, hooks, strength).
 HOST_ONLY = ("area", "mask", "timestep_start", "timestep_end", "control", "gligen", "hooks")
 
 
@@ -18,19 +18,25 @@ def entry(emb: torch.Tensor, extra: dict) -> TextCond:
         mask = torch.ones(emb.shape[:2], dtype=torch.int64)
     if mask.ndim == 1:
         mask = mask[None]
-    return TextCond(emb, mask, float(extra.get("strength", 1.0)))
+    return TextCond(emb, mask)
 
 
-def side(conditioning, what: str, sampler: str = "") -> list[TextCond]:
-    """Every entry of one side. ``sampler`` names the pack's own sampler when it is the one that will run: then an
-    entry that needs ComfyUI's sampling (an area, a mask, a timestep range, a ControlNet) is refused by name."""
+def side(conditioning, what: str) -> list[TextCond]:
+    """Every entry of one side (``what``: 'positive' | 'negative')."""
     if not conditioning:
         raise SanaError(f"{what} conditioning is empty")
-    out = []
-    for i, (emb, extra) in enumerate(conditioning):
-        host_only = [k for k in HOST_ONLY if extra.get(k) is not None]
-        if sampler and host_only:
-            raise SanaError(f"{what} conditioning entry {i} uses {host_only}, which {sampler} does not apply; run "
-                            "inside ComfyUI with a flow model (Sana Sample then rides ComfyUI's sampling)")
-        out.append(entry(emb, extra))
-    return out
+    return [entry(emb, extra) for emb, extra in conditioning]
+
+
+def single(conditioning, what: str, sampler: str) -> TextCond:
+    """The one plain entry of a side, for ``sampler`` (the core's own sampler): several entries, or one that needs
+    ComfyUI's sampling (an area, a mask, a timestep range, a ControlNet), are refused by name."""
+    entries = side(conditioning, what)
+    if len(entries) > 1:
+        raise SanaError(f"{what} conditioning has {len(entries)} entries (e.g. from Conditioning Combine); {sampler} "
+                        "takes one prompt per side")
+    host_only = [k for k in HOST_ONLY if conditioning[0][1].get(k) is not None]
+    if host_only or conditioning[0][1].get("strength", 1.0) != 1.0:
+        raise SanaError(f"{what} conditioning uses {host_only or ['strength']}, which {sampler} does not apply; "
+                        "those need ComfyUI's sampling, which Sana Sample takes with a flow model")
+    return entries[0]

@@ -3,13 +3,14 @@ clone out (sharing the base weights), the inputs never changed; chained loaders 
 
 from __future__ import annotations
 
-import copy
 import os
+
+from comfy_api.latest import io
 
 from ..sana_core import lora
 from . import host
+from . import widgets as w
 from .models import SanaModel, SanaTextEncoderHandle
-from .widgets import SANA_MODEL, SANA_TEXT_ENCODER, STRENGTH, check_model, model_input
 
 CATEGORY = "Sana"
 _FILES: dict[str, tuple[float, dict]] = {}  # path → (mtime, tensors): the last file read, as LoraLoader keeps it
@@ -32,12 +33,7 @@ def lora_model(model: SanaModel, sd: dict, name: str, strength: float) -> SanaMo
 
 def lora_text_encoder(te: SanaTextEncoderHandle, sd: dict, name: str, strength: float) -> SanaTextEncoderHandle:
     handle = host.add_lora(te.handle, sd, "text_encoder", strength, name)
-    encoder = te.encoder
-    if host.unwrap(handle) is not host.unwrap(te.handle):  # outside ComfyUI: a new module, so a new encoder over it
-        encoder = copy.copy(te.encoder)
-        encoder.__dict__ = {k: v for k, v in te.encoder.__dict__.items() if not k.startswith("_sana_")}
-        encoder.model = host.unwrap(handle)
-    return SanaTextEncoderHandle(handle, encoder, f"{te.source} + {name}@{strength:g}")
+    return SanaTextEncoderHandle(handle, te.encoder, f"{te.source} + {name}@{strength:g}")
 
 
 def split(sd: dict) -> tuple[dict, dict]:
@@ -47,62 +43,56 @@ def split(sd: dict) -> tuple[dict, dict]:
     return {k: v for k, v in sd.items() if k not in te}, te
 
 
-class SanaLoraLoader:
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Applies a LoRA (models/loras) to a Sana model and its Gemma-2 text encoder, as ComfyUI's LoRA "
-                   "loader; every published Sana LoRA layout is read.")
-    RETURN_TYPES = ("SANA_MODEL", "SANA_TEXT_ENCODER")
-    RETURN_NAMES = ("model", "text_encoder")
-    FUNCTION = "load"
+def _lora_name() -> io.Combo.Input:
+    return w.model_input("lora_name", "loras", folders=False)
+
+
+class SanaLoraLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaLoraLoader", "Sana LoRA Loader", CATEGORY,
+            "Applies a LoRA (models/loras) to a Sana model and its Gemma-2 text encoder, as ComfyUI's LoRA loader; "
+            "every published Sana LoRA layout is read.",
+            [w.sana_model(), w.sana_text_encoder(), _lora_name(), w.strength("strength_model"),
+             w.strength("strength_text_encoder")],
+            [w.SanaModelType.Output(display_name="model"), w.SanaTextEncoderType.Output(display_name="text_encoder")],
+            aliases=("LoRA", "LoraLoader", "LyCORIS", "LoKr", "LoHa"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": SANA_MODEL,
-            "text_encoder": SANA_TEXT_ENCODER,
-            "lora_name": model_input("loras", folders=False),
-            "strength_model": STRENGTH,
-            "strength_text_encoder": STRENGTH,
-        }}
+    def validate_inputs(cls, lora_name) -> bool | str:
+        return w.check_model("loras", lora_name, folders=False)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, lora_name):
-        return check_model("loras", lora_name, folders=False)
-
-    def load(self, model, text_encoder, lora_name, strength_model, strength_text_encoder):
+    def execute(cls, model, text_encoder, lora_name, strength_model, strength_text_encoder) -> io.NodeOutput:
         sd, name = read_lora(lora_name)
         model_sd, te_sd = split(sd)
         if model_sd or not te_sd:
             model = lora_model(model, model_sd or sd, name, strength_model)
         if te_sd:
             text_encoder = lora_text_encoder(text_encoder, te_sd, name, strength_text_encoder)
-        return (model, text_encoder)
+        return io.NodeOutput(model, text_encoder)
 
 
-class SanaLoraLoaderModelOnly:
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Applies a LoRA (models/loras) to a Sana model only, as ComfyUI's LoraLoaderModelOnly."
-    RETURN_TYPES = ("SANA_MODEL",)
-    RETURN_NAMES = ("model",)
-    FUNCTION = "load"
+class SanaLoraLoaderModelOnly(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaLoraLoaderModelOnly", "Sana LoRA Loader (model only)", CATEGORY,
+            "Applies a LoRA (models/loras) to a Sana model only, as ComfyUI's LoraLoaderModelOnly.",
+            [w.sana_model(), _lora_name(), w.strength("strength_model")],
+            [w.SanaModelType.Output(display_name="model")],
+            aliases=("LoRA", "LoraLoaderModelOnly", "LyCORIS"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": SANA_MODEL,
-            "lora_name": model_input("loras", folders=False),
-            "strength_model": STRENGTH,
-        }}
+    def validate_inputs(cls, lora_name) -> bool | str:
+        return w.check_model("loras", lora_name, folders=False)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, lora_name):
-        return check_model("loras", lora_name, folders=False)
-
-    def load(self, model, lora_name, strength_model):
+    def execute(cls, model, lora_name, strength_model) -> io.NodeOutput:
         sd, name = read_lora(lora_name)
         model_sd, _ = split(sd)  # a text encoder part is left out, as LoraLoaderModelOnly leaves out CLIP's
-        return (lora_model(model, model_sd or sd, name, strength_model),)
+        return io.NodeOutput(lora_model(model, model_sd or sd, name, strength_model))
 
 
-LORA_NODES = {c.__name__: c for c in (SanaLoraLoader, SanaLoraLoaderModelOnly)}
-LORA_DISPLAY_NAMES = {"SanaLoraLoader": "Sana LoRA Loader", "SanaLoraLoaderModelOnly": "Sana LoRA Loader (model only)"}
+NODES = (SanaLoraLoader, SanaLoraLoaderModelOnly)

@@ -1,8 +1,9 @@
-"""The Sana nodes (classic API). Thin: read widgets, call one sana_core function, wrap outputs in ComfyUI types."""
+"""The Sana nodes. Thin: read inputs, call one sana_core function, wrap outputs in ComfyUI's types."""
 
 from __future__ import annotations
 
 import torch
+from comfy_api.latest import io
 
 from ..sana_core import bins, pipeline
 from ..sana_core.controlnet import load_controlnet
@@ -12,21 +13,8 @@ from ..sana_core.loader import DTYPES, load_transformer
 from ..sana_core.quant import STORAGE
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
 from . import conditioning, host
+from . import widgets as w
 from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
-from .widgets import (
-    DENOISE_TIP,
-    FLOW_SHIFT,
-    PAG_ADAPTIVE_SCALE,
-    PAG_LAYERS,
-    PAG_SCALE_TIP,
-    SAMPLER_TIP,
-    SANA_MODEL,
-    SANA_TEXT_ENCODER,
-    SANA_VAE,
-    STEPS,
-    check_model,
-    model_input,
-)
 
 CATEGORY = "Sana"
 BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w]} recorded at binning time
@@ -42,12 +30,14 @@ def _transformer(path, weight_dtype: str) -> SanaModel:
 
 
 def _text_encoder_module():
-    """The text encoder needs transformers; without it only the nodes that encode text fail, with the fix."""
+    """The text encoder needs a transformers with Gemma-2; without it only the nodes that encode text fail, with the
+    fix."""
     try:
         from ..sana_core import text_encoder
     except ImportError as e:
-        raise SanaError(f"the Sana text encoder needs the '{e.name}' package, which is not installed: run "
-                        "`pip install -r requirements.txt` in this node pack's folder (inside ComfyUI's Python)") from e
+        raise SanaError(f"the Sana text encoder could not be imported ({e}): it needs transformers>=4.44 (Gemma-2); "
+                        "run `pip install -r requirements.txt` in this node pack's folder (inside ComfyUI's "
+                        "Python)") from e
     return text_encoder
 
 
@@ -61,58 +51,56 @@ def _vae(path, dtype: str) -> SanaVAE:
     return SanaVAE(host.wrap(vae, "vae"), str(path))
 
 
-class SanaLoadTextEncoder:
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads Gemma-2-2B(-it) from a gemma folder or a Sana diffusers repo in models/text_encoders."
-    RETURN_TYPES = ("SANA_TEXT_ENCODER",)
-    FUNCTION = "load"
+class SanaLoadTextEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaLoadTextEncoder", "Sana Load Text Encoder (Gemma-2)", CATEGORY,
+            "Loads Gemma-2-2B(-it) from a gemma folder or a Sana diffusers repo in models/text_encoders.",
+            [w.model_input("text_encoder", "text_encoders", files=False),
+             io.Combo.Input("dtype", options=["auto", "bf16", "fp32", "int8"], default="auto", tooltip=(
+                 "Gemma-2 overflows in fp16; int8 stores weights in 8 bits (about half of bf16)"))],
+            [w.SanaTextEncoderType.Output()],
+            aliases=("Gemma", "Gemma-2", "text encoder", "CLIP loader"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "text_encoder": model_input("text_encoders", files=False),
-            "dtype": (["auto", "bf16", "fp32", "int8"], {"default": "auto", "tooltip": "Gemma-2 overflows in fp16; "
-                                                      "int8 stores weights in 8 bits (about half of bf16)"}),
-        }}
+    def validate_inputs(cls, text_encoder) -> bool | str:
+        return w.check_model("text_encoders", text_encoder, files=False)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, text_encoder):
-        return check_model("text_encoders", text_encoder, files=False)
-
-    def load(self, text_encoder, dtype):
+    def execute(cls, text_encoder, dtype) -> io.NodeOutput:
         _text_encoder_module()  # a missing dependency is named before anything else
         te = _text_encoder(host.resolve_model("text_encoders", text_encoder), dtype)
-        return {"ui": {"text": [te.info]}, "result": (te,)}
+        return io.NodeOutput(te, ui={"text": [te.info]})
 
 
-class SanaEncodePrompt:
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Encodes a prompt with Gemma-2. use_chi prepends Sana's complex human instruction (on for the "
-                   "positive prompt, off for the negative, as the reference pipeline does).")
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "encode"
+class SanaEncodePrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaEncodePrompt", "Sana Encode Prompt", CATEGORY,
+            "Encodes a prompt with Gemma-2. use_chi prepends Sana's complex human instruction (on for the positive "
+            "prompt, off for the negative, as the reference pipeline does).",
+            [w.sana_text_encoder(),
+             io.String.Input("text", multiline=True, dynamic_prompts=True, tooltip="the prompt"),
+             io.Boolean.Input("use_chi", default=True, tooltip=(
+                 "prepend Sana's complex human instruction, which rewrites the prompt in the model's head: on for "
+                 "the positive, off for the negative")),
+             io.Int.Input("max_length", default=300, min=2, max=4096, tooltip=(
+                 "tokens kept of the prompt (the reference pipeline keeps 300); the instruction's tokens come on "
+                 "top")),
+             io.String.Input("chi", multiline=True, default="", optional=True, tooltip=(
+                 "your own instruction, one line per line, in place of the default one")),
+             io.Boolean.Input("clean_caption", default=False, optional=True, tooltip=(
+                 "clean the prompt as Sana's training captions were: lowercased, URLs, HTML, @handles, hashtags, "
+                 "dates and ids, file names, CJK ideographs, 'free shipping'-style boilerplate and stray punctuation "
+                 "removed (needs beautifulsoup4 and ftfy). Off: the prompt is used as written, case kept"))],
+            [io.Conditioning.Output()],
+            aliases=("text encode", "prompt", "CLIP text encode", "CHI"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "text_encoder": SANA_TEXT_ENCODER,
-            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "the prompt"}),
-            "use_chi": ("BOOLEAN", {"default": True, "tooltip": "prepend Sana's complex human instruction, which "
-                                    "rewrites the prompt in the model's head: on for the positive, off for the "
-                                    "negative"}),
-            "max_length": ("INT", {"default": 300, "min": 2, "max": 4096,
-                                   "tooltip": "tokens kept of the prompt (the reference pipeline keeps 300); the "
-                                              "instruction's tokens come on top"}),
-        }, "optional": {
-            "chi": ("STRING", {"multiline": True, "default": "", "tooltip": "your own instruction, one line per "
-                                                                           "line, in place of the default one"}),
-            "clean_caption": ("BOOLEAN", {"default": False, "tooltip": (
-                "clean the prompt as Sana's training captions were: lowercased, URLs, HTML, @handles, hashtags, "
-                "dates and ids, file names, CJK ideographs, 'free shipping'-style boilerplate and stray punctuation "
-                "removed (needs beautifulsoup4 and ftfy). Off: the prompt is used as written, case kept")}),
-        }}
-
-    def encode(self, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi="", clean_caption=False):
+    def execute(cls, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi="",
+                clean_caption=False) -> io.NodeOutput:
         if clean_caption:  # a missing optional package is named before Gemma-2 is loaded
             from ..sana_core.captions import clean
 
@@ -122,111 +110,109 @@ class SanaEncodePrompt:
         emb, mask = enc.encode([text], chi=instruction, max_length=max_length)
         text_encoder.release()
         dev = host.intermediate_device()
-        return ([[emb.to(dev), {"attention_mask": mask.to(dev)}]],)
+        return io.NodeOutput([[emb.to(dev), {"attention_mask": mask.to(dev)}]])
 
 
 _SIZE_TIP = "in pixels; with resolution binning off, a multiple of 32"
 
 
-class SanaEmptyLatent:
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("An empty Sana latent [B, 32, H/32, W/32]. With resolution binning on, the latent is made at the "
-                   "nearest trained aspect-ratio bin and Sana Decode resizes and crops back to width x height.")
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "make"
+class SanaEmptyLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaEmptyLatent", "Sana Empty Latent", CATEGORY,
+            "An empty Sana latent [B, 32, H/32, W/32]. With resolution binning on, the latent is made at the nearest "
+            "trained aspect-ratio bin and Sana Decode resizes and crops back to width x height.",
+            [io.Int.Input("width", default=1024, min=32, max=8192, step=8, tooltip=_SIZE_TIP),
+             io.Int.Input("height", default=1024, min=32, max=8192, step=8, tooltip=_SIZE_TIP),
+             io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="images per run"),
+             io.Boolean.Input("resolution_binning", default=True, tooltip=(
+                 "on: sample at the nearest aspect-ratio bin the model was trained on, then Sana Decode resizes and "
+                 "crops back to width × height (as the reference pipeline); off: exactly width × height")),
+             w.SanaModelType.Input("model", optional=True,
+                                   tooltip="picks the bin table of the model's training resolution")],
+            [io.Latent.Output()],
+            aliases=("empty latent image", "resolution", "aspect ratio", "bins"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "width": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8, "tooltip": _SIZE_TIP}),
-            "height": ("INT", {"default": 1024, "min": 32, "max": 8192, "step": 8, "tooltip": _SIZE_TIP}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "images per run"}),
-            "resolution_binning": ("BOOLEAN", {"default": True, "tooltip": (
-                "on: sample at the nearest aspect-ratio bin the model was trained on, then Sana Decode resizes and "
-                "crops back to width × height (as the reference pipeline); off: exactly width × height")}),
-        }, "optional": {
-            "model": ("SANA_MODEL", {"tooltip": "picks the bin table of the model's training resolution"}),
-        }}
-
-    def make(self, width, height, batch_size, resolution_binning, model: SanaModel | None = None):
+    def execute(cls, width, height, batch_size, resolution_binning, model: SanaModel | None = None) -> io.NodeOutput:
         plan = bins.plan(width, height, resolution_binning, model.cfg.resolution if model is not None else None)
         samples = torch.zeros(batch_size, pipeline.LATENT_CHANNELS, *plan["latent"], device=host.intermediate_device())
         out = {"samples": samples}
         if plan["crop"]:
             out[BINNING_KEY] = {"target": plan["crop"], "latent": plan["latent"]}
-        return (out,)
+        return io.NodeOutput(out)
 
 
-class SanaSample:
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Samples a Sana latent with Flow-DPM-Solver or Flow-Euler, CFG and optional PAG."
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "sample"
+class SanaSample(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaSample", "Sana Sample", CATEGORY,
+            "Samples a Sana latent with Flow-DPM-Solver or Flow-Euler, CFG and optional PAG. Flow models ride "
+            "ComfyUI's own sampling (as KSampler: masks, regional prompts, ControlNet, model patches); Sana-Sprint "
+            "runs its own SCM sampler.",
+            [w.sana_model(),
+             io.Conditioning.Input("positive", tooltip="what the image shows (Sana Encode Prompt with use_chi on)"),
+             io.Conditioning.Input("negative", tooltip="what to steer away from (used when cfg > 1)"),
+             io.Latent.Input("latent", tooltip="Sana Empty Latent, or an encoded image for image-to-image"),
+             io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                          tooltip="the noise seed"),
+             w.steps(),
+             io.Float.Input("cfg", default=4.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                            tooltip="classifier-free guidance scale; 1 or less = off"),
+             w.sampler(SAMPLERS),
+             w.flow_shift(),
+             w.pag_scale(0.0),
+             w.pag_adaptive_scale(),
+             w.pag_layers(),
+             w.denoise(0.0),
+             io.Model.Input("patched_model", optional=True, tooltip=(
+                 "optional: SanaToModel's MODEL of this same model after ComfyUI's model patches "
+                 "(DifferentialDiffusion, LoRA loaders, …); sampling then carries its patches"))],
+            [io.Latent.Output()],
+            aliases=("KSampler", "sampler", "text to image", "DiT", "Flow-DPM-Solver", "PAG"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": SANA_MODEL,
-            "positive": ("CONDITIONING", {"tooltip": "what the image shows (Sana Encode Prompt with use_chi on)"}),
-            "negative": ("CONDITIONING", {"tooltip": "what to steer away from (used when cfg > 1)"}),
-            "latent": ("LATENT", {"tooltip": "Sana Empty Latent, or an encoded image for image-to-image"}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "the noise seed"}),
-            "steps": STEPS,
-            "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "classifier-free guidance scale; 1 or less = off"}),
-            "sampler": (list(SAMPLERS), {"default": "flow_dpm_solver", "tooltip": SAMPLER_TIP}),
-            "flow_shift": FLOW_SHIFT,
-            "pag_scale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": PAG_SCALE_TIP}),
-            "pag_adaptive_scale": PAG_ADAPTIVE_SCALE,
-            "pag_layers": PAG_LAYERS,
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": DENOISE_TIP}),
-        }, "optional": {
-            "patched_model": ("MODEL", {"tooltip": "optional: SanaToModel's MODEL of this same model after "
-                                                   "ComfyUI's model patches (DifferentialDiffusion, LoRA loaders, "
-                                                   "…); sampling then carries its patches"}),
-        }}
-
-    def sample(self, model: SanaModel, positive, negative, latent, seed, steps, cfg, sampler, flow_shift, pag_scale,
-               pag_adaptive_scale, pag_layers, denoise, patched_model=None):
+    def execute(cls, model: SanaModel, positive, negative, latent, seed, steps, cfg, sampler, flow_shift, pag_scale,
+                pag_adaptive_scale, pag_layers, denoise, patched_model=None) -> io.NodeOutput:
         opts = pipeline.SampleOptions(steps=steps, cfg=cfg, sampler=sampler, flow_shift=flow_shift,
                                       pag_scale=pag_scale, pag_adaptive_scale=pag_adaptive_scale,
                                       pag_layers=pag_layers, denoise=denoise)
         progress = host.Progress(steps)
-        if host.native_sampling(model.cfg):  # inside ComfyUI: the host's own sampling, as KSampler
+        if host.native_sampling(model.cfg):  # flow models: the host's own sampling, as KSampler
             out = host.sample_native(model.handle, positive, negative, latent, seed, opts, progress, patched_model)
-        elif patched_model is not None:
-            raise SanaError("patched_model needs ComfyUI's sampling; Sana-Sprint, and any model outside ComfyUI, "
-                            "runs the pack's own sampler: disconnect patched_model")
-        else:  # the pack's sampler; the inputs are checked where they enter the core (pipeline.denoise)
+        else:  # Sana-Sprint: its own SCM sampler, one prompt, no negative
+            if patched_model is not None:
+                raise SanaError("patched_model needs ComfyUI's sampling, which a Sana-Sprint model does not take (it "
+                                "samples with its own SCM sampler): disconnect patched_model")
+            if latent.get("noise_mask") is not None:
+                raise SanaError("noise masks are not supported with Sana-Sprint models; use a flow model")
             samples = latent["samples"]
             noise = noise_for_seed(seed, tuple(samples.shape), latent.get("batch_index"))
-            own = "Sana Sample's own sampler"
-            out = pipeline.denoise(model.get(), conditioning.side(positive, "positive", own),
-                                   conditioning.side(negative, "negative", own) if cfg > 1 else None, samples, seed,
-                                   opts, callback=lambda i, n, x, x0: progress.step(i + 1, x0), noise=noise,
-                                   noise_mask=latent.get("noise_mask"))
+            out = pipeline.denoise(model.get(), conditioning.single(positive, "positive", "a Sana-Sprint model"),
+                                   None, samples, seed, opts, noise=noise,
+                                   callback=lambda i, n, x, x0: progress.step(i + 1, x0))
         result = dict(latent)  # keep extra keys (batch_index, binning record); never mutate the input
         result["samples"] = out.to(host.intermediate_device())
-        return (result,)
+        return io.NodeOutput(result)
 
 
-class SanaDecode:
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Decodes a Sana latent with DC-AE; crops back to the requested size when binning was used."
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "decode"
+class SanaDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaDecode", "Sana Decode", CATEGORY,
+            "Decodes a Sana latent with DC-AE; crops back to the requested size when binning was used.",
+            [w.sana_vae(),
+             io.Latent.Input("samples", tooltip="a Sana latent"),
+             io.Combo.Input("tiling", options=["auto", "on", "off"], default="auto", tooltip=(
+                 "decode in 512 px tiles to save memory: auto tiles images above 1024 × 1024 pixels"))],
+            [io.Image.Output()],
+            aliases=("VAE decode", "DC-AE decode"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "vae": SANA_VAE,
-            "samples": ("LATENT", {"tooltip": "a Sana latent"}),
-            "tiling": (["auto", "on", "off"], {"default": "auto", "tooltip": (
-                "decode in 512 px tiles to save memory: auto tiles images above 1024 × 1024 pixels")}),
-        }}
-
-    def decode(self, vae: SanaVAE, samples, tiling):
+    def execute(cls, vae: SanaVAE, samples, tiling) -> io.NodeOutput:
         raw = samples["samples"]
         size = None
         record = samples.get(BINNING_KEY)
@@ -234,132 +220,121 @@ class SanaDecode:
             (th, tw), (lh, lw) = record["target"], record["latent"]
             size = (round(th * raw.shape[-2] / lh), round(tw * raw.shape[-1] / lw))
         img = pipeline.decode_images(vae.get(vae.module.decode_memory(raw.shape, tiling)), raw, size, tiling)
-        return (img.to(host.intermediate_device()),)
+        return io.NodeOutput(img.to(host.intermediate_device()))
 
 
-class SanaEncodeImage:
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Encodes an image into a Sana latent (for image-to-image with denoise < 1)."
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "encode"
+class SanaEncodeImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaEncodeImage", "Sana Encode Image", CATEGORY,
+            "Encodes an image into a Sana latent (for image-to-image with denoise < 1).",
+            [w.sana_vae(), io.Image.Input("image", tooltip="cropped to multiples of 32")],
+            [io.Latent.Output()],
+            aliases=("VAE encode", "DC-AE encode", "image to image"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"vae": SANA_VAE, "image": ("IMAGE", {"tooltip": "cropped to multiples of 32"})}}
-
-    def encode(self, vae: SanaVAE, image):
-        return ({"samples": pipeline.encode_images(vae.get(), image).to(host.intermediate_device())},)
+    def execute(cls, vae: SanaVAE, image) -> io.NodeOutput:
+        return io.NodeOutput({"samples": pipeline.encode_images(vae.get(), image).to(host.intermediate_device())})
 
 
-class SanaLoadTransformer:
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Loads a Sana transformer: a single file, a transformer folder or a whole Sana repo from "
-                   "models/diffusion_models. The variant is detected from the weights.")
-    RETURN_TYPES = ("SANA_MODEL",)
-    FUNCTION = "load"
+_WEIGHT_DTYPE_TIP = "int8 and fp8 store weights in 8 bits (about half of bf16); int8 computes in the file's dtype, " \
+                    "fp8 in bf16"
+
+
+class SanaLoadTransformer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaLoadTransformer", "Sana Load Transformer", CATEGORY,
+            "Loads a Sana transformer: a single file, a transformer folder or a whole Sana repo from "
+            "models/diffusion_models. The variant is detected from the weights.",
+            [w.model_input("model_name", "diffusion_models"),
+             io.Combo.Input("weight_dtype", options=WEIGHT_DTYPES, default="auto", tooltip=_WEIGHT_DTYPE_TIP)],
+            [w.SanaModelType.Output()],
+            aliases=("load diffusion model", "UNET loader", "DiT", "Linear DiT", "Sana-Sprint", "checkpoint"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model_name": model_input("diffusion_models"),
-            "weight_dtype": (WEIGHT_DTYPES, {
-                "default": "auto", "tooltip": "int8 and fp8 store weights in 8 bits (about half of bf16); int8 "
-                "computes in the file's dtype, fp8 in bf16"}),
-        }}
+    def validate_inputs(cls, model_name) -> bool | str:
+        return w.check_model("diffusion_models", model_name)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name):
-        return check_model("diffusion_models", model_name)
-
-    def load(self, model_name, weight_dtype):
+    def execute(cls, model_name, weight_dtype) -> io.NodeOutput:
         m = _transformer(host.resolve_model("diffusion_models", model_name), weight_dtype)
-        return {"ui": {"text": [m.info], "sana_model": [m.summary]}, "result": (m,)}
+        return io.NodeOutput(m, ui={"text": [m.info], "sana_model": [m.summary]})
 
 
-class SanaLoadDCAE:
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads the DC-AE f32c32 autoencoder: a single file, a vae folder or a whole Sana repo in models/vae."
-    RETURN_TYPES = ("SANA_VAE",)
-    FUNCTION = "load"
+class SanaLoadDCAE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaLoadDCAE", "Sana Load DC-AE", CATEGORY,
+            "Loads the DC-AE f32c32 autoencoder: a single file, a vae folder or a whole Sana repo in models/vae.",
+            [w.model_input("vae_name", "vae"),
+             io.Combo.Input("dtype", options=["auto", "bf16", "fp32"], default="auto",
+                            tooltip="DC-AE overflows in fp16")],
+            [w.SanaVAEType.Output()],
+            aliases=("VAE loader", "DC-AE", "autoencoder"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "vae_name": model_input("vae"),
-            "dtype": (["auto", "bf16", "fp32"], {"default": "auto", "tooltip": "DC-AE overflows in fp16"}),
-        }}
+    def validate_inputs(cls, vae_name) -> bool | str:
+        return w.check_model("vae", vae_name)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, vae_name):
-        return check_model("vae", vae_name)
-
-    def load(self, vae_name, dtype):
+    def execute(cls, vae_name, dtype) -> io.NodeOutput:
         v = _vae(host.resolve_model("vae", vae_name), dtype)
-        return {"ui": {"text": [v.info]}, "result": (v,)}
+        return io.NodeOutput(v, ui={"text": [v.info]})
 
 
-class SanaLoadPipeline:
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads transformer, text encoder and DC-AE from one Sana diffusers repo in models/diffusers."
-    RETURN_TYPES = ("SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE")
-    FUNCTION = "load"
+class SanaLoadPipeline(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaLoadPipeline", "Sana Load Pipeline (diffusers repo)", CATEGORY,
+            "Loads transformer, text encoder and DC-AE from one Sana diffusers repo in models/diffusers.",
+            [w.model_input("pipeline", "diffusers", files=False),
+             io.Combo.Input("weight_dtype", options=WEIGHT_DTYPES, default="auto", tooltip=(
+                 "for the transformer; the text encoder and DC-AE stay in bf16/fp32 (int8 also stores the text "
+                 "encoder in 8 bits)"))],
+            [w.SanaModelType.Output(), w.SanaTextEncoderType.Output(), w.SanaVAEType.Output()],
+            aliases=("load checkpoint", "diffusers", "text to image", "DiT", "DC-AE", "Gemma"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "pipeline": model_input("diffusers", files=False),
-            "weight_dtype": (WEIGHT_DTYPES, {
-                "default": "auto", "tooltip": "for the transformer; the text encoder and DC-AE stay in bf16/fp32 "
-                "(int8 also stores the text encoder in 8 bits)"}),
-        }}
+    def validate_inputs(cls, pipeline) -> bool | str:
+        return w.check_model("diffusers", pipeline, files=False)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, pipeline):
-        return check_model("diffusers", pipeline, files=False)
-
-    def load(self, pipeline, weight_dtype):
+    def execute(cls, pipeline, weight_dtype) -> io.NodeOutput:
         root = host.resolve_model("diffusers", pipeline)
         side = "fp32" if weight_dtype == "fp32" else "auto"
         m = _transformer(root, weight_dtype)
         te = _text_encoder(root, "int8" if weight_dtype == "int8" else side)
         v = _vae(root, side)
-        return {"ui": {"text": [m.info, te.info, v.info], "sana_model": [m.summary]}, "result": (m, te, v)}
+        return io.NodeOutput(m, te, v, ui={"text": [m.info, te.info, v.info], "sana_model": [m.summary]})
 
 
-class SanaLoadControlNet:
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Loads a Sana ControlNet (diffusers folder, single safetensors or NVlabs .pth) from models/controlnet "
-                   "for ComfyUI's Apply ControlNet nodes; connect Sana to VAE's VAE to their vae input.")
-    RETURN_TYPES = ("CONTROL_NET",)
-    FUNCTION = "load"
+class SanaLoadControlNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return w.schema(
+            "SanaLoadControlNet", "Sana Load ControlNet", CATEGORY,
+            "Loads a Sana ControlNet (diffusers folder, single safetensors or NVlabs .pth) from models/controlnet for "
+            "ComfyUI's Apply ControlNet nodes; connect Sana to VAE's VAE to their vae input.",
+            [w.model_input("control_net_name", "controlnet")],
+            [io.ControlNet.Output()],
+            aliases=("ControlNet loader", "HED", "control"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"control_net_name": model_input("controlnet")}}
+    def validate_inputs(cls, control_net_name) -> bool | str:
+        return w.check_model("controlnet", control_net_name)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, control_net_name):
-        return check_model("controlnet", control_net_name)
-
-    def load(self, control_net_name):
+    def execute(cls, control_net_name) -> io.NodeOutput:
         net = load_controlnet(host.resolve_model("controlnet", control_net_name), operations=host.operations())
         info = f"Sana ControlNet · hidden {net.cfg.dim} · {net.cfg.num_layers} blocks · " \
                f"{str(net.dtype).removeprefix('torch.')}"
-        return {"ui": {"text": [info]}, "result": (host.control_net(net),)}
+        return io.NodeOutput(host.control_net(net), ui={"text": [info]})
 
 
-NODE_CLASS_MAPPINGS = {c.__name__: c for c in (
-    SanaLoadTextEncoder, SanaEncodePrompt, SanaLoadTransformer, SanaLoadDCAE, SanaLoadPipeline, SanaEmptyLatent,
-    SanaSample, SanaDecode, SanaEncodeImage, SanaLoadControlNet)}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SanaLoadTextEncoder": "Sana Load Text Encoder (Gemma-2)",
-    "SanaEncodePrompt": "Sana Encode Prompt",
-    "SanaLoadTransformer": "Sana Load Transformer",
-    "SanaLoadDCAE": "Sana Load DC-AE",
-    "SanaLoadPipeline": "Sana Load Pipeline (diffusers repo)",
-    "SanaEmptyLatent": "Sana Empty Latent",
-    "SanaSample": "Sana Sample",
-    "SanaDecode": "Sana Decode",
-    "SanaEncodeImage": "Sana Encode Image",
-    "SanaLoadControlNet": "Sana Load ControlNet",
-}
+NODES = (SanaLoadTextEncoder, SanaEncodePrompt, SanaLoadTransformer, SanaLoadDCAE, SanaLoadPipeline, SanaEmptyLatent,
+         SanaSample, SanaDecode, SanaEncodeImage, SanaLoadControlNet)

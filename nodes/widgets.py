@@ -1,9 +1,31 @@
-"""The nodes' shared input specs, each with its tooltip, and the model folders the loaders read: where each kind of
-file goes, which repository to get, and the message a loader gives when its file is missing."""
+"""The nodes' shared typed inputs (each with its tooltip), the pack's own value types, one ``schema`` builder, and the
+model folders the loaders read: where each kind of file goes, which repository to get, and the message a loader
+gives when its file is missing."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from comfy_api.latest import io
+
 from . import host
+
+# The values that travel between Sana nodes (nodes/models.py); the frontend matches sockets by these names.
+SanaModelType = io.Custom("SANA_MODEL")
+SanaTextEncoderType = io.Custom("SANA_TEXT_ENCODER")
+SanaVAEType = io.Custom("SANA_VAE")
+
+# Schema fields newer hosts read (search in the node library); older hosts' Schema has no such field.
+_SCHEMA_FIELDS = {f.name for f in dataclasses.fields(io.Schema)}
+
+
+def schema(node_id: str, display_name: str, category: str, description: str, inputs: list, outputs: list,
+           aliases: tuple[str, ...] = ()) -> io.Schema:
+    """A node's schema; ``aliases`` are search terms, given to hosts whose schema takes them."""
+    extra = {"search_aliases": list(aliases)} if aliases and "search_aliases" in _SCHEMA_FIELDS else {}
+    return io.Schema(node_id=node_id, display_name=display_name, category=category, description=description,
+                     inputs=inputs, outputs=outputs, **extra)
+
 
 # models/<key> → (what goes there, the repository to get)
 FOLDERS = {
@@ -25,13 +47,14 @@ def where(key: str) -> str:
     return f"{what}, in ComfyUI's models/{key}/ folder{get}"
 
 
-def model_input(key: str, folders: bool = True, files: bool = True):
-    """A combo of the files and folders in the ``key`` model folders, with a tooltip saying what goes there."""
-    return (host.list_models(key, folders, files), {"tooltip": where(key)})
+def model_input(name: str, key: str, folders: bool = True, files: bool = True) -> io.Combo.Input:
+    """A combo of the files and folders in the ``key`` model folders (listed anew each time the host asks), with a
+    tooltip saying what goes there."""
+    return io.Combo.Input(name, options=host.list_models(key, folders, files), tooltip=where(key))
 
 
 def check_model(key: str, name: str, folders: bool = True, files: bool = True) -> bool | str:
-    """A loader's VALIDATE_INPUTS answer: True, or what is missing and where to put it."""
+    """A loader's ``validate_inputs`` answer: True, or what is missing and where to put it."""
     found = host.list_models(key, folders, files)
     if name in found:
         return True
@@ -43,20 +66,56 @@ def check_model(key: str, name: str, folders: bool = True, files: bool = True) -
             "it there, then press R in the editor to refresh the lists")
 
 
-FLOW_SHIFT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                        "tooltip": "the flow schedule's shift; 0 = the model's default (3.0; 6.0 for 4K)"})
-PAG_SCALE_TIP = "perturbed-attention guidance; 0 = off"
-PAG_ADAPTIVE_SCALE = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.0001,
-                                "tooltip": "lowers the PAG scale as sampling proceeds (scale − this × (1000 − t)); "
-                                           "0 = constant"})
-PAG_LAYERS = ("STRING", {"default": "8", "tooltip": "the transformer blocks PAG perturbs, e.g. '8' or '7,8' or '6-9'"})
-SAMPLER_TIP = ("flow_dpm_solver: the reference Flow-DPM-Solver (20 steps are the default); flow_euler: first-order "
-               "flow Euler (needs more steps)")
-STEPS = ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "sampling steps"})
-DENOISE_TIP = ("how much of the schedule runs: 1 starts from pure noise; lower keeps more of the input latent "
-               "(image-to-image)")
-SANA_MODEL = ("SANA_MODEL", {"tooltip": "from Sana Load Transformer or Sana Load Pipeline"})
-SANA_VAE = ("SANA_VAE", {"tooltip": "the DC-AE, from Sana Load DC-AE or Sana Load Pipeline"})
-SANA_TEXT_ENCODER = ("SANA_TEXT_ENCODER", {"tooltip": "Gemma-2, from Sana Load Text Encoder or Sana Load Pipeline"})
-STRENGTH = ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
-                      "tooltip": "how strongly the LoRA applies; 0 = off, negative inverts it"})
+def sana_model(name: str = "model") -> io.Input:
+    return SanaModelType.Input(name, tooltip="from Sana Load Transformer or Sana Load Pipeline")
+
+
+def sana_vae() -> io.Input:
+    return SanaVAEType.Input("vae", tooltip="the DC-AE, from Sana Load DC-AE or Sana Load Pipeline")
+
+
+def sana_text_encoder() -> io.Input:
+    return SanaTextEncoderType.Input("text_encoder", tooltip="Gemma-2, from Sana Load Text Encoder or Sana Load "
+                                                             "Pipeline")
+
+
+def sampler(samplers) -> io.Combo.Input:
+    return io.Combo.Input("sampler", options=list(samplers), default="flow_dpm_solver", tooltip=(
+        "flow_dpm_solver: the reference Flow-DPM-Solver (20 steps are the default); flow_euler: first-order flow "
+        "Euler (needs more steps)"))
+
+
+def steps() -> io.Int.Input:
+    return io.Int.Input("steps", default=20, min=1, max=1000, tooltip="sampling steps")
+
+
+def flow_shift(optional: bool = False) -> io.Float.Input:
+    return io.Float.Input("flow_shift", default=0.0, min=0.0, max=100.0, step=0.1, optional=optional,
+                          tooltip="the flow schedule's shift; 0 = the model's default (3.0; 6.0 for 4K)")
+
+
+def pag_scale(default: float) -> io.Float.Input:
+    return io.Float.Input("pag_scale", default=default, min=0.0, max=100.0, step=0.1,
+                          tooltip="perturbed-attention guidance; 0 = off")
+
+
+def pag_adaptive_scale() -> io.Float.Input:
+    return io.Float.Input("pag_adaptive_scale", default=0.0, min=0.0, max=1.0, step=0.0001, tooltip=(
+        "lowers the PAG scale as sampling proceeds (scale − this × (1000 − t)); 0 = constant"))
+
+
+def pag_layers() -> io.String.Input:
+    return io.String.Input("pag_layers", default="8", tooltip="the transformer blocks PAG perturbs, e.g. '8' or '7,8' "
+                                                              "or '6-9'")
+
+
+def denoise(minimum: float) -> io.Float.Input:
+    """``minimum`` 0 where 0 means 'return the input' (Sana Sample); a schedule needs more than 0 (Sana Scheduler)."""
+    return io.Float.Input("denoise", default=1.0, min=minimum, max=1.0, step=0.01, tooltip=(
+        "how much of the schedule runs: 1 starts from pure noise; lower keeps more of the input latent "
+        "(image-to-image)"))
+
+
+def strength(name: str) -> io.Float.Input:
+    return io.Float.Input(name, default=1.0, min=-10.0, max=10.0, step=0.01,
+                          tooltip="how strongly the LoRA applies; 0 = off, negative inverts it")

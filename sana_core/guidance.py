@@ -55,6 +55,17 @@ def parse_pag_layers(spec: str | list[int] | tuple[int, ...], num_layers: int) -
     return frozenset(out)
 
 
+def pag_scale_at(scale: float, adaptive: float, t: float) -> float:
+    """PAG's scale at model timestep ``t`` (0..1000): constant, or max(0, scale − adaptive·(1000 − t))."""
+    return max(0.0, scale - adaptive * (1000 - t)) if adaptive else scale
+
+
+def pag_guide(guided: torch.Tensor, cond: torch.Tensor, perturbed: torch.Tensor, scale: float) -> torch.Tensor:
+    """PAG on top of (CFG-)guided output: guided + s·(cond − perturbed). The same on velocities and on data
+    predictions, being linear; the host's PAG patch and the core's model function both use it."""
+    return guided + scale * (cond - perturbed)
+
+
 def _pad_to(c: TextCond, length: int) -> TextCond:
     pad = length - c.embeds.shape[1]
     if pad == 0:
@@ -128,10 +139,7 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond | Sequence[TextCond],
         v = v_c if v_u is None else v_u + cfg * (v_c - v_u)
         if use_pag:
             v_p = _average(parts[nu + nc:], conds)
-            s = pag_scale
-            if pag_adaptive_scale:
-                s = max(0.0, pag_scale - pag_adaptive_scale * (1000 - float(t.flatten()[0])))
-            v = v + s * (v_c - v_p)
+            v = pag_guide(v, v_c, v_p, pag_scale_at(pag_scale, pag_adaptive_scale, float(t.flatten()[0])))
         return v
 
     return model_fn

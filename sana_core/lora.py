@@ -222,12 +222,41 @@ def apply(module: nn.Module, sd: dict[str, torch.Tensor], part: str, strength: f
 
 
 def prepare(module: nn.Module, sd: dict[str, torch.Tensor], part: str, source: str) -> Match:
-    """Match a LoRA file to ``module``'s layers and check it (``check``)."""
+    """Match a LoRA file to ``module``'s layers and check it (``check``, then ``check_finite``)."""
     by_path = layers(module)
     found = match(sd, key_map(by_path, part))
     shapes = {f"{p}.weight": m.weight.shape for p, m in by_path.items()}
     check(sd, found, shapes, source, "this Sana model" if part == "transformer" else "the Gemma-2 text encoder")
+    check_finite(sd, found, source)
     return found
+
+
+def check_finite(sd: dict[str, torch.Tensor], found: Match, source: str) -> None:
+    """One error naming the file and its first tensors holding NaN/Inf, among the tensors ``found`` uses: merged into
+    a layer they would only show as NaN/Inf at the first sampling step. One isfinite per tensor."""
+    bad = [k for k in sd if prefix_of(k) in found.targets and not _finite(sd[k])]
+    if not bad:
+        return
+    first = "; ".join(f"{k}: {_non_finite(sd[k])}" for k in bad[:3])
+    more = f" (and {len(bad) - 3} more tensors)" if len(bad) > 3 else ""
+    raise SanaError(f"LoRA {source} holds NaN/Inf where finite numbers are expected — {first}{more}. The file is "
+                    "damaged (a diverged training run or a broken conversion): re-download or re-export it")
+
+
+def _finite(t: torch.Tensor) -> bool:
+    if not t.is_floating_point():
+        return True
+    if t.element_size() == 1:  # 8-bit floats have no isfinite kernel
+        t = t.float()
+    return bool(torch.isfinite(t).all())
+
+
+def _non_finite(t: torch.Tensor) -> str:
+    """What a tensor holds instead of finite numbers: "3 NaN and 1 Inf of its 512 values"."""
+    t = t.float()
+    nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+    found = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+    return f"{found} of its {t.numel()} values"
 
 
 def share_copy(module: nn.Module) -> nn.Module:

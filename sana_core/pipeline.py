@@ -141,7 +141,7 @@ def _sample_flow(model: SanaTransformer, positive: list[TextCond], negative: lis
     layers = parse_pag_layers(opts.pag_layers, model.cfg.num_layers) if opts.pag_scale > 0 else frozenset()
     fn = guided_model_fn(model, positive, negative, cfg=opts.cfg, pag_scale=opts.pag_scale,
                          pag_adaptive_scale=opts.pag_adaptive_scale, pag_layers=layers, control=control)
-    return sample(opts.sampler, fn, x, sched, callback, inpaint)
+    return sample(opts.sampler, fn, x, sched, callback, inpaint, dtype=model.dtype)
 
 
 def _sample_sprint(model: SanaTransformer, positive: list[TextCond], seed: int, opts: SampleOptions, noise: torch.Tensor,
@@ -155,7 +155,7 @@ def _sample_sprint(model: SanaTransformer, positive: list[TextCond], seed: int, 
     torch.randn(noise.shape, generator=gen)  # the initial draw
     start = None if opts.denoise >= 1 else latent.float().to(noise.device) * SCALING_FACTOR
     trig = sprint_trig_times(opts.steps, denoise=min(opts.denoise, 1.0))
-    return sample_sprint(fn, noise, trig, gen, callback=callback, latent=start)
+    return sample_sprint(fn, noise, trig, gen, callback=callback, latent=start, dtype=model.dtype)
 
 
 def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, tiling: str = "auto",
@@ -164,8 +164,9 @@ def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, t
     ``tiles``: tile_px / stride_px for the DC-AE's tiled decode."""
     check_latent(raw, "samples")
     if not torch.isfinite(raw).all():
-        raise SanaError("the latent to decode contains NaN/Inf values (the sampler diverged, often an fp16 "
-                        "overflow); regenerate with the transformer in bf16")
+        raise SanaError("the latent to decode contains NaN/Inf values, where finite values are expected: the run that "
+                        "made it diverged — from NaN/Inf in the transformer's weights or a LoRA applied to it, or from "
+                        "an fp16 overflow if the transformer computed in fp16 (then load it in bf16 or fp32)")
     with torch.no_grad():
         img = vae.decode(raw.to(vae.device, vae.dtype), tiling=tiling, **tiles)  # (B, 3, H, W) in [-1, 1]
         if size is not None and tuple(img.shape[-2:]) != tuple(size):

@@ -97,25 +97,38 @@ def noise_latent(latent: torch.Tensor, noise: torch.Tensor, sigma: float | torch
     return sigma * noise + (1.0 - sigma) * latent
 
 
-def _nan_error(i: int, steps: int) -> SanaError:
-    return SanaError(f"the model produced NaN/Inf at step {i + 1} of {steps}; this is usually an fp16 "
-                     "overflow — load the transformer in bf16 (or fp32)")
+_DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def _nan_error(i: int, steps: int, dtype: torch.dtype | None = None) -> SanaError:
+    """The hint follows the model's compute dtype: an fp16 overflow only where it computes in fp16."""
+    where = f"the model produced NaN/Inf at step {i + 1} of {steps}, where finite values are expected"
+    if dtype == torch.float16:
+        return SanaError(f"{where}; it computes in fp16 and this is usually an fp16 overflow — load the transformer "
+                         "in bf16 (or fp32)")
+    if dtype is None:
+        return SanaError(f"{where}; if the transformer computes in fp16 this is usually an fp16 overflow (load it in "
+                         "bf16 or fp32), otherwise check its weights and any LoRA files applied to it")
+    name = _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+    return SanaError(f"{where}; it computes in {name}: check the transformer's weights and any LoRA files applied "
+                     "to it")
 
 
 class FiniteCheck:
     """The NaN/Inf check of every step. On the CPU it raises at once; on a GPU each step's flag stays on the device
     and ``done()`` reads them all at the end (reading one per step would stall the GPU queue every step). Either way
-    the error names the first step that failed."""
+    the error names the first step that failed; ``dtype``, the model's compute dtype, picks its hint."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, dtype: torch.dtype | None = None):
         self.steps = steps
+        self.dtype = dtype
         self._flags: list[tuple[int, torch.Tensor]] = []
 
     def __call__(self, v: torch.Tensor, i: int) -> None:
         if v.is_cuda:
             self._flags.append((i, torch.isfinite(v).all()))
         elif not torch.isfinite(v).all():
-            raise _nan_error(i, self.steps)
+            raise _nan_error(i, self.steps, self.dtype)
 
     def done(self) -> None:
         if not self._flags:
@@ -124,7 +137,7 @@ class FiniteCheck:
         steps = [i for i, _ in self._flags]
         self._flags = []
         if not bool(ok.all()):
-            raise _nan_error(steps[int((~ok).nonzero()[0])], self.steps)
+            raise _nan_error(steps[int((~ok).nonzero()[0])], self.steps, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -144,15 +157,17 @@ class Inpaint:
 
 
 def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor,
-                    sigmas: torch.Tensor, callback: Callback | None = None) -> torch.Tensor:
+                    sigmas: torch.Tensor, callback: Callback | None = None, *,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """DPM-Solver++(2M, midpoint) on flow sigmas over a data-prediction function ``denoise_fn(x, i) -> x0``;
     first order on the first and last step (docs/model.md §4.1). fp32 arithmetic on 0-dim σ tensors, in diffusers'
-    order (bit parity). Shared by the Sana sampler and ComfyUI's native SAMPLER."""
+    order (bit parity). Shared by the Sana sampler and ComfyUI's native SAMPLER. ``dtype``: the model's compute
+    dtype, for the NaN/Inf error's hint (None: unknown)."""
     sig = sigmas.float().cpu()
     n = len(sig) - 1
     x = x.float()
     prev_x0 = None
-    check = FiniteCheck(n)
+    check = FiniteCheck(n, dtype)
 
     def lam(s):  # λ(σ) = log α − log σ, α = 1 − σ
         return torch.log(1 - s) - torch.log(s)
@@ -178,7 +193,7 @@ def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: 
 
 
 def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None,
-                    inpaint: Inpaint | None = None) -> torch.Tensor:
+                    inpaint: Inpaint | None = None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Flow-DPM-Solver on a velocity model: x0 = x − σ·v (σ > 0 before the last step, so a NaN/Inf in v shows in
     x0, which the solver checks)."""
     sig = schedule.sigmas.float().cpu()  # 0-dim CPU σ: scalars to the kernels, no host-to-device copy per step
@@ -190,17 +205,17 @@ def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, call
         v = model_fn(x, ts[i].expand(x.shape[0])).float()
         return x - sig[i] * v if inpaint is None else inpaint.prediction(x - sig[i] * v)
 
-    return flow_dpm_solver(denoise, x, sig, callback)
+    return flow_dpm_solver(denoise, x, sig, callback, dtype=dtype)
 
 
 def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None,
-                      inpaint: Inpaint | None = None) -> torch.Tensor:
+                      inpaint: Inpaint | None = None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Flow Euler: x ← x + (σ_{i+1} − σ_i)·v, in fp32. With a noise mask, v is (x − x0)/σ of the masked x0."""
     sig = schedule.sigmas.float().cpu()
     n = schedule.steps
     x = x.float()
     ts = schedule.timesteps.to(x.device)
-    check = FiniteCheck(n)
+    check = FiniteCheck(n, dtype)
     for i in range(n):
         x_in = x if inpaint is None else inpaint.model_input(x, sig[i])
         v = model_fn(x_in, ts[i].expand(x.shape[0])).float()
@@ -216,11 +231,13 @@ def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, ca
 
 
 def sample(sampler: str, model_fn: ModelFn, x: torch.Tensor, schedule: Schedule,
-           callback: Callback | None = None, inpaint: Inpaint | None = None) -> torch.Tensor:
+           callback: Callback | None = None, inpaint: Inpaint | None = None, *,
+           dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``dtype``: the model's compute dtype, for the NaN/Inf error's hint (None: unknown)."""
     if sampler == "flow_dpm_solver":
-        return sample_flow_dpm(model_fn, x, schedule, callback, inpaint)
+        return sample_flow_dpm(model_fn, x, schedule, callback, inpaint, dtype=dtype)
     if sampler == "flow_euler":
-        return sample_flow_euler(model_fn, x, schedule, callback, inpaint)
+        return sample_flow_euler(model_fn, x, schedule, callback, inpaint, dtype=dtype)
     raise SanaError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
 
@@ -244,17 +261,17 @@ def sprint_trig_times(steps: int, max_t: float = 1.57080, intermediate: float | 
 
 def sample_sprint(model_fn: ModelFn, noise: torch.Tensor, trig: torch.Tensor, generator: torch.Generator,
                   sigma_data: float = 0.5, callback: Callback | None = None,
-                  latent: torch.Tensor | None = None) -> torch.Tensor:
+                  latent: torch.Tensor | None = None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """SCM sampling. ``model_fn(x_in, τ)`` gets the flow time τ ∈ [0, 1] (not ×1000) and returns v.
     Fresh noise is drawn on every step, the last included (it consumes the generator as diffusers does).
     ``latent`` (scaled, image-to-image) starts from cos(s₀)·latent + sin(s₀)·noise instead of pure noise.
-    Returns the final x0 / σ_d — a raw latent ready for the decoder."""
+    Returns the final x0 / σ_d — a raw latent ready for the decoder. ``dtype``: as for ``sample``."""
     x = noise.float() * sigma_data
     if latent is not None:
         x = torch.cos(trig[0]) * (latent.float() * sigma_data) + torch.sin(trig[0]) * x
     n = len(trig) - 1
     x0 = x
-    check = FiniteCheck(n)
+    check = FiniteCheck(n, dtype)
     for i in range(n):
         s, s_next = trig[i], trig[i + 1]
         tau = torch.sin(s) / (torch.sin(s) + torch.cos(s))

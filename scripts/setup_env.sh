@@ -6,8 +6,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ENV_DIR=${SANA_ENV:-$ROOT/.sana-env}
 STAMP=$ENV_DIR/.ready-v2
+# The newest frontend, for the browser tests only: installed apart, put first on the test server's path.
+FRONTEND_NEW=1.58.1
+FRONTEND_DIR=$ENV_DIR/frontend-$FRONTEND_NEW
 mkdir -p "$ENV_DIR"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum)" ]; then
+if [ -f "$STAMP" ] && [ -d "$FRONTEND_DIR/comfyui_frontend_package-$FRONTEND_NEW.dist-info" ] \
+   && [ "$(cat "$STAMP")" = "$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum)" ]; then
   echo "environment ready: $ENV_DIR"; exit 0
 fi
 # A headless browser for the frontend tests (Debian's chromium; Playwright drives it, no browser download).
@@ -34,6 +38,10 @@ if [ ! -f "$ENV_DIR/ComfyUI/main.py" ]; then
 fi
 $PIP -r "$ENV_DIR/ComfyUI/requirements.txt" requests -c "$ENV_DIR/pins.txt"
 $PIP -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt" -c "$ENV_DIR/pins.txt"
+if [ ! -d "$FRONTEND_DIR/comfyui_frontend_package-$FRONTEND_NEW.dist-info" ]; then
+  rm -rf "$FRONTEND_DIR"
+  $PIP --no-deps --target "$FRONTEND_DIR" comfyui-frontend-package==$FRONTEND_NEW
+fi
 # comfy-cli (registry validate/pack checks) in its own small venv: its pins must not touch ComfyUI's.
 [ -x "$ENV_DIR/cli/bin/comfy" ] || { python3 -m venv "$ENV_DIR/cli" && "$ENV_DIR/cli/bin/python" -m pip install -q \
   --disable-pip-version-check comfy-cli==1.23.0; }

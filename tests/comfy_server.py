@@ -1,11 +1,13 @@
 """A real ComfyUI (0.3.75, from the project environment) started headless on 127.0.0.1 with this package linked
-into custom_nodes and tiny weights in its model folders; stopped by its PID."""
+into custom_nodes and tiny weights in its model folders; stopped by its PID. It serves the frontend of its pins
+(1.32.9) or another comfyui-frontend-package installed apart by scripts/setup_env.sh."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,14 +17,32 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR_NAME = "comfyui-sana"
+PINNED_FRONTEND = "1.32.9"  # ComfyUI 0.3.75's requirements.txt, installed in the venv
+NEWEST_FRONTEND = "1.58.1"  # installed apart, in .sana-env/frontend-1.58.1
+FRONTENDS = (PINNED_FRONTEND, NEWEST_FRONTEND)
+
+
+def env_dir() -> Path:
+    return Path(os.environ.get("SANA_ENV", ROOT / ".sana-env"))
 
 
 def comfy_dir() -> Path:
-    return Path(os.environ.get("SANA_ENV", ROOT / ".sana-env")) / "ComfyUI"
+    return env_dir() / "ComfyUI"
+
+
+def frontend_dir(version: str) -> Path | None:
+    """The folder to put first on the server's path for a frontend version; None for the venv's own (the pins)."""
+    return None if version == PINNED_FRONTEND else env_dir() / f"frontend-{version}"
+
+
+def has_frontend(version: str) -> bool:
+    folder = frontend_dir(version)
+    return folder is None or (folder / f"comfyui_frontend_package-{version}.dist-info").is_dir()
 
 
 def _free_port() -> int:
@@ -32,7 +52,8 @@ def _free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, base: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, base: Path, extra_args: tuple[str, ...] = (), frontend: Path | None = None):
+        """frontend: a folder holding a comfyui_frontend_package (pip --target), served instead of the venv's."""
         self.base = base
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,9 +66,12 @@ class ComfyServer:
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
                *extra_args]
+        env = dict(os.environ)
+        if frontend is not None:  # first on sys.path: its package and its version metadata win over the venv's
+            env["PYTHONPATH"] = os.pathsep.join([str(frontend), *filter(None, [env.get("PYTHONPATH")])])
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfy_dir(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 180) -> None:
@@ -65,6 +89,11 @@ class ComfyServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def frontend_version(self) -> str | None:
+        """The version the server's log says it serves ("ComfyUI frontend version: X")."""
+        found = re.search(r"frontend version: (\S+)", self.log())
+        return found and found.group(1)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -148,6 +177,30 @@ class ComfyServer:
                 img[node.removesuffix("_img")] = np.asarray(
                     Image.open(out / f["subfolder"] / f["filename"]).convert("RGB")).astype(int)
         return lat, img
+
+
+class FrontendServers:
+    """One ComfyServer per frontend version, each started when first asked for and all stopped by close()."""
+
+    def __init__(self, make_base: Callable[[str], Path], extra_args: tuple[str, ...] = ()):
+        self._make_base = make_base  # version -> a fresh base directory
+        self._extra_args = extra_args
+        self._running: dict[str, ComfyServer] = {}
+
+    def __call__(self, version: str) -> ComfyServer:
+        if version not in self._running:
+            srv = ComfyServer(self._make_base(version), self._extra_args, frontend=frontend_dir(version))
+            if srv.frontend_version() != version:
+                srv.stop()
+                raise RuntimeError(f"asked for frontend {version}, the server serves {srv.frontend_version()}")
+            srv.frontend = version
+            self._running[version] = srv
+        return self._running[version]
+
+    def close(self) -> None:
+        for srv in self._running.values():
+            srv.stop()
+        self._running.clear()
 
 
 class WsListener:

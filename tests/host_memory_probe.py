@@ -82,7 +82,8 @@ def main(models: Path, out_path: Path) -> None:
         folder_paths.add_model_folder_path(key, str(models / key), is_default=True)
     mm.LoadedModel.model_load = _budgeted(mm.LoadedModel.model_load)
     pack = package()
-    N = pack.NODE_CLASS_MAPPINGS
+    pack.nodes.host.extend_host()
+    N = pack.nodes.NODES
     from sana_comfy.nodes.host import comfy_layers
     from sana_comfy.sana_core import controlnet, dcae, loader
     report: dict = {}  # (on the CPU the fused blocks run in fp32: a fully loaded fp32 model takes them)
@@ -114,11 +115,11 @@ def main(models: Path, out_path: Path) -> None:
         report["ops_dcae_encode"] = (v_ref.encode(img) - v_host.encode(img)).abs().max().item()
 
     # 2. KSampler on SanaToModel's MODEL, fully and partly loaded
-    sana, te, vae = N["SanaLoadPipeline"]().load(NAME, "fp32")["result"]
-    pos = N["SanaEncodePrompt"]().encode(te, TEXT, True, 300)[0]
-    neg = N["SanaEncodePrompt"]().encode(te, "", False, 300)[0]
-    latent = N["SanaEmptyLatent"]().make(SIZE, SIZE, 1, False)[0]["samples"]
-    model = N["SanaToModel"]().convert(sana)[0]
+    sana, te, vae = N["SanaLoadPipeline"].execute(NAME, "fp32").result
+    pos = N["SanaEncodePrompt"].execute(te, TEXT, True, 300)[0]
+    neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
+    latent = N["SanaEmptyLatent"].execute(SIZE, SIZE, 1, False)[0]["samples"]
+    model = N["SanaToModel"].execute(sana)[0]
     full, n_full, _ = ksample(model, pos, neg, latent, False)
     part, n_part, lowvram = ksample(model, pos, neg, latent, True)
     report["partial"] = {"diff": (full - part).abs().max().item(), "scale": full.abs().max().item(),
@@ -133,8 +134,8 @@ def main(models: Path, out_path: Path) -> None:
     report["partial_lora"] = {"diff": (lfull - lpart).abs().max().item(), "lora_effect": (lfull - full).abs().max()
                               .item(), "cast_partial": n_lpart, "lowvram": lowvram}
 
-    wide = N["SanaLoadTransformer"]().load(WIDE, "fp8_e4m3fn")["result"][0]
-    wmodel = N["SanaToModel"]().convert(wide)[0]
+    wide = N["SanaLoadTransformer"].execute(WIDE, "fp8_e4m3fn").result[0]
+    wmodel = N["SanaToModel"].execute(wide)[0]
     (wlora,) = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(wmodel, "wide_peft.safetensors", 1.0)
     for name, m in (("partial_fp8", wmodel), ("partial_fp8_lora", wlora)):
         a, _, _ = ksample(m, pos, neg, latent, False)
@@ -147,7 +148,7 @@ def main(models: Path, out_path: Path) -> None:
                                  - ksample(wmodel, pos, neg, latent, False)[0]).abs().max().item()
 
     # 3. VAEDecode through SanaToVAE, fully and partly loaded
-    (vae_native,) = N["SanaToVAE"]().convert(vae)
+    (vae_native,) = N["SanaToVAE"].execute(vae)
     mm.unload_all_models()
     img_full = comfy_nodes.VAEDecode().decode(vae_native, {"samples": full})[0]
     mm.unload_all_models()

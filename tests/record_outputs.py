@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import conftest  # noqa: E402,F401  (imports the package as sana_comfy)
+import conftest  # noqa: E402  (imports the package as sana_comfy)
 
 torch.set_num_threads(int(os.environ.get("RECORD_THREADS", "2")))
 
@@ -86,27 +86,27 @@ def record() -> dict[str, torch.Tensor]:
     out["pipe/int8_transformer"] = text_to_image(i8, te, vae, prompt, height=256, width=256, seed=4,
                                                  opts=SampleOptions(steps=3))
 
-    # Image-to-image through the nodes (stand-in host).
+    # Image-to-image through the nodes (in-process, on ComfyUI's own modules).
     models = tmp / "models"
     install_model_folders(repo, models)
-    os.environ["SANA_MODELS_DIR"] = str(models)
-    from sana_comfy import NODE_CLASS_MAPPINGS as N
+    conftest.models_at(models).__enter__()  # for the rest of this process
+    from sana_comfy.nodes import NODES as N
 
-    m = N["SanaLoadTransformer"]().load("Sana_600M_1024px_diffusers", "fp32")["result"][0]
-    t = N["SanaLoadTextEncoder"]().load("gemma-2-2b-it", "auto")["result"][0]
-    v = N["SanaLoadDCAE"]().load("dc-ae-f32c32-sana-1.1-diffusers", "auto")["result"][0]
-    pos = N["SanaEncodePrompt"]().encode(t, "A red Fox", True, 300)[0]
-    neg = N["SanaEncodePrompt"]().encode(t, "", False, 300)[0]
-    lat = N["SanaEmptyLatent"]().make(1000, 700, 1, True)[0]
+    m = N["SanaLoadTransformer"].execute("Sana_600M_1024px_diffusers", "fp32").result[0]
+    t = N["SanaLoadTextEncoder"].execute("gemma-2-2b-it", "auto").result[0]
+    v = N["SanaLoadDCAE"].execute("dc-ae-f32c32-sana-1.1-diffusers", "auto").result[0]
+    pos = N["SanaEncodePrompt"].execute(t, "A red Fox", True, 300)[0]
+    neg = N["SanaEncodePrompt"].execute(t, "", False, 300)[0]
+    lat = N["SanaEmptyLatent"].execute(1000, 700, 1, True)[0]
     args = dict(seed=1, steps=3, cfg=4.5, sampler="flow_dpm_solver", flow_shift=0.0, pag_scale=1.5,
                 pag_adaptive_scale=0.0, pag_layers="8", denoise=1.0)
-    s = N["SanaSample"]().sample(m, pos, neg, lat, **args)[0]
+    s = N["SanaSample"].execute(m, pos, neg, lat, **args)[0]
     out["nodes/latent"] = s["samples"]
-    img = N["SanaDecode"]().decode(v, s, "auto")[0]
+    img = N["SanaDecode"].execute(v, s, "auto")[0]
     out["nodes/image"] = img
-    enc = N["SanaEncodeImage"]().encode(v, img)[0]
+    enc = N["SanaEncodeImage"].execute(v, img)[0]
     out["nodes/encoded"] = enc["samples"]
-    out["nodes/img2img"] = N["SanaSample"]().sample(m, pos, neg, enc, **{**args, "denoise": 0.6})[0]["samples"]
+    out["nodes/img2img"] = N["SanaSample"].execute(m, pos, neg, enc, **{**args, "denoise": 0.6})[0]["samples"]
     out["nodes/cond"] = pos[0][0]
 
     # Sprint.

@@ -1,19 +1,18 @@
-"""The pack's own sampler (outside ComfyUI, and for Sana-Sprint) honours noise masks and several conditioning
-entries as ComfyUI's samplers do: masked latents come back exactly where the mask is 0, entries are averaged by
-strength, and entries only ComfyUI's sampling applies are refused by name."""
+"""SanaSample in-process on ComfyUI's own sampling: noise masks keep the latent exactly where the mask is 0 (any mask
+size and batch), combined entries change the result, another encoder's entry is refused by width; the core's own
+sampler (Sana-Sprint) takes one plain entry per side and refuses the rest by name."""
 
 import pytest
 import torch
-from sana_comfy import NODE_CLASS_MAPPINGS as N
-from sana_comfy.sana_core import guidance, pipeline
+from sana_comfy.nodes import NODES as N
 from sana_comfy.sana_core.errors import SanaError
 
 
 @pytest.fixture(scope="module")
 def loaded(models_dir):
-    model, te, vae = N["SanaLoadPipeline"]().load("Sana_600M_1024px_diffusers", "fp32")["result"]
-    enc = N["SanaEncodePrompt"]()
-    conds = {k: enc.encode(te, text, chi, 300)[0] for k, text, chi in (
+    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "fp32").result
+    enc = N["SanaEncodePrompt"]
+    conds = {k: enc.execute(te, text, chi, 300)[0] for k, text, chi in (
         ("pos", "a red boat at dawn", True), ("other", "a green forest in fog", True), ("neg", "", False))}
     return model, conds
 
@@ -21,7 +20,7 @@ def loaded(models_dir):
 def _sample(model, pos, neg, latent, **kw):
     args = dict(seed=2, steps=4, cfg=4.5, sampler="flow_dpm_solver", flow_shift=0.0, pag_scale=0.0,
                 pag_adaptive_scale=0.0, pag_layers="4", denoise=1.0)
-    return N["SanaSample"]().sample(model, pos, neg, latent, **{**args, **kw})[0]["samples"]
+    return N["SanaSample"].execute(model, pos, neg, latent, **{**args, **kw})[0]["samples"]
 
 
 @pytest.mark.parametrize("sampler", ["flow_dpm_solver", "flow_euler"])
@@ -42,40 +41,29 @@ def test_all_zero_mask_and_mask_shapes(loaded):
     model, c = loaded
     src = torch.randn(2, 32, 8, 8)
     out = _sample(model, c["pos"], c["neg"], {"samples": src, "noise_mask": torch.zeros(64, 64)})
-    assert torch.equal(out, src)  # nothing to repaint: the input latent
-    m = pipeline.prepare_noise_mask(torch.ones(3, 1, 100, 60), (2, 32, 8, 8))  # any size and batch, as ComfyUI
-    assert m.shape == (2, 32, 8, 8) and m.min() == 1
-    with pytest.raises(SanaError, match="noise_mask has shape"):
-        pipeline.prepare_noise_mask(torch.ones(1, 3, 8, 8), (1, 32, 8, 8))
+    assert (out - src).abs().max().item() <= 1e-5  # nothing to repaint: the input latent
+    out = _sample(model, c["pos"], c["neg"], {"samples": src, "noise_mask": torch.ones(3, 1, 100, 60)})
+    assert (out - src).abs().max().item() > 0.1  # any mask size and batch, resized and repeated as ComfyUI does
 
 
-def test_combined_entries_are_averaged_by_strength(loaded):
-    """ConditioningCombine gives two entries; each is predicted and the two are averaged (weighted by strength)."""
+def test_combined_entries_change_the_result(loaded):
     model, c = loaded
-    net = model.get()
-    (a, ea), (b, eb) = c["pos"][0], c["other"][0]
-    ta, tb = guidance.TextCond(a, ea["attention_mask"]), guidance.TextCond(b, eb["attention_mask"])
-    x, t = torch.randn(1, 32, 8, 8), torch.tensor([700.0])
-    with torch.no_grad():
-        fa, fb = (guidance.guided_model_fn(net, e, None, cfg=1.0)(x, t) for e in (ta, tb))
-        both = guidance.guided_model_fn(net, [ta, tb], None, cfg=1.0)(x, t)
-        weighted = guidance.guided_model_fn(net, [ta, guidance.TextCond(b, eb["attention_mask"], 3.0)], None,
-                                            cfg=1.0)(x, t)
-    torch.testing.assert_close(both, (fa + fb) / 2, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(weighted, (fa + 3 * fb) / 4, rtol=1e-5, atol=1e-6)
-    combined = N["ConditioningCombine"]().combine(c["pos"], c["other"])[0] if "ConditioningCombine" in N else \
-        c["pos"] + c["other"]
     src = torch.zeros(1, 32, 8, 8)
-    assert not torch.allclose(_sample(model, combined, c["neg"], {"samples": src}),
+    assert not torch.allclose(_sample(model, c["pos"] + c["other"], c["neg"], {"samples": src}),
                               _sample(model, c["pos"], c["neg"], {"samples": src}), atol=1e-3)
 
 
-def test_entries_only_comfyui_applies_are_refused(loaded):
-    model, c = loaded
+def test_the_cores_own_sampler_takes_one_plain_entry(loaded):
+    from sana_comfy.nodes import conditioning
+
+    _, c = loaded
     emb, extra = c["other"][0]
-    regional = c["pos"] + [[emb, {**extra, "area": (4, 4, 0, 0), "strength": 1.0}]]
-    with pytest.raises(SanaError, match=r"positive conditioning entry 1 uses \['area'\]"):
-        _sample(model, regional, c["neg"], {"samples": torch.zeros(1, 32, 8, 8)})
+    assert torch.equal(conditioning.single(c["pos"], "positive", "Sprint").embeds, c["pos"][0][0])
+    with pytest.raises(SanaError, match=r"positive conditioning has 2 entries .* Sprint takes one prompt per side"):
+        conditioning.single(c["pos"] + c["other"], "positive", "Sprint")
+    for key, value in (("area", (4, 4, 0, 0)), ("strength", 0.5), ("timestep_start", 0.2)):
+        with pytest.raises(SanaError, match=rf"positive conditioning uses \['{key}'\], which Sprint does not apply"):
+            conditioning.single([[emb, {**extra, key: value}]], "positive", "Sprint")
 
 
 def test_bad_entries_and_binned_latents(loaded):
@@ -85,7 +73,7 @@ def test_bad_entries_and_binned_latents(loaded):
     clip_like = [[torch.zeros(1, 77, 768), {}]]
     with pytest.raises(SanaError, match="positive conditioning is 768 wide"):
         _sample(model, c["pos"] + clip_like, c["neg"], {"samples": torch.zeros(1, 32, 8, 8)})
-    latent = N["SanaEmptyLatent"]().make(1000, 700, 1, True, model)[0]  # binned: another shape than 1000×700
+    latent = N["SanaEmptyLatent"].execute(1000, 700, 1, True, model)[0]  # binned: another shape than 1000×700
     src = torch.randn_like(latent["samples"])
     mask = torch.zeros(1, 700, 1000)
     mask[:, :350] = 1.0  # repaint the top half

@@ -3,14 +3,13 @@
 import json
 import pickle
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
 from conftest import ROOT
 from fixtures_model import save_layouts, tiny_diffusers_transformer
-from sana_comfy import NODE_CLASS_MAPPINGS as N
+from sana_comfy.nodes import NODES as N
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.loader import load_transformer
 
@@ -77,9 +76,9 @@ def test_transformer_given_as_dcae(tmp_path):
 
 @pytest.fixture(scope="module")
 def loaded(models_dir):
-    model, te, vae = N["SanaLoadPipeline"]().load("Sana_600M_1024px_diffusers", "fp32")["result"]
-    pos = N["SanaEncodePrompt"]().encode(te, "a lighthouse", True, 300)[0]
-    neg = N["SanaEncodePrompt"]().encode(te, "", False, 300)[0]
+    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "fp32").result
+    pos = N["SanaEncodePrompt"].execute(te, "a lighthouse", True, 300)[0]
+    neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
     return model, te, vae, pos, neg
 
 
@@ -87,7 +86,7 @@ def _sample(model, pos, neg, latent, **kw):
     args = dict(seed=1, steps=2, cfg=4.5, sampler="flow_dpm_solver", flow_shift=0.0, pag_scale=0.0,
                 pag_adaptive_scale=0.0, pag_layers="8", denoise=1.0)
     args.update(kw)
-    return N["SanaSample"]().sample(model, pos, neg, latent, **args)[0]["samples"]
+    return N["SanaSample"].execute(model, pos, neg, latent, **args)[0]["samples"]
 
 
 def _latent(b=1, h=2, w=2):
@@ -96,15 +95,14 @@ def _latent(b=1, h=2, w=2):
 
 def test_batch_broadcast_and_mismatch(loaded):
     model, te, _, pos, neg = loaded
-    two = N["SanaEncodePrompt"]().encode(te, "x", True, 300)[0]
+    two = N["SanaEncodePrompt"].execute(te, "x", True, 300)[0]
     pair = [[torch.cat([pos[0][0], two[0][0]]), {"attention_mask": torch.cat([pos[0][1]["attention_mask"],
                                                                                two[0][1]["attention_mask"]])}]]
     out = _sample(model, pair, neg, _latent(2))  # negative of batch 1 broadcasts to the latent's 2
     assert out.shape[0] == 2
     single = _sample(model, pos, neg, _latent(1))
     assert torch.allclose(out[0], single[0], atol=1e-5)
-    with pytest.raises(SanaError, match="batch of 2 but the latent has 3"):
-        _sample(model, pair, neg, _latent(3))
+    assert _sample(model, pair, neg, _latent(3)).shape[0] == 3  # ComfyUI's sampling repeats the prompts to the batch
 
 
 @pytest.mark.parametrize("steps", [1, 1000])
@@ -130,8 +128,8 @@ def test_steps_zero_is_refused(loaded):
 
 def test_same_seed_same_image_twice(loaded):
     model, _, vae, pos, neg = loaded
-    a = N["SanaDecode"]().decode(vae, {"samples": _sample(model, pos, neg, _latent(1, 4, 4), seed=5)}, "auto")[0]
-    b = N["SanaDecode"]().decode(vae, {"samples": _sample(model, pos, neg, _latent(1, 4, 4), seed=5)}, "auto")[0]
+    a = N["SanaDecode"].execute(vae, {"samples": _sample(model, pos, neg, _latent(1, 4, 4), seed=5)}, "auto")[0]
+    b = N["SanaDecode"].execute(vae, {"samples": _sample(model, pos, neg, _latent(1, 4, 4), seed=5)}, "auto")[0]
     assert torch.equal(a, b)
 
 
@@ -141,8 +139,8 @@ def test_nan_in_model_output_stops_with_the_step(loaded):
     saved = net.proj_out.bias.detach().clone()
     try:
         with torch.no_grad():
-            net.proj_out.bias[0] = float("inf")  # as an fp16 overflow would
-        with pytest.raises(SanaError, match=r"NaN/Inf at step 1 of 2.*bf16"):
+            net.proj_out.bias[0] = float("inf")
+        with pytest.raises(SanaError, match=r"NaN/Inf at step 1 of 2.*computes in fp32: check the transformer's weights"):
             _sample(model, pos, neg, _latent())
     finally:
         with torch.no_grad():
@@ -154,25 +152,11 @@ def test_nan_latent_is_not_decoded(loaded):
     bad = torch.zeros(1, 32, 2, 2)
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(SanaError, match="NaN/Inf"):
-        N["SanaDecode"]().decode(vae, {"samples": bad}, "auto")
+        N["SanaDecode"].execute(vae, {"samples": bad}, "auto")
 
 
-def test_package_imports_without_optional_dependency(tmp_path):
-    """With transformers missing, every node still registers; the text-encoder node fails with the install hint."""
-    code = f"""
-import sys, importlib.util
-sys.modules["transformers"] = None  # as if not installed
-spec = importlib.util.spec_from_file_location("pkg", {str(ROOT / "__init__.py")!r},
-                                              submodule_search_locations=[{str(ROOT)!r}])
-pkg = importlib.util.module_from_spec(spec); sys.modules["pkg"] = pkg; spec.loader.exec_module(pkg)
-print(sorted(pkg.NODE_CLASS_MAPPINGS))
-try:
-    pkg.NODE_CLASS_MAPPINGS["SanaLoadTextEncoder"]().load("x", "auto")
-except ValueError as e:
-    print("ERR", e)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"SANA_MODELS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.count("Sana") >= 9
-    assert re.search(r"ERR .*'transformers' package.*pip install -r requirements\.txt", out.stdout)
+def test_text_encoder_nodes_name_the_fix_when_transformers_lacks_gemma2(monkeypatch):
+    """Without a transformers that has Gemma-2, the other nodes work; the text encoder's say what to install."""
+    monkeypatch.setitem(sys.modules, "sana_comfy.sana_core.text_encoder", None)  # as if its import failed
+    with pytest.raises(SanaError, match=r"could not be imported .*transformers>=4\.44.*pip install -r requirements"):
+        N["SanaLoadTextEncoder"].execute("x", "auto")

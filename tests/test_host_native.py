@@ -323,21 +323,26 @@ def test_sana_sample_equals_ksampler_for_every_conditioning(server, tmp_path):
     assert (lat["sinpaint"][..., 8:] - lat["enc"][..., 8:]).abs().max().item() > 1e-2
 
 
-def test_plain_pair_equals_the_packs_own_sampler(server, models_dir):
-    """Inside ComfyUI SanaSample takes the host's path; outside it the pack's own (tested against diffusers):
-    with a plain prompt pair the two agree."""
-    from sana_comfy import NODE_CLASS_MAPPINGS as N
+def test_plain_pair_equals_the_cores_sampler(server, models_dir):
+    """SanaSample in the server (the host's path) equals the core's own sampler (``pipeline.denoise``, tested
+    against diffusers) with a plain prompt pair."""
+    from sana_comfy.nodes import NODES as N
+    from sana_comfy.nodes import conditioning
+    from sana_comfy.sana_core import pipeline
+    from sana_comfy.sana_core.sampling import noise_for_seed
 
     p = _graph()
     _pair(p, "plain", ("2", 0))
     host = _latents(server, server.run(p))["splain"]
-    model = N["SanaLoadPipeline"]().load(NAME, "auto")["result"]
-    pos = N["SanaEncodePrompt"]().encode(model[1], "a red boat at dawn", True, 300)[0]
-    neg = N["SanaEncodePrompt"]().encode(model[1], "", False, 300)[0]
-    latent = N["SanaEmptyLatent"]().make(512, 512, 1, False, model[0])[0]
-    own = N["SanaSample"]().sample(model[0], pos, neg, latent, sampler="flow_dpm_solver", flow_shift=0.0,
-                                   pag_scale=0.0, pag_adaptive_scale=0.0, pag_layers="4", denoise=1.0,
-                                   **ARGS)[0]["samples"]
+    model = N["SanaLoadPipeline"].execute(NAME, "auto").result
+    pos = N["SanaEncodePrompt"].execute(model[1], "a red boat at dawn", True, 300)[0]
+    neg = N["SanaEncodePrompt"].execute(model[1], "", False, 300)[0]
+    latent = N["SanaEmptyLatent"].execute(512, 512, 1, False, model[0])[0]
+    samples = latent["samples"]
+    opts = pipeline.SampleOptions(steps=ARGS["steps"], cfg=ARGS["cfg"], pag_layers="4")
+    own = pipeline.denoise(model[0].get(), conditioning.single(pos, "positive", "test"),
+                           conditioning.single(neg, "negative", "test"), samples, ARGS["seed"], opts,
+                           noise=noise_for_seed(ARGS["seed"], tuple(samples.shape)))
     assert (own - host).abs().max().item() <= 1e-5
 
 

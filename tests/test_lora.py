@@ -1,4 +1,4 @@
-"""LoRA outside ComfyUI (``sana_core/lora.py`` and the loader nodes on the stand-in host): every published layout
+"""LoRA in ``sana_core/lora.py`` and through the loader nodes in-process (ComfyUI's patcher): every published layout
 gives diffusers' fused weights; strength, stacking and the untouched base; 8-bit storage; kept caches see patched
 weights; bad files fail clearly. (Inside ComfyUI: test_lora_host.py.)"""
 
@@ -178,36 +178,36 @@ def test_gemma_lora_on_the_text_encoder(tiny_repo):
     assert all(torch.equal(v, before[k]) for k, v in enc.model.state_dict().items())
 
 
-def test_loader_nodes_on_the_stand_in_host_match_diffusers(models_dir, tiny_repo, tmp_path):
+def test_loader_nodes_in_process_match_diffusers(models_dir, tiny_repo, tmp_path):
     """SanaLoraLoaderModelOnly → SanaSample → SanaDecode equals diffusers' load_lora_weights + fuse_lora at the
     same strength within 2/255; the input model is unchanged (its image is the plain one, bit for bit)."""
     import diffusers
-    from sana_comfy import NODE_CLASS_MAPPINGS as N
+    from sana_comfy.nodes import NODES as N
 
     pipe = diffusers.SanaPipeline.from_pretrained(tiny_repo, torch_dtype=torch.float32)
     sd = peft_lora(pipe.transformer, rank=RANK, seed=2)
     (models_dir / "loras").mkdir(exist_ok=True)
     path = save_layout(sd, models_dir / "loras" / "tiny_peft.safetensors", "peft", alpha=ALPHA)
     text, steps, seed, size = "a lighthouse on a cliff, lowercase", 6, 11, 256
-    model, te, vae = N["SanaLoadPipeline"]().load("Sana_600M_1024px_diffusers", "fp32")["result"]
+    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "fp32").result
 
     def image(m):
-        pos = N["SanaEncodePrompt"]().encode(te, text, True, 300)[0]
-        neg = N["SanaEncodePrompt"]().encode(te, "", False, 300)[0]
-        latent = N["SanaEmptyLatent"]().make(size, size, 1, False, m)[0]
-        out = N["SanaSample"]().sample(m, pos, neg, latent, seed, steps, 4.5, "flow_dpm_solver", 0.0, 0.0, 0.0, "4",
+        pos = N["SanaEncodePrompt"].execute(te, text, True, 300)[0]
+        neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
+        latent = N["SanaEmptyLatent"].execute(size, size, 1, False, m)[0]
+        out = N["SanaSample"].execute(m, pos, neg, latent, seed, steps, 4.5, "flow_dpm_solver", 0.0, 0.0, 0.0, "4",
                                        1.0)[0]
-        return N["SanaDecode"]().decode(vae, out, "off")[0]
+        return N["SanaDecode"].execute(vae, out, "off")[0]
 
     plain = image(model)
-    (patched,) = N["SanaLoraLoaderModelOnly"]().load(model, path.name, 0.6)
+    (patched,) = N["SanaLoraLoaderModelOnly"].execute(model, path.name, 0.6)
     got = image(patched)
     want = diffusers_lora_image(tiny_repo, path, 0.6, prompt=text, negative_prompt="", seed=seed,
                                 num_inference_steps=steps, guidance_scale=4.5, height=size, width=size)
     assert (got - want.reshape(got.shape)).abs().max().item() * 255 <= 2
     assert (got - plain).abs().max().item() * 255 > 4  # the LoRA shows
     assert torch.equal(image(model), plain)
-    model2, te2 = N["SanaLoraLoader"]().load(model, te, path.name, 0.6, 1.0)
+    model2, te2 = N["SanaLoraLoader"].execute(model, te, path.name, 0.6, 1.0)
     assert te2 is te  # a transformer-only file leaves the text encoder as it was
     assert torch.equal(image(model2), got)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from comfy_server import ComfyServer, comfy_dir
+from conftest import point_models
 from fixtures_lora import (
     LAYOUTS,
     dense_lora,
@@ -190,9 +191,9 @@ def test_loha_lokr_dora_through_the_hosts_adapters(server):
 
 def test_text_encoder_part_and_int8_match_the_packs_own_path(server, monkeypatch):
     """SanaLoraLoader puts a file's Gemma part on the text encoder (the conditioning changes), and 8-bit weights take
-    a LoRA through ComfyUI's patcher: each latent equals the pack's own path outside ComfyUI (the stand-in host,
-    which merges with ``sana_core.lora``) on the same files; after them the 8-bit base comes back bit for bit."""
-    from sana_comfy import NODE_CLASS_MAPPINGS as N
+    a LoRA through ComfyUI's patcher: each latent of the server equals the same nodes called in-process on the same
+    files; after them the 8-bit base comes back bit for bit."""
+    from sana_comfy.nodes import NODES as N
 
     p = _graph()
     p["both"] = {"class_type": "SanaLoraLoader", "inputs": {"model": ["1", 0], "text_encoder": ["1", 1],
@@ -213,23 +214,23 @@ def test_text_encoder_part_and_int8_match_the_packs_own_path(server, monkeypatch
     lat8b, _ = _run(server, q)
     assert torch.equal(lat8b["int8_after"], lat8["int8_plain"])
 
-    monkeypatch.setenv("SANA_MODELS_DIR", str(server.base / "models"))
-    model, te, _ = N["SanaLoadPipeline"]().load(NAME, "auto")["result"]
+    point_models(monkeypatch, server.base / "models")
+    model, te, _ = N["SanaLoadPipeline"].execute(NAME, "auto").result
 
     def sample(m, enc):
-        pos = N["SanaEncodePrompt"]().encode(enc, TEXT, True, 300)[0]
-        neg = N["SanaEncodePrompt"]().encode(te, "", False, 300)[0]
-        latent = N["SanaEmptyLatent"]().make(SIZE, SIZE, 1, False, m)[0]
-        return N["SanaSample"]().sample(m, pos, neg, latent, SEED, STEPS, 4.5, "flow_dpm_solver", 0.0, 0.0, 0.0,
+        pos = N["SanaEncodePrompt"].execute(enc, TEXT, True, 300)[0]
+        neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
+        latent = N["SanaEmptyLatent"].execute(SIZE, SIZE, 1, False, m)[0]
+        return N["SanaSample"].execute(m, pos, neg, latent, SEED, STEPS, 4.5, "flow_dpm_solver", 0.0, 0.0, 0.0,
                                         "4", 1.0)[0]["samples"]
 
-    m2, te2 = N["SanaLoraLoader"]().load(model, te, "tiny_with_te.safetensors", 0.6, 1.0)
+    m2, te2 = N["SanaLoraLoader"].execute(model, te, "tiny_with_te.safetensors", 0.6, 1.0)
     assert te2 is not te
     own = sample(m2, te2)
     assert _diff(own, lat["te"]) <= 1e-4
     assert _diff(own, sample(m2, te)) > 1e-3  # the text encoder's part changed the conditioning
-    (wide,) = N["SanaLoadTransformer"]().load(WIDE, "int8")["result"]
-    (wide_lora,) = N["SanaLoraLoaderModelOnly"]().load(wide, "wide_peft.safetensors", 0.8)
+    (wide,) = N["SanaLoadTransformer"].execute(WIDE, "int8").result
+    (wide_lora,) = N["SanaLoraLoaderModelOnly"].execute(wide, "wide_peft.safetensors", 0.8)
     own8 = sample(wide_lora, te)
     assert _diff(own8, lat8["int8"]) <= 1e-4
     assert _diff(lat8["int8"], lat8["int8_plain"]) > 1e-2

@@ -1,12 +1,13 @@
-"""Every node called directly (no ComfyUI): stand-in host, models from $SANA_MODELS_DIR in the published layouts."""
+"""Every node called directly, in-process against ComfyUI's own modules (no server): models in ComfyUI's model
+folders, in the published layouts."""
 
 from types import SimpleNamespace
 
 import pytest
 import torch
-from sana_comfy import NODE_CLASS_MAPPINGS as N
+from sana_comfy.nodes import NODES as N
 from sana_comfy.nodes import host
-from sana_comfy.nodes.binning import route_answer
+from sana_comfy.nodes.host.routes import route_answer
 from sana_comfy.sana_core import bins, pipeline
 from sana_comfy.sana_core.bins import plan as bin_plan
 from sana_comfy.sana_core.errors import SanaError
@@ -19,53 +20,56 @@ def models(models_dir):
 
 @pytest.fixture(scope="module")
 def loaded(models):
-    model = N["SanaLoadTransformer"]().load("Sana_600M_1024px_diffusers", "fp32")["result"][0]
-    te = N["SanaLoadTextEncoder"]().load("gemma-2-2b-it", "auto")["result"][0]
-    vae = N["SanaLoadDCAE"]().load("dc-ae-f32c32-sana-1.1-diffusers", "auto")["result"][0]
+    model = N["SanaLoadTransformer"].execute("Sana_600M_1024px_diffusers", "fp32").result[0]
+    te = N["SanaLoadTextEncoder"].execute("gemma-2-2b-it", "auto").result[0]
+    vae = N["SanaLoadDCAE"].execute("dc-ae-f32c32-sana-1.1-diffusers", "auto").result[0]
     return model, te, vae
+
+
+def _options(node: str, name: str) -> list[str]:
+    return N[node].INPUT_TYPES()["required"][name][1]["options"]
 
 
 def _sample(model, pos, neg, latent, **kw):
     args = dict(seed=1, steps=3, cfg=4.5, sampler="flow_dpm_solver", flow_shift=0.0, pag_scale=0.0,
                 pag_adaptive_scale=0.0, pag_layers="8", denoise=1.0)
     args.update(kw)
-    return N["SanaSample"]().sample(model, pos, neg, latent, **args)[0]
+    return N["SanaSample"].execute(model, pos, neg, latent, **args)[0]
 
 
 def test_model_lists_show_files_and_folders(models):
     (models / "diffusion_models" / "single.safetensors").write_bytes(b"")
-    assert N["SanaLoadTransformer"].INPUT_TYPES()["required"]["model_name"][0] == [
-        "Sana_600M_1024px_diffusers", "single.safetensors"]
-    assert N["SanaLoadPipeline"].INPUT_TYPES()["required"]["pipeline"][0] == ["Sana_600M_1024px_diffusers"]
+    assert _options("SanaLoadTransformer", "model_name") == ["Sana_600M_1024px_diffusers", "single.safetensors"]
+    assert _options("SanaLoadPipeline", "pipeline") == ["Sana_600M_1024px_diffusers"]
     (models / "diffusion_models" / "single.safetensors").unlink()
 
 
 def test_text_to_image_through_nodes(loaded):
     model, te, vae = loaded
-    pos = N["SanaEncodePrompt"]().encode(te, "a red fox", True, 300)[0]
-    neg = N["SanaEncodePrompt"]().encode(te, "", False, 300)[0]
+    pos = N["SanaEncodePrompt"].execute(te, "a red fox", True, 300)[0]
+    neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
     assert pos[0][0].shape == (1, 300, 64) and pos[0][1]["attention_mask"].shape == (1, 300)
-    latent = N["SanaEmptyLatent"]().make(200, 320, 2, True, model)[0]
+    latent = N["SanaEmptyLatent"].execute(200, 320, 2, True, model)[0]
     assert latent["samples"].shape == (2, 32, 40, 24)  # the 0.57 bin of the 1024 table: 1280x768
     out = _sample(model, pos, neg, latent)
     assert out is not latent and torch.equal(latent["samples"], torch.zeros_like(latent["samples"]))
-    img = N["SanaDecode"]().decode(vae, out, "auto")[0]
+    img = N["SanaDecode"].execute(vae, out, "auto")[0]
     assert img.shape == (2, 320, 200, 3) and 0 <= img.min() and img.max() <= 1 and img.std() > 0.01
 
 
 def test_upscaled_latent_keeps_its_upscale(loaded):
     model, te, vae = loaded
-    latent = N["SanaEmptyLatent"]().make(200, 320, 1, True, model)[0]
+    latent = N["SanaEmptyLatent"].execute(200, 320, 1, True, model)[0]
     up = dict(latent, samples=torch.nn.functional.interpolate(latent["samples"], scale_factor=1.5))
-    img = N["SanaDecode"]().decode(vae, up, "off")[0]
+    img = N["SanaDecode"].execute(vae, up, "off")[0]
     assert img.shape == (1, 480, 300, 3)
 
 
 def test_image_to_image_and_denoise_zero(loaded):
     model, te, vae = loaded
-    pos = N["SanaEncodePrompt"]().encode(te, "a red fox", True, 300)[0]
+    pos = N["SanaEncodePrompt"].execute(te, "a red fox", True, 300)[0]
     image = torch.rand(1, 100, 70, 3)
-    lat = N["SanaEncodeImage"]().encode(vae, image)[0]
+    lat = N["SanaEncodeImage"].execute(vae, image)[0]
     assert lat["samples"].shape == (1, 32, 3, 2)
     same = _sample(model, pos, pos, lat, denoise=0.0)
     assert torch.equal(same["samples"], lat["samples"])
@@ -75,10 +79,10 @@ def test_image_to_image_and_denoise_zero(loaded):
 
 
 def test_pipeline_loader_and_pag(models):
-    model, te, vae = N["SanaLoadPipeline"]().load("Sana_600M_1024px_diffusers", "auto")["result"]
-    pos = N["SanaEncodePrompt"]().encode(te, "a red fox", True, 300)[0]
-    neg = N["SanaEncodePrompt"]().encode(te, "", False, 300)[0]
-    latent = N["SanaEmptyLatent"]().make(256, 256, 1, False)[0]
+    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "auto").result
+    pos = N["SanaEncodePrompt"].execute(te, "a red fox", True, 300)[0]
+    neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
+    latent = N["SanaEmptyLatent"].execute(256, 256, 1, False)[0]
     a = _sample(model, pos, neg, latent, pag_scale=2.0, pag_layers="3,4")
     b = _sample(model, pos, neg, latent)
     assert not torch.allclose(a["samples"], b["samples"])
@@ -88,7 +92,7 @@ def test_pipeline_loader_and_pag(models):
 
 def test_bad_latent_and_conditioning(loaded):
     model, te, _ = loaded
-    pos = N["SanaEncodePrompt"]().encode(te, "x", True, 300)[0]
+    pos = N["SanaEncodePrompt"].execute(te, "x", True, 300)[0]
     with pytest.raises(SanaError, match=r"4 channels.*\[B, 32, H/32, W/32\]"):
         _sample(model, pos, pos, {"samples": torch.zeros(1, 4, 64, 64)})
     wide = [[torch.zeros(1, 77, 768), {}]]
@@ -105,21 +109,30 @@ def test_model_names_cannot_escape_the_folders(models):
 
 
 def test_int8_storage_through_the_loaders(models):
-    model = N["SanaLoadTransformer"]().load("Sana_600M_1024px_diffusers", "int8")["result"][0]
-    te = N["SanaLoadTextEncoder"]().load("gemma-2-2b-it", "int8")["result"][0]
+    model = N["SanaLoadTransformer"].execute("Sana_600M_1024px_diffusers", "int8").result[0]
+    te = N["SanaLoadTextEncoder"].execute("gemma-2-2b-it", "int8").result[0]
     assert any(n.endswith("weight_scale") for n, _ in model.module.named_buffers())
     assert any(n.endswith("weight_scale") for n, _ in te.encoder.model.named_buffers())
-    pos = N["SanaEncodePrompt"]().encode(te, "a red fox", True, 300)[0]
+    pos = N["SanaEncodePrompt"].execute(te, "a red fox", True, 300)[0]
     out = _sample(model, pos, pos, {"samples": torch.zeros(1, 32, 4, 4)})
     assert torch.isfinite(out["samples"]).all()
 
 
-def test_the_stand_in_host_is_chosen_outside_comfyui():
-    assert not host.IN_COMFY and host.impl.__name__.endswith(".host.standalone")
-    assert host.extend_host() is None  # nothing to change outside ComfyUI
-    for native in (lambda: host.native_model(None), lambda: host.vae_adapter(None), host.sampler_object):
-        with pytest.raises(SanaError, match="only inside a running ComfyUI"):
-            native()
+def test_the_extension_registers_every_node_and_changes_the_host_once():
+    import asyncio
+
+    import comfy.lora
+    import comfy.samplers
+    import sana_comfy
+    from comfy_api.latest import ComfyExtension
+
+    ext = asyncio.run(sana_comfy.comfy_entrypoint())
+    assert isinstance(ext, ComfyExtension) and not hasattr(sana_comfy, "NODE_CLASS_MAPPINGS")
+    keys = comfy.lora.model_lora_keys_unet
+    asyncio.run(ext.on_load())
+    nodes = asyncio.run(ext.get_node_list())
+    assert [n.GET_SCHEMA().node_id for n in nodes] == list(N)
+    assert comfy.samplers.KSAMPLER_NAMES.count(host.SAMPLER_NAME) == 1 and comfy.lora.model_lora_keys_unet is keys
 
 
 @pytest.mark.parametrize("resolution", [None, 512, 1024, 2048, 4096])
@@ -153,26 +166,34 @@ def test_route_answers():
 
 
 def test_loaders_report_the_model_as_data(models):
-    out = N["SanaLoadTransformer"]().load("Sana_600M_1024px_diffusers", "fp32")
-    (model,) = out["ui"]["sana_model"]
+    out = N["SanaLoadTransformer"].execute("Sana_600M_1024px_diffusers", "fp32")
+    (model,) = out.ui["sana_model"]
     assert model["resolution"] == 1024 and model["dtype"] == "float32"
-    assert out["ui"]["text"][0].startswith(f"{model['variant']} · 1024 px · float32 · ")
+    assert out.ui["text"][0].startswith(f"{model['variant']} · 1024 px · float32 · ")
 
 
 def test_every_input_of_every_node_has_a_tooltip():
-    from sana_comfy.nodes import NODE_CLASS_MAPPINGS
-
-    missing = [(name, key) for name, cls in NODE_CLASS_MAPPINGS.items()
+    missing = [(name, key) for name, cls in N.items()
                for section in cls.INPUT_TYPES().values() for key, spec in section.items()
                if len(spec) < 2 or not spec[1].get("tooltip")]
     assert not missing
 
 
-def test_display_names_are_found_by_plain_words():
-    from sana_comfy.nodes import NODE_DISPLAY_NAME_MAPPINGS
+def test_every_node_has_a_description_and_search_aliases():
+    for name, cls in N.items():
+        schema = cls.define_schema()
+        assert len(schema.description) > 40, name
+        assert getattr(schema, "search_aliases", None) in (None, []) or all(schema.search_aliases), name
+    # the host's schema takes search aliases only on newer releases; they are given wherever it does
+    from sana_comfy.nodes import widgets
 
-    assert set(NODE_DISPLAY_NAME_MAPPINGS.values()) >= {"Sana to MODEL", "Sana to VAE"}
-    assert all(name.isascii() for name in NODE_DISPLAY_NAME_MAPPINGS.values())
+    fake = widgets.schema("X", "X", "Sana", "d", [], [], aliases=("DiT",))
+    assert getattr(fake, "search_aliases", ["DiT"]) == ["DiT"]
+
+
+def test_display_names_are_found_by_plain_words():
+    names = {cls.GET_SCHEMA().display_name for cls in N.values()}
+    assert names >= {"Sana to MODEL", "Sana to VAE"} and all(name.isascii() for name in names)
 
 
 @pytest.mark.parametrize("node,key,arg", [
@@ -183,13 +204,12 @@ def test_display_names_are_found_by_plain_words():
 def test_a_missing_model_file_names_its_folder_and_where_to_get_it(models_dir, node, key, arg):
     """A saved workflow naming a file this install lacks: the loader's validation says which models folder takes
     it (with its path) and which repository to get, instead of the host's bare 'not in list'."""
-    from sana_comfy.nodes import NODE_CLASS_MAPPINGS
     from sana_comfy.nodes.widgets import FOLDERS
 
-    cls = NODE_CLASS_MAPPINGS[node]
-    present = cls.INPUT_TYPES()["required"][arg][0]
-    assert present and cls.VALIDATE_INPUTS(**{arg: present[0]}) is True
-    message = cls.VALIDATE_INPUTS(**{arg: "Sana_missing_model"})
+    cls = N[node]
+    present = _options(node, arg)
+    assert present and cls.validate_inputs(**{arg: present[0]}) is True
+    message = cls.validate_inputs(**{arg: "Sana_missing_model"})
     assert isinstance(message, str) and "'Sana_missing_model'" in message
     assert f"models/{key}" in message and str(models_dir / key) in message
     repo = FOLDERS[key][1]
@@ -204,13 +224,13 @@ def test_encode_prompt_clean_caption(models_dir, monkeypatch):
     inputs = N["SanaEncodePrompt"].INPUT_TYPES()
     assert list(inputs["optional"]) == ["chi", "clean_caption"] and inputs["optional"]["clean_caption"][1][
         "default"] is False
-    te = N["SanaLoadTextEncoder"]().load("gemma-2-2b-it", "auto")["result"][0]
+    te = N["SanaLoadTextEncoder"].execute("gemma-2-2b-it", "auto").result[0]
     messy = "<b>A Red Fox</b> in the snow https://example.com/fox.jpg #wildlife @someone"
-    on = N["SanaEncodePrompt"]().encode(te, messy, True, 300, "", True)[0][0]
-    want = N["SanaEncodePrompt"]().encode(te, clean(messy), True, 300)[0][0]
-    off = N["SanaEncodePrompt"]().encode(te, messy, True, 300)[0][0]
+    on = N["SanaEncodePrompt"].execute(te, messy, True, 300, "", True)[0][0]
+    want = N["SanaEncodePrompt"].execute(te, clean(messy), True, 300)[0][0]
+    off = N["SanaEncodePrompt"].execute(te, messy, True, 300)[0][0]
     assert torch.equal(on[0], want[0]) and torch.equal(on[1]["attention_mask"], want[1]["attention_mask"])
     assert not torch.equal(on[1]["attention_mask"], off[1]["attention_mask"]) or not torch.equal(on[0], off[0])
     monkeypatch.setitem(__import__("sys").modules, "ftfy", None)
     with pytest.raises(SanaError, match=r"optional package 'ftfy'.*pip install beautifulsoup4 ftfy"):
-        N["SanaEncodePrompt"]().encode(te, messy, True, 300, "", True)
+        N["SanaEncodePrompt"].execute(te, messy, True, 300, "", True)

@@ -114,7 +114,7 @@ def test_int8_transformer_in_the_fused_forms(tmp_path):
 def test_fp8_weight_dtype_through_the_loader_node(models_dir):
     """weight_dtype fp8_e4m3fn: 8-bit float storage for the large layers, bf16 compute; it samples a finite latent
     close to the bf16 model's."""
-    from sana_comfy import NODE_CLASS_MAPPINGS as N
+    from sana_comfy.nodes import NODES as N
     from sana_comfy.sana_core.quant import QuantWeight
 
     name = "Sana_600M_1024px_diffusers"
@@ -122,7 +122,7 @@ def test_fp8_weight_dtype_through_the_loader_node(models_dir):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(1, 32, 4, 4, generator=g), torch.randn(1, 5, 64, generator=g)
     for dtype in ("bf16", "fp8_e4m3fn"):
-        (model,) = N["SanaLoadTransformer"]().load(name, dtype)["result"]
+        (model,) = N["SanaLoadTransformer"].execute(name, dtype).result
         assert model.module.dtype == torch.bfloat16
         layers = [m for m in model.module.modules() if isinstance(m, QuantWeight)]
         assert bool(layers) == (dtype != "bf16")

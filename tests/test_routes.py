@@ -1,13 +1,14 @@
-"""GET /sana/model, answered without a host: a loader's variant and training resolution read off its files
+"""GET /sana/model, answered in-process (no server): a loader's variant and training resolution read off its files
 (config.json, tensor names and shapes) are what the loader itself will report, and what cannot be read says so."""
 
 import json
 
 import pytest
 import torch
+from conftest import models_at
 from fixtures_model import tiny_diffusers_transformer
 from safetensors.torch import save_file
-from sana_comfy.nodes.binning import route_answer
+from sana_comfy.nodes.host.routes import route_answer
 from sana_comfy.sana_core.loader import load_transformer, peek_config, variant_name
 
 
@@ -33,23 +34,23 @@ def models(tmp_path_factory):
     return root
 
 
-def _ask(monkeypatch, models, loader, name):
-    monkeypatch.setenv("SANA_MODELS_DIR", str(models))
-    return route_answer("model", {"loader": loader, "name": name})
+def _ask(models, loader, name):
+    with models_at(models):
+        return route_answer("model", {"loader": loader, "name": name})
 
 
 @pytest.mark.parametrize("loader,name", [("SanaLoadTransformer", "tiny_folder"), ("SanaLoadPipeline", "tiny_repo")])
-def test_model_route_is_what_the_loader_builds(monkeypatch, models, loader, name):
+def test_model_route_is_what_the_loader_builds(models, loader, name):
     folder = {"SanaLoadTransformer": "diffusion_models", "SanaLoadPipeline": "diffusers"}[loader]
     cfg = load_transformer(models / folder / name).cfg
     assert peek_config(models / folder / name) == cfg
     assert cfg.resolution == 2048 and cfg.flow_shift == (4.0 if loader == "SanaLoadPipeline" else 3.0)
-    assert _ask(monkeypatch, models, loader, name) == (200, {
+    assert _ask(models, loader, name) == (200, {
         "known": True, "variant": variant_name(cfg), "resolution": 2048})
 
 
-def test_model_route_reads_a_single_files_resolution_off_its_shapes(monkeypatch, models):
-    status, body = _ask(monkeypatch, models, "SanaLoadTransformer", "nvlabs_single.safetensors")
+def test_model_route_reads_a_single_files_resolution_off_its_shapes(models):
+    status, body = _ask(models, "SanaLoadTransformer", "nvlabs_single.safetensors")
     assert status == 200 and body == {"known": True, "variant": "Sana (custom: 1 layers, hidden 1152)",
                                       "resolution": 2048}
 
@@ -57,8 +58,8 @@ def test_model_route_reads_a_single_files_resolution_off_its_shapes(monkeypatch,
 @pytest.mark.parametrize("name,why", [
     ("missing.safetensors", "not found"), ("../escape", "stay inside"), ("a_vae.safetensors", "DC-AE"),
     ("truncated.safetensors", "safetensors")])
-def test_model_route_says_when_the_files_cannot_tell(monkeypatch, models, name, why):
-    status, body = _ask(monkeypatch, models, "SanaLoadTransformer", name)
+def test_model_route_says_when_the_files_cannot_tell(models, name, why):
+    status, body = _ask(models, "SanaLoadTransformer", name)
     assert status == 200 and body["known"] is False and why in body["error"], body
 
 

@@ -11,13 +11,14 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from comfy_server import PACKAGE_DIR_NAME, ROOT, ComfyServer, comfy_dir
+from comfy_server import FRONTENDS, PACKAGE_DIR_NAME, PINNED_FRONTEND, ROOT, FrontendServers, comfy_dir, has_frontend
 from PIL import Image
 
 UI = sorted((ROOT / "example_workflows").glob("*.json"))
 HAS_COMFY = (comfy_dir() / "main.py").exists()
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RESPONSES: list[tuple[int, str]] = []  # (status, url) of every response the page got
+CONSOLE: list[tuple[str, str, str]] = []  # (type, text, source url) of every console message and page error
 
 
 def _make_workflows():
@@ -133,16 +134,31 @@ def test_inputs_are_what_a_fresh_comfyui_ships_in_multiples_of_32(path):
 # --- in the real host and frontend ---
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def servers(tmp_path_factory):
+    """version -> the server serving that frontend; each starts once and runs to the end of the module."""
     if not HAS_COMFY:
         pytest.skip("ComfyUI not installed: run scripts/setup_env.sh")
-    base = tmp_path_factory.mktemp("templates")
-    shutil.copytree(comfy_dir() / "input", base / "input")
-    srv = ComfyServer(base)
+
+    def base(version):
+        folder = tmp_path_factory.mktemp(f"templates-{version}")
+        shutil.copytree(comfy_dir() / "input", folder / "input")
+        return folder
+
+    pool = FrontendServers(base)
+    yield pool
+    pool.close()
+
+
+def _server(servers, version):
+    srv = servers(version)
     # no first-run dialog; the template browser sorted by relevance ("Newest" puts every dated core template first)
-    srv.post("/settings", {"Comfy.TutorialCompleted": True, "Comfy.Templates.SortBy": "default"})
-    yield srv
-    srv.stop()
+    assert srv.post("/settings", {"Comfy.TutorialCompleted": True, "Comfy.Templates.SortBy": "default"})[0] == 200
+    return srv
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return _server(servers, PINNED_FRONTEND)
 
 
 def _mask_of(server, image: str) -> np.ndarray:
@@ -169,20 +185,34 @@ def test_inpaint_mask_is_the_default_region_plus_what_the_user_paints(server):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     if shutil.which("chromium") is None:
         pytest.skip("chromium not installed: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        pg = browser.new_page(viewport={"width": 1600, "height": 1000})
-        RESPONSES.clear()
-        pg.on("response", lambda r: RESPONSES.append((r.status, r.url)))
-        pg.goto(server.url)
-        pg.wait_for_function("() => window.app?.graph && app.extensions?.length > 0", timeout=90000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def page(request, servers, browser):
+    """One page per frontend version (the pinned one shares its server with the tests above)."""
+    if not has_frontend(request.param):
+        pytest.skip(f"comfyui-frontend-package {request.param} not installed: scripts/setup_env.sh")
+    server = _server(servers, request.param)
+    pg = browser.new_page(viewport={"width": 1600, "height": 1000})
+    RESPONSES.clear()
+    CONSOLE.clear()
+    pg.on("response", lambda r: RESPONSES.append((r.status, r.url)))
+    pg.on("console", lambda m: CONSOLE.append((m.type, m.text, m.location.get("url", ""))))
+    pg.on("pageerror", lambda e: CONSOLE.append(("pageerror", str(e), "")))
+    pg.goto(server.url)
+    pg.wait_for_function("() => window.app?.graph && app.extensions?.length > 0", timeout=90000)
+    pg.server = server
+    yield pg
+    pg.close()
 
 
 CARDS = """() => [...document.querySelectorAll('[data-testid^=template-workflow-]')].map(c => [
@@ -190,12 +220,16 @@ CARDS = """() => [...document.querySelectorAll('[data-testid^=template-workflow-
     [...c.querySelectorAll('img')].some(i => i.complete && i.naturalWidth > 0)])"""
 
 
+def _errors_from_the_pack():
+    return [m for m in CONSOLE if m[0] in ("error", "pageerror") and (PACKAGE_DIR_NAME in m[2] or "sana" in m[1].lower())]
+
+
 def _cards(page) -> list[tuple[str, str, bool]]:
     """(name, shown title, thumbnail loaded) of every card in the template browser, in order."""
     return page.evaluate(CARDS)
 
 
-def test_browser_shows_titles_and_thumbnails_and_finds_ours_first(page, server):
+def test_browser_shows_titles_and_thumbnails_and_finds_ours_first(page):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     names = sorted(p.stem for p in UI)
@@ -209,17 +243,18 @@ def test_browser_shows_titles_and_thumbnails_and_finds_ours_first(page, server):
     cards = _cards(page)
     assert sorted(c[0] for c in cards) == names
     assert all(title == name and loaded for name, title, loaded in cards), cards
-    base = f"{server.url}/api/workflow_templates/{PACKAGE_DIR_NAME}/"
+    base = f"{page.server.url}/api/workflow_templates/{PACKAGE_DIR_NAME}/"
     jpgs = {(s, unquote(u.removeprefix(base))) for s, u in RESPONSES if u.startswith(base) and u.endswith(".jpg")}
     assert {u.removesuffix(".jpg") for _, u in jpgs} == set(names) and {s for s, _ in jpgs} == {200}, jpgs
     # every template of every source: "sana" finds ours first (by relevance; the file name is all it searches)
     page.get_by_text("All Templates", exact=True).first.click()
-    page.locator("input[placeholder='Search...']").fill("sana")
+    page.get_by_role("dialog").locator("input[placeholder^='Search']").fill("sana")  # "Search..." / "Search ..." (1.58)
     ours = json.dumps([f"template-workflow-{n}" for n in names])
     page.wait_for_function(f"() => {ours}.every(id => document.querySelector(`[data-testid='${{id}}']`))", timeout=30000)
     first = [c[0] for c in _cards(page)][:len(names)]
     assert sorted(first) == names, first
     page.keyboard.press("Escape")
+    assert not _errors_from_the_pack()
 
 
 def test_frontend_makes_the_api_twin_of_each_template(page):
@@ -234,3 +269,4 @@ def test_frontend_makes_the_api_twin_of_each_template(page):
             {k: (v["class_type"], v["inputs"]) for k, v in want.items()}, path.stem
         assert {k: v["_meta"]["title"] for k, v in got.items() if v["class_type"] == "SanaEncodePrompt"} == \
             {"4": "Positive prompt", "5": "Negative prompt"}
+    assert not _errors_from_the_pack()

@@ -162,26 +162,19 @@ function setupLoader(node, type) {
 
 // --- SanaEmptyLatent ---------------------------------------------------------------------------------------------------
 
-function linkOrigin(node, input) {
-  if (input?.link == null) return null;
-  const graph = node.graph ?? app.graph;
-  const link = graph.getLink?.(input.link) ?? (typeof graph.links?.get === "function" ? graph.links.get(input.link)
-    : graph.links?.[input.link]);
-  return link ? graph.getNodeById(link.origin_id) : null;
-}
-
 // The loader behind the node's model input, through nodes passing a SANA_MODEL on (LoRA loaders, reroutes):
-// {linked: false} | {linked: true, loader: node | null}.
+// {linked: false} | {linked: true, loader: node | null}. Links are read with isInputConnected / getInputNode (newer
+// frontends deprecate reading slot.link).
 function modelSource(node) {
-  let input = node.inputs?.find((i) => i.name === "model");
-  if (input?.link == null) return { linked: false };
+  let slot = node.inputs?.findIndex((i) => i.name === "model") ?? -1;
+  if (slot < 0 || !node.graph || !node.isInputConnected(slot)) return { linked: false };
   for (let hops = 0; hops < 64; hops++) {
-    const source = linkOrigin(node, input);
+    const source = node.getInputNode(slot);
     if (!source) return { linked: true, loader: null };
     if (source.sanaModel) return { linked: true, loader: source };
-    input = source.inputs?.find((i) => i.type === "SANA_MODEL" || i.type === "*");
+    slot = source.inputs?.findIndex((i) => i.type === "SANA_MODEL" || i.type === "*") ?? -1;
     node = source;
-    if (input?.link == null) return { linked: true, loader: null };
+    if (slot < 0 || !node.isInputConnected(slot)) return { linked: true, loader: null };
   }
   return { linked: true, loader: null };
 }

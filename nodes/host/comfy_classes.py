@@ -3,11 +3,14 @@ transformer behind ComfyUI's calling convention) and the DC-AE as a native VAE. 
 
 from __future__ import annotations
 
+import inspect
+
 import comfy.conds
 import comfy.controlnet
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
+import comfy.model_patcher
 import comfy.model_sampling
 import comfy.sd
 import comfy.supported_models_base
@@ -22,6 +25,8 @@ from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY
 
 class SanaLatentFormat(comfy.latent_formats.LatentFormat):
     latent_channels = 32
+    spacial_downscale_ratio = 32  # pixels per latent pixel: a host resizes an empty latent tagged with another ratio
+    temporal_downscale_ratio = 1
     scale_factor = SCALING_FACTOR
     latent_rgb_factors = LATENT_RGB_FACTORS
     latent_rgb_factors_bias = LATENT_RGB_BIAS
@@ -138,9 +143,12 @@ class SanaBaseModel(comfy.model_base.BaseModel):
 
 
 class SanaVAEAdapter(comfy.sd.VAE):
-    """A ComfyUI VAE over a SANA_VAE handle (same patcher, same weights) for VAEDecode/VAEEncode/…Tiled."""
+    """A ComfyUI VAE over a SANA_VAE handle (same patcher, same weights) for VAEDecode/VAEEncode/…Tiled. It does not
+    call ``VAE.__init__`` (which builds a model from a state dict) and sets every attribute that sets, with the
+    DC-AE's values, for the host code that reads them (``vae_encode_crop_pixels``, ``spacial_compression_encode``
+    for a ControlNet's hint size, ``memory_used_*``)."""
 
-    def __init__(self, handle):  # deliberately not calling VAE.__init__: it builds a model from a state dict
+    def __init__(self, handle):
         self.patcher = handle
         self.first_stage_model = handle.model.inner
         self.device, self.output_device = handle.load_device, mm.intermediate_device()
@@ -150,12 +158,34 @@ class SanaVAEAdapter(comfy.sd.VAE):
         self.downscale_ratio = self.upscale_ratio = 32
         self.upscale_index_formula = self.downscale_index_formula = None
         self.extra_1d_channel = None
+        self.pad_channel_value = None  # RGB: the host cuts an RGBA image to 3 channels
+        self.crop_input = True  # centre-cropped to multiples of 32, as encode_images does
+        self.handles_tiling = False  # decode_tiled / encode_tiled below are the DC-AE's; the host's tilers are unused
+        self.format_encoded = None
         self.disable_offload = False
         self.not_video = True
+        self.audio_sample_rate = 44100  # the host's value for every VAE
         self.size = handle.size
 
+    def memory_used_encode(self, shape, dtype) -> int:
+        """About the most bytes an encode of pixels (B, 3, H, W) holds at once: a few feature maps of the encoder's
+        full-resolution stage."""
+        width = self.first_stage_model.config.encoder_block_out_channels[0]
+        return 4 * shape[0] * width * shape[-2] * shape[-1] * mm.dtype_size(dtype)
+
+    def memory_used_decode(self, shape, dtype) -> int:
+        return self.first_stage_model.decode_memory(shape)
+
+    def process_input(self, image: torch.Tensor) -> torch.Tensor:
+        """0..1 → the DC-AE's -1..1."""
+        return image * 2.0 - 1.0
+
+    def process_output(self, image: torch.Tensor) -> torch.Tensor:
+        """The DC-AE's -1..1 → 0..1, in place: a host may use the result or the tensor it passed."""
+        return image.add_(1.0).div_(2.0).clamp_(0.0, 1.0)
+
     def _dcae(self, shape=None):
-        return comfy_layers.load(self.patcher, 0 if shape is None else self.first_stage_model.decode_memory(shape))
+        return comfy_layers.load(self.patcher, 0 if shape is None else self.memory_used_decode(shape, self.vae_dtype))
 
     def decode(self, samples_in, vae_options=None):
         return decode_images(self._dcae(samples_in.shape), samples_in).to(self.output_device)
@@ -177,3 +207,15 @@ class SanaVAEAdapter(comfy.sd.VAE):
 
     def temporal_compression_decode(self):
         return None
+
+
+def new_patcher(model: torch.nn.Module, load_device: torch.device, offload_device: torch.device, size: int = 0):
+    """A patcher around one of the pack's models, of the class the host builds its own with: ``CoreModelPatcher``
+    where the host has it (its dynamic-VRAM patcher when that is on), else ``ModelPatcher``; given only the keyword
+    arguments its signature takes."""
+    cls = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {"load_device": load_device, "offload_device": offload_device, "size": size}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return cls(model, **kwargs)

@@ -1,15 +1,16 @@
-"""The answers of the frontend's GET /sana/<route>: /sana/bin and /sana/aspect are ``sana_core.bins``, the code
-SanaEmptyLatent itself runs, so the readout and the run cannot disagree; /sana/model is a loader's variant and training
-resolution, read off its files without loading the weights, so the readout knows the bin table before any run."""
+"""The frontend's HTTP routes, GET /sana/<route> (also under /api/): /sana/bin and /sana/aspect are
+``sana_core.bins``, the code SanaEmptyLatent itself runs, so the readout and the run cannot disagree; /sana/model is
+a loader's variant and training resolution, read off its files without loading the weights, so the readout knows the
+bin table before any run. ``register`` adds them to the running server."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..sana_core import bins
-from ..sana_core.errors import SanaError
-from ..sana_core.loader import peek_config, variant_name
-from . import host
+from ...sana_core import bins
+from ...sana_core.errors import SanaError
+from ...sana_core.loader import peek_config, variant_name
+from .folders import resolve_model
 
 ROUTES = ("bin", "aspect", "model")  # GET /sana/<name> (also under /api/), each answered by route_answer
 MODEL_LOADERS = {"SanaLoadTransformer": "diffusion_models", "SanaLoadPipeline": "diffusers"}  # node → model folder
@@ -46,7 +47,31 @@ def model_answer(query: Mapping[str, str]) -> tuple[int, dict]:
         return 400, {"error": f"bad /sana/model query {dict(query)}: expected loader= one of {sorted(MODEL_LOADERS)} "
                               "and name="}
     try:
-        cfg = peek_config(host.resolve_model(MODEL_LOADERS[loader], name))
+        cfg = peek_config(resolve_model(MODEL_LOADERS[loader], name))
     except (SanaError, OSError) as e:
         return 200, {"known": False, "error": str(e)}
     return 200, {"known": True, "variant": variant_name(cfg), "resolution": cfg.resolution}
+
+
+def register() -> None:
+    """Serve the routes from the running server (``PromptServer.instance``); nothing without one (a script)."""
+    try:
+        import server
+    except ImportError:  # ComfyUI's modules without its server
+        return
+    from aiohttp import web
+
+    prompt_server = getattr(server.PromptServer, "instance", None)
+    if prompt_server is None:
+        return
+    taken = {getattr(r, "path", None) for r in prompt_server.routes}
+    for name in ROUTES:
+        path = f"/sana/{name}"
+        if path in taken:
+            continue
+
+        async def answer(request, name=name):
+            status, body = route_answer(name, request.rel_url.query)
+            return web.json_response(body, status=status)
+
+        prompt_server.routes.get(path)(answer)
