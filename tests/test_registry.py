@@ -32,3 +32,14 @@ def test_validate_and_pack(tmp_path):
         assert need in names, need
     stray = sorted(n for n in names if n.startswith(("tests/", "bench/", ".ci/", "scripts/", ".sana-env")))
     assert not stray, stray
+
+
+def test_pyproject_has_what_the_registry_reads_and_no_placeholders():
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    comfy = meta["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"].startswith(">=0.3.")
+    assert all(v not in ("", None) for v in comfy.values()), comfy  # an empty Icon or URL is rejected
+    assert meta["project"]["name"] and meta["project"]["version"] and meta["project"]["description"]
+    assert all(u.startswith("https://") for u in meta["project"]["urls"].values())
