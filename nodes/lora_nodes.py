@@ -48,9 +48,7 @@ def _lora_name() -> io.Combo.Input:
 
 
 class SanaLoraLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaLoraLoader", "Sana LoRA Loader", CATEGORY,
             "Applies a LoRA (models/loras) to a Sana model and its Gemma-2 text encoder, as ComfyUI's LoRA loader; "
             "every published Sana LoRA layout is read.",
@@ -75,9 +73,7 @@ class SanaLoraLoader(io.ComfyNode):
 
 
 class SanaLoraLoaderModelOnly(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaLoraLoaderModelOnly", "Sana LoRA Loader (model only)", CATEGORY,
             "Applies a LoRA (models/loras) to a Sana model only, as ComfyUI's LoraLoaderModelOnly.",
             [w.sana_model(), _lora_name(), w.strength("strength_model")],

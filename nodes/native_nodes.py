@@ -16,9 +16,7 @@ CATEGORY = "Sana/native"
 
 
 class SanaToModel(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaToModel", "Sana to MODEL", CATEGORY,
             "Exposes a SANA_MODEL as a ComfyUI MODEL (flow sampling with the model's shift, 32-channel DC-AE latent "
             "format, previews) for KSampler, SamplerCustomAdvanced and model-patch nodes. Choose the "
@@ -36,9 +34,7 @@ class SanaToModel(io.ComfyNode):
 
 
 class SanaToVAE(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaToVAE", "Sana to VAE", CATEGORY,
             "Exposes a SANA_VAE as a ComfyUI VAE for VAEDecode, VAEEncode and VAEDecodeTiled.",
             [w.sana_vae()], [io.Vae.Output()], aliases=("VAE", "DC-AE", "convert"))
@@ -49,9 +45,7 @@ class SanaToVAE(io.ComfyNode):
 
 
 class SanaFlowDPMSolverSampler(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaFlowDPMSolverSampler", "Sana Flow-DPM-Solver (SAMPLER)", CATEGORY,
             "Flow-DPM-Solver (DPM-Solver++ 2M on flow sigmas) as a SAMPLER for SamplerCustom(Advanced).",
             [], [io.Sampler.Output()], aliases=("KSamplerSelect", "sampler", "DPM-Solver"))
@@ -62,9 +56,7 @@ class SanaFlowDPMSolverSampler(io.ComfyNode):
 
 
 class SanaScheduler(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaScheduler", "Sana Scheduler (SIGMAS)", CATEGORY,
             "The reference Sana sigmas (diffusers' flow schedule) for SamplerCustom(Advanced).",
             [w.sana_model(), w.sampler(SAMPLERS), w.steps(), w.flow_shift(), w.denoise(0.01)],
@@ -77,9 +69,7 @@ class SanaScheduler(io.ComfyNode):
 
 
 class SanaPAG(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaPAG", "Sana PAG (model patch)", CATEGORY,
             "Perturbed-attention guidance for a Sana MODEL (usable with KSampler): the chosen blocks get identity "
             "self-attention in an extra conditional pass.",

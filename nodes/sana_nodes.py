@@ -52,9 +52,7 @@ def _vae(path, dtype: str) -> SanaVAE:
 
 
 class SanaLoadTextEncoder(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaLoadTextEncoder", "Sana Load Text Encoder (Gemma-2)", CATEGORY,
             "Loads Gemma-2-2B(-it) from a gemma folder or a Sana diffusers repo in models/text_encoders.",
             [w.model_input("text_encoder", "text_encoders", files=False),
@@ -75,9 +73,7 @@ class SanaLoadTextEncoder(io.ComfyNode):
 
 
 class SanaEncodePrompt(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaEncodePrompt", "Sana Encode Prompt", CATEGORY,
             "Encodes a prompt with Gemma-2. use_chi prepends Sana's complex human instruction (on for the positive "
             "prompt, off for the negative, as the reference pipeline does).",
@@ -117,9 +113,7 @@ _SIZE_TIP = "in pixels; with resolution binning off, a multiple of 32"
 
 
 class SanaEmptyLatent(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaEmptyLatent", "Sana Empty Latent", CATEGORY,
             "An empty Sana latent [B, 32, H/32, W/32]. With resolution binning on, the latent is made at the nearest "
             "trained aspect-ratio bin and Sana Decode resizes and crops back to width x height.",
@@ -145,9 +139,7 @@ class SanaEmptyLatent(io.ComfyNode):
 
 
 class SanaSample(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaSample", "Sana Sample", CATEGORY,
             "Samples a Sana latent with Flow-DPM-Solver or Flow-Euler, CFG and optional PAG. Flow models ride "
             "ComfyUI's own sampling (as KSampler: masks, regional prompts, ControlNet, model patches); Sana-Sprint "
@@ -199,9 +191,7 @@ class SanaSample(io.ComfyNode):
 
 
 class SanaDecode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaDecode", "Sana Decode", CATEGORY,
             "Decodes a Sana latent with DC-AE; crops back to the requested size when binning was used.",
             [w.sana_vae(),
@@ -224,9 +214,7 @@ class SanaDecode(io.ComfyNode):
 
 
 class SanaEncodeImage(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaEncodeImage", "Sana Encode Image", CATEGORY,
             "Encodes an image into a Sana latent (for image-to-image with denoise < 1).",
             [w.sana_vae(), io.Image.Input("image", tooltip="cropped to multiples of 32")],
@@ -243,9 +231,7 @@ _WEIGHT_DTYPE_TIP = "int8 and fp8 store weights in 8 bits (about half of bf16); 
 
 
 class SanaLoadTransformer(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaLoadTransformer", "Sana Load Transformer", CATEGORY,
             "Loads a Sana transformer: a single file, a transformer folder or a whole Sana repo from "
             "models/diffusion_models. The variant is detected from the weights.",
@@ -265,9 +251,7 @@ class SanaLoadTransformer(io.ComfyNode):
 
 
 class SanaLoadDCAE(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaLoadDCAE", "Sana Load DC-AE", CATEGORY,
             "Loads the DC-AE f32c32 autoencoder: a single file, a vae folder or a whole Sana repo in models/vae.",
             [w.model_input("vae_name", "vae"),
@@ -287,9 +271,7 @@ class SanaLoadDCAE(io.ComfyNode):
 
 
 class SanaLoadPipeline(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaLoadPipeline", "Sana Load Pipeline (diffusers repo)", CATEGORY,
             "Loads transformer, text encoder and DC-AE from one Sana diffusers repo in models/diffusers.",
             [w.model_input("pipeline", "diffusers", files=False),
@@ -314,9 +296,7 @@ class SanaLoadPipeline(io.ComfyNode):
 
 
 class SanaLoadControlNet(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return w.schema(
+    define_schema = w.node_schema(
             "SanaLoadControlNet", "Sana Load ControlNet", CATEGORY,
             "Loads a Sana ControlNet (diffusers folder, single safetensors or NVlabs .pth) from models/controlnet for "
             "ComfyUI's Apply ControlNet nodes; connect Sana to VAE's VAE to their vae input.",

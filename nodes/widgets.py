@@ -4,6 +4,7 @@ gives when its file is missing."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from comfy_api.latest import io
@@ -27,6 +28,26 @@ def schema(node_id: str, display_name: str, category: str, description: str, inp
                      inputs=inputs, outputs=outputs, **extra)
 
 
+def node_schema(node_id: str, display_name: str, category: str, description: str, inputs: list, outputs: list,
+                aliases: tuple[str, ...] = ()) -> classmethod:
+    """A node's ``define_schema``: the schema declared once, a fresh copy each time the host asks (it finalizes the
+    copy in place); model lists are read anew at each listing (``ModelCombo``)."""
+    declared = schema(node_id, display_name, category, description, inputs, outputs, aliases)
+    return classmethod(lambda cls: copy.deepcopy(declared))
+
+
+class ModelCombo(io.Combo.Input):
+    """A combo of the files and folders in one model folder key, listed anew whenever the host reads the schema."""
+
+    def __init__(self, name: str, key: str, folders: bool, files: bool):
+        super().__init__(name, options=[], tooltip=where(key))
+        self.listing = (key, folders, files)
+
+    def as_dict(self):
+        self.options = host.list_models(*self.listing)
+        return super().as_dict()
+
+
 # models/<key> → (what goes there, the repository to get)
 FOLDERS = {
     "diffusers": ("a whole Sana diffusers repo (a folder)", "Efficient-Large-Model/Sana_600M_1024px_diffusers"),
@@ -47,10 +68,9 @@ def where(key: str) -> str:
     return f"{what}, in ComfyUI's models/{key}/ folder{get}"
 
 
-def model_input(name: str, key: str, folders: bool = True, files: bool = True) -> io.Combo.Input:
-    """A combo of the files and folders in the ``key`` model folders (listed anew each time the host asks), with a
-    tooltip saying what goes there."""
-    return io.Combo.Input(name, options=host.list_models(key, folders, files), tooltip=where(key))
+def model_input(name: str, key: str, folders: bool = True, files: bool = True) -> ModelCombo:
+    """A combo of the files and folders in the ``key`` model folders, with a tooltip saying what goes there."""
+    return ModelCombo(name, key, folders, files)
 
 
 def check_model(key: str, name: str, folders: bool = True, files: bool = True) -> bool | str:
