@@ -7,7 +7,7 @@ CFG + PAG → [uncond, cond, cond_perturbed]. The perturbed chunk gets identity 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,18 +19,16 @@ from .transformer import SanaTransformer
 
 @dataclass(frozen=True)
 class TextCond:
-    """Caption features (B, L, C) and their 0/1 mask (B, L); each sample keeps its own mask. ``strength`` weighs
-    this entry against the others of its side when a side has several (ComfyUI's conditioning strength)."""
+    """Caption features (B, L, C) and their 0/1 mask (B, L); each sample keeps its own mask."""
     embeds: torch.Tensor
     mask: torch.Tensor
-    strength: float = 1.0
 
     def repeat_to(self, batch: int, what: str) -> TextCond:
         b = self.embeds.shape[0]
         if b == batch:
             return self
         if b == 1:
-            return TextCond(self.embeds.expand(batch, -1, -1), self.mask.expand(batch, -1), self.strength)
+            return TextCond(self.embeds.expand(batch, -1, -1), self.mask.expand(batch, -1))
         raise SanaError(f"{what} has a batch of {b} but the latent has {batch}; use one prompt or as many as latents")
 
 
@@ -70,28 +68,10 @@ def _pad_to(c: TextCond, length: int) -> TextCond:
     pad = length - c.embeds.shape[1]
     if pad == 0:
         return c
-    return TextCond(F.pad(c.embeds, (0, 0, 0, pad)), F.pad(c.mask, (0, pad)), c.strength)
+    return TextCond(F.pad(c.embeds, (0, 0, 0, pad)), F.pad(c.mask, (0, pad)))
 
 
-def entries(side: TextCond | Sequence[TextCond] | None) -> list[TextCond]:
-    """One side of the guidance (positive or negative) as a list of its conditioning entries."""
-    if side is None:
-        return []
-    return [side] if isinstance(side, TextCond) else list(side)
-
-
-def _average(preds: list[torch.Tensor], side: list[TextCond]) -> torch.Tensor:
-    """Several entries of one side predict apart and are averaged by strength, as ComfyUI's samplers do."""
-    if len(preds) == 1:
-        return preds[0]
-    total = sum(c.strength for c in side)
-    if total == 0:
-        raise SanaError(f"the {len(side)} conditioning entries of one side all have strength 0")
-    return sum(p * c.strength for p, c in zip(preds, side)) / total
-
-
-def guided_model_fn(model: SanaTransformer, cond: TextCond | Sequence[TextCond],
-                    uncond: TextCond | Sequence[TextCond] | None, cfg: float = 4.5,
+def guided_model_fn(model: SanaTransformer, cond: TextCond, uncond: TextCond | None, cfg: float = 4.5,
                     pag_scale: float = 0.0, pag_adaptive_scale: float = 0.0, pag_layers: frozenset[int] = frozenset(),
                     guidance: torch.Tensor | None = None, timestep_scale: float | None = None,
                     control=None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -99,20 +79,16 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond | Sequence[TextCond],
 
     CFG is active when ``cfg > 1`` (and needs ``uncond``); PAG when ``pag_scale > 0`` and layers are given.
     PAG's scale decays as max(0, pag_scale − pag_adaptive_scale·(1000 − t)) when adaptive is non-zero.
-    A side given as several entries is predicted entry by entry (one batch) and averaged by strength.
     ``control`` (``controlnet.Control``): a ControlNet run on the same batch, its samples added to the model's.
     """
     use_cfg = cfg > 1.0
     use_pag = pag_scale > 0 and bool(pag_layers)
-    conds, unconds = entries(cond), entries(uncond) if use_cfg else []
-    if use_cfg and not unconds:
+    if use_cfg and uncond is None:
         raise SanaError("cfg > 1 needs a negative (unconditional) conditioning")
-    if not conds:
-        raise SanaError("the positive conditioning has no entries")
     dev, dt = model.device, model.dtype
     ts = model.cfg.timestep_scale if timestep_scale is None else timestep_scale
-    chunks = [(c, "negative") for c in unconds] + [(c, "positive") for c in conds] * (2 if use_pag else 1)
-    n_chunks, nu, nc = len(chunks), len(unconds), len(conds)
+    chunks = ([(uncond, "negative")] if use_cfg else []) + [(cond, "positive")] * (2 if use_pag else 1)
+    n_chunks = len(chunks)
     # batch size → the batched caption and mask, built once: every step passes the same tensors, so the model may
     # keep what depends on the caption alone (speed/transformer.py)
     text: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -132,13 +108,13 @@ def guided_model_fn(model: SanaTransformer, cond: TextCond | Sequence[TextCond],
         g = None if guidance is None else guidance.to(dev).expand(b).repeat(n_chunks)
         samples = None if control is None else control.samples(x_in, t_in, *batched_text(b))
         out = model(x_in, t_in, *batched_text(b), guidance=g, identity_blocks=pag_layers if use_pag else frozenset(),
-                    n_identity=b * nc if use_pag else 0, control=samples).float().to(x.device)
-        parts = list(out.chunk(n_chunks))  # [uncond entries…, cond entries…, perturbed cond entries…]
-        v_u = _average(parts[:nu], unconds) if use_cfg else None
-        v_c = _average(parts[nu:nu + nc], conds)
+                    n_identity=b if use_pag else 0, control=samples).float().to(x.device)
+        parts = list(out.chunk(n_chunks))  # [uncond,] cond[, perturbed cond]
+        v_u = parts.pop(0) if use_cfg else None
+        v_c = parts[0]
         v = v_c if v_u is None else v_u + cfg * (v_c - v_u)
         if use_pag:
-            v_p = _average(parts[nu + nc:], conds)
+            v_p = parts[1]
             v = pag_guide(v, v_c, v_p, pag_scale_at(pag_scale, pag_adaptive_scale, float(t.flatten()[0])))
         return v
 

@@ -7,18 +7,15 @@ the scaled space (raw × scaling factor), as ComfyUI does for every model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from . import bins
 from .errors import SanaError
-from .guidance import TextCond, entries, guided_model_fn, parse_pag_layers
+from .guidance import TextCond, guided_model_fn, parse_pag_layers
 from .sampling import (
     Callback,
-    Inpaint,
     noise_for_seed,
     noise_latent,
     partial_schedule,
@@ -73,28 +70,24 @@ def check_cond(model: SanaTransformer, c: TextCond, what: str) -> None:
                         f"{tuple(c.embeds.shape[:2])}")
 
 
-def denoise(model: SanaTransformer, positive: TextCond | Sequence[TextCond],
-            negative: TextCond | Sequence[TextCond] | None, latent: torch.Tensor, seed: int, opts: SampleOptions,
-            callback: Callback | None = None, noise: torch.Tensor | None = None,
-            noise_mask: torch.Tensor | None = None, control=None) -> torch.Tensor:
+def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | None, latent: torch.Tensor, seed: int,
+            opts: SampleOptions, callback: Callback | None = None, noise: torch.Tensor | None = None,
+            control=None) -> torch.Tensor:
     """Raw latent (B, 32, h, w) in → raw latent out. ``denoise`` 1 ignores the input values (text-to-image),
     below 1 starts part-way down the schedule from it (image-to-image), 0 returns it unchanged.
 
-    A side given as several conditioning entries is averaged by strength. ``noise_mask`` (a MASK, 1 = repaint)
-    keeps the latent where it is 0, as ComfyUI's samplers do. ``control`` (``controlnet.Control``) adds a
-    ControlNet's samples at every step. The inputs are checked here, once; Sana-Sprint models take their own sampler
-    (``_sample_sprint``)."""
+    ``control`` (``controlnet.Control``) adds a ControlNet's samples at every step. The inputs are checked here,
+    once; Sana-Sprint models take their own sampler (``_sample_sprint``)."""
     check_latent(latent)
     b = latent.shape[0]
     positive = _checked(model, positive, b, "positive")
     sprint = model.cfg.guidance_embeds  # Sprint takes cfg as an embedded value, with no negative batch
     use_cfg = opts.cfg > 1.0 and not sprint
     if use_cfg:
-        if not entries(negative):
+        if negative is None:
             raise SanaError("cfg > 1 needs a negative conditioning")
         negative = _checked(model, negative, b, "negative")
-    mask = None if noise_mask is None else prepare_noise_mask(noise_mask, tuple(latent.shape))
-    if opts.denoise <= 0 or (mask is not None and not mask.any()):
+    if opts.denoise <= 0:
         return latent.clone()
     if noise is None:
         noise = noise_for_seed(seed, tuple(latent.shape))
@@ -103,53 +96,36 @@ def denoise(model: SanaTransformer, positive: TextCond | Sequence[TextCond],
         if sprint:
             if control is not None:
                 raise SanaError("ControlNet with Sana-Sprint models is not supported; use a flow model")
-            if mask is not None:
-                raise SanaError("noise masks are not supported with Sana-Sprint models yet; use a flow model")
             x = _sample_sprint(model, positive, seed, opts, noise, callback, latent)
         else:
-            x = _sample_flow(model, positive, negative if use_cfg else None, latent, opts, noise, callback, mask,
-                             control)
+            x = _sample_flow(model, positive, negative if use_cfg else None, latent, opts, noise, callback, control)
     return (x / SCALING_FACTOR).to(latent.device)
 
 
-def _checked(model: SanaTransformer, side, batch: int, what: str) -> list[TextCond]:
-    side = entries(side)
-    for c in side:
-        check_cond(model, c, what)
-    return [c.repeat_to(batch, f"{what} conditioning") for c in side]
+def _checked(model: SanaTransformer, c: TextCond, batch: int, what: str) -> TextCond:
+    check_cond(model, c, what)
+    return c.repeat_to(batch, f"{what} conditioning")
 
 
-def prepare_noise_mask(mask: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """A MASK (H, W), (B, H, W) or (B, 1, H, W) in [0, 1] → (B, C, h, w) at the latent's size, as ComfyUI's samplers
-    make it: bilinear resize, channels repeated, the batch repeated or cut to the latent's."""
-    if mask.ndim not in (2, 3, 4) or (mask.ndim == 4 and mask.shape[1] != 1):
-        raise SanaError(f"noise_mask has shape {tuple(mask.shape)}; expected a MASK [H, W] or [B, H, W]")
-    m = F.interpolate(mask.float().reshape(-1, 1, *mask.shape[-2:]), size=shape[2:], mode="bilinear")
-    m = m.repeat(1, shape[1], 1, 1)
-    return m.repeat(-(-shape[0] // m.shape[0]), 1, 1, 1)[:shape[0]]
-
-
-def _sample_flow(model: SanaTransformer, positive: list[TextCond], negative: list[TextCond] | None,
-                 latent: torch.Tensor, opts: SampleOptions, noise: torch.Tensor, callback: Callback | None,
-                 mask: torch.Tensor | None = None, control=None) -> torch.Tensor:
+def _sample_flow(model: SanaTransformer, positive: TextCond, negative: TextCond | None, latent: torch.Tensor,
+                 opts: SampleOptions, noise: torch.Tensor, callback: Callback | None, control=None) -> torch.Tensor:
     """Flow-DPM-Solver or Flow-Euler with CFG, PAG and a ControlNet, in the scaled latent space (docs/model.md §4.2)."""
     shift = opts.flow_shift or model.cfg.flow_shift
     sched = partial_schedule(opts.sampler, opts.steps, shift, min(opts.denoise, 1.0))
     x_lat = latent.float().to(noise.device) * SCALING_FACTOR
     x = noise if opts.denoise >= 1 else noise_latent(x_lat, noise, sched.sigmas[0].item())
-    inpaint = None if mask is None else Inpaint(mask.to(noise.device), x_lat, noise)
     layers = parse_pag_layers(opts.pag_layers, model.cfg.num_layers) if opts.pag_scale > 0 else frozenset()
     fn = guided_model_fn(model, positive, negative, cfg=opts.cfg, pag_scale=opts.pag_scale,
                          pag_adaptive_scale=opts.pag_adaptive_scale, pag_layers=layers, control=control)
-    return sample(opts.sampler, fn, x, sched, callback, inpaint, dtype=model.dtype)
+    return sample(opts.sampler, fn, x, sched, callback, dtype=model.dtype)
 
 
-def _sample_sprint(model: SanaTransformer, positive: list[TextCond], seed: int, opts: SampleOptions, noise: torch.Tensor,
+def _sample_sprint(model: SanaTransformer, positive: TextCond, seed: int, opts: SampleOptions, noise: torch.Tensor,
                    callback: Callback | None, latent: torch.Tensor) -> torch.Tensor:
     """Sana-Sprint: SCM sampling with the guidance scale as a model input (docs/model.md §8). The step noise
     continues the seed's stream after the initial draw, as diffusers' pipeline draws it. ``denoise`` < 1 noises
     ``latent`` to the first kept trig time, as diffusers' Sprint image-to-image pipeline does at that strength."""
-    g = torch.full((1,), opts.cfg, dtype=torch.float32).to(positive[0].embeds.dtype) * model.cfg.guidance_embeds_scale
+    g = torch.full((1,), opts.cfg, dtype=torch.float32).to(positive.embeds.dtype) * model.cfg.guidance_embeds_scale
     fn = guided_model_fn(model, positive, None, cfg=1.0, guidance=g.float(), timestep_scale=1.0)
     gen = torch.Generator("cpu").manual_seed(seed)
     torch.randn(noise.shape, generator=gen)  # the initial draw

@@ -140,22 +140,6 @@ class FiniteCheck:
             raise _nan_error(steps[int((~ok).nonzero()[0])], self.steps, self.dtype)
 
 
-@dataclass(frozen=True)
-class Inpaint:
-    """A noise mask as ComfyUI's samplers apply it: where ``mask`` is 0 the input latent is kept. Before each model
-    call the kept part is the latent noised to the step's σ; after it, the prediction there is the latent itself,
-    so the kept part comes back exactly. mask, latent (scaled) and noise are (B, C, h, w)."""
-    mask: torch.Tensor
-    latent: torch.Tensor
-    noise: torch.Tensor
-
-    def model_input(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return x * self.mask + noise_latent(self.latent, self.noise, sigma) * (1 - self.mask)
-
-    def prediction(self, x0: torch.Tensor) -> torch.Tensor:
-        return x0 * self.mask + self.latent * (1 - self.mask)
-
-
 def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor,
                     sigmas: torch.Tensor, callback: Callback | None = None, *,
                     dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -192,36 +176,31 @@ def flow_dpm_solver(denoise_fn: Callable[[torch.Tensor, int], torch.Tensor], x: 
     return x
 
 
-def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None,
-                    inpaint: Inpaint | None = None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+def sample_flow_dpm(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None, *,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """Flow-DPM-Solver on a velocity model: x0 = x − σ·v (σ > 0 before the last step, so a NaN/Inf in v shows in
     x0, which the solver checks)."""
     sig = schedule.sigmas.float().cpu()  # 0-dim CPU σ: scalars to the kernels, no host-to-device copy per step
     ts = schedule.timesteps.to(x.device)  # one copy, not one per step
 
     def denoise(x: torch.Tensor, i: int) -> torch.Tensor:
-        if inpaint is not None:
-            x = inpaint.model_input(x, sig[i])
         v = model_fn(x, ts[i].expand(x.shape[0])).float()
-        return x - sig[i] * v if inpaint is None else inpaint.prediction(x - sig[i] * v)
+        return x - sig[i] * v
 
     return flow_dpm_solver(denoise, x, sig, callback, dtype=dtype)
 
 
-def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None,
-                      inpaint: Inpaint | None = None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Flow Euler: x ← x + (σ_{i+1} − σ_i)·v, in fp32. With a noise mask, v is (x − x0)/σ of the masked x0."""
+def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, callback: Callback | None = None, *,
+                      dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Flow Euler: x ← x + (σ_{i+1} − σ_i)·v, in fp32."""
     sig = schedule.sigmas.float().cpu()
     n = schedule.steps
     x = x.float()
     ts = schedule.timesteps.to(x.device)
     check = FiniteCheck(n, dtype)
     for i in range(n):
-        x_in = x if inpaint is None else inpaint.model_input(x, sig[i])
-        v = model_fn(x_in, ts[i].expand(x.shape[0])).float()
+        v = model_fn(x, ts[i].expand(x.shape[0])).float()
         check(v, i)
-        if inpaint is not None:
-            v = (x - inpaint.prediction(x_in - sig[i] * v)) / sig[i]
         x0 = x - sig[i] * v
         x = x + (sig[i + 1] - sig[i]) * v
         if callback is not None:
@@ -231,13 +210,13 @@ def sample_flow_euler(model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, ca
 
 
 def sample(sampler: str, model_fn: ModelFn, x: torch.Tensor, schedule: Schedule,
-           callback: Callback | None = None, inpaint: Inpaint | None = None, *,
+           callback: Callback | None = None, *,
            dtype: torch.dtype | None = None) -> torch.Tensor:
     """``dtype``: the model's compute dtype, for the NaN/Inf error's hint (None: unknown)."""
     if sampler == "flow_dpm_solver":
-        return sample_flow_dpm(model_fn, x, schedule, callback, inpaint, dtype=dtype)
+        return sample_flow_dpm(model_fn, x, schedule, callback, dtype=dtype)
     if sampler == "flow_euler":
-        return sample_flow_euler(model_fn, x, schedule, callback, inpaint, dtype=dtype)
+        return sample_flow_euler(model_fn, x, schedule, callback, dtype=dtype)
     raise SanaError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
 

@@ -89,7 +89,8 @@ def record() -> dict[str, torch.Tensor]:
     # Image-to-image through the nodes (in-process, on ComfyUI's own modules).
     models = tmp / "models"
     install_model_folders(repo, models)
-    conftest.models_at(models).__enter__()  # for the rest of this process
+    folders = conftest.models_at(models)  # kept open for the rest of this process
+    folders.__enter__()
     from sana_comfy.nodes import NODES as N
 
     m = N["SanaLoadTransformer"].execute("Sana_600M_1024px_diffusers", "fp32").result[0]

@@ -80,9 +80,15 @@ def test_object_info_lists_every_node(server):
         assert spec["input_order"]["required"] == inputs
         assert spec["output"] == outputs
     assert "chi" in info["SanaEncodePrompt"]["input"]["optional"]
-    assert info["SanaLoadTransformer"]["input"]["required"]["model_name"][0] == ["Sana_600M_1024px_diffusers"]
-    assert info["SanaLoadTextEncoder"]["input"]["required"]["text_encoder"][0] == ["gemma-2-2b-it"]
-    assert "dc-ae-f32c32-sana-1.1-diffusers" in info["SanaLoadDCAE"]["input"]["required"]["vae_name"][0]
+    def options(node, name):
+        kind, spec = info[node]["input"]["required"][name]
+        assert kind == "COMBO", kind  # the node API's combo form, which every frontend reads
+        return spec["options"]
+
+    assert options("SanaLoadTransformer", "model_name") == ["Sana_600M_1024px_diffusers"]
+    assert options("SanaLoadTextEncoder", "text_encoder") == ["gemma-2-2b-it"]
+    assert "dc-ae-f32c32-sana-1.1-diffusers" in options("SanaLoadDCAE", "vae_name")
+    assert info["SanaSample"]["python_module"].endswith("comfyui-sana") and info["SanaSample"]["description"]
 
 
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=[w.stem for w in WORKFLOWS])

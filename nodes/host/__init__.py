@@ -43,7 +43,7 @@ def vae_adapter(handle: Handle) -> SanaVAEAdapter:
     return SanaVAEAdapter(handle)
 
 
-_EXTENDED = []
+_extended = False
 
 
 def extend_host() -> None:
@@ -53,12 +53,13 @@ def extend_host() -> None:
     2. ComfyUI's LoRA key map also names a Sana model's layers as every published Sana LoRA layout does
        (``lora.extend_key_map``), so the host's own LoRA loaders patch Sana; other models are unchanged;
     3. the server answers GET /sana/bin, /sana/aspect and /sana/model (``routes.register``)."""
-    if _EXTENDED:
+    global _extended
+    if _extended:
         return
     register_sampler()
     extend_key_map()
     routes.register()
-    _EXTENDED.append(True)
+    _extended = True
 
 
 __all__ = [
