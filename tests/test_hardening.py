@@ -157,6 +157,9 @@ def test_nan_latent_is_not_decoded(loaded):
 
 def test_text_encoder_nodes_name_the_fix_when_transformers_lacks_gemma2(monkeypatch):
     """Without a transformers that has Gemma-2, the other nodes work; the text encoder's say what to install."""
+    import sana_comfy.sana_core
+
     monkeypatch.setitem(sys.modules, "sana_comfy.sana_core.text_encoder", None)  # as if its import failed
+    monkeypatch.delattr(sana_comfy.sana_core, "text_encoder", raising=False)
     with pytest.raises(SanaError, match=r"could not be imported .*transformers>=4\.44.*pip install -r requirements"):
         N["SanaLoadTextEncoder"].execute("x", "auto")
