@@ -1,6 +1,6 @@
 """Record what the real host makes of the shipped workflows, for changes that must keep saved workflows working:
-every API template run in a real headless ComfyUI on the tiny offline weights (its images), and the pack's node
-schemas as /object_info reports them.
+every API template and every workflow saved by a frontend (tests/data/frontend-*/, in its API export) run in a real
+headless ComfyUI on the tiny offline weights (their images), and the pack's node schemas as /object_info reports them.
 
     python scripts/record_workflows.py OUT.npz                       # record
     python scripts/record_workflows.py OUT.npz --against BEFORE.npz  # record and compare (images bit for bit)
@@ -40,16 +40,34 @@ def record() -> dict[str, np.ndarray]:
         ours = {k: {f: v.get(f) for f in SCHEMA_KEYS} for k, v in info.items()
                 if str(v.get("python_module", "")).endswith("comfyui-sana")}
         out["object_info"] = np.frombuffer(json.dumps(ours, sort_keys=True).encode(), dtype=np.uint8)
-        for wf in sorted((ROOT / "example_workflows" / "api").glob("*.json")):
+        saved = sorted((ROOT / "tests" / "data").glob("frontend-*/*.api.json"))
+        for wf in sorted((ROOT / "example_workflows" / "api").glob("*.json")) + saved:
             hist = server.run(json.loads(wf.read_text()), timeout=900)
             if hist["status"]["status_str"] != "success":
                 raise SystemExit(f"{wf.name} failed: {json.dumps(hist['status'])[:2000]}\n{server.log()[-2000:]}")
             _, images = server.results(hist)
+            name = f"{wf.parent.name}/{wf.name.removesuffix('.api.json')}" if wf in saved else wf.stem
             for tag, img in sorted(images.items()):
-                out[f"{wf.stem}/{tag}"] = img.astype(np.uint8)
+                out[f"{name}/{tag}"] = img.astype(np.uint8)
     finally:
         server.stop()
     return out
+
+
+def _combo_form(schemas: dict) -> dict:
+    """The schemas with every combo in the node API's form (["COMBO", {"options": [...]}]) and without the defaults
+    the node API writes out (multiselect, multiline: false): the classic form means the same to every frontend."""
+    def one(spec):
+        if isinstance(spec[0], list):
+            spec = ["COMBO", {**(spec[1] if len(spec) > 1 else {}), "options": spec[0]}]
+        if len(spec) > 1:
+            spec = [spec[0], {k: v for k, v in spec[1].items() if (k, v) not in (("multiselect", False),
+                                                                                 ("multiline", False))}]
+        return spec
+
+    return {name: {**s, "input": {group: {k: one(v) for k, v in inputs.items()}
+                                  for group, inputs in (s.get("input") or {}).items()}}
+            for name, s in schemas.items()}
 
 
 def compare(now: dict[str, np.ndarray], before: dict[str, np.ndarray]) -> list[str]:
@@ -57,7 +75,7 @@ def compare(now: dict[str, np.ndarray], before: dict[str, np.ndarray]) -> list[s
     diffs += [f"{k}: new" for k in now if k not in before]
     for k in sorted(set(now) & set(before)):
         if k == "object_info":
-            a, b = json.loads(now[k].tobytes()), json.loads(before[k].tobytes())
+            a, b = (_combo_form(json.loads(r[k].tobytes())) for r in (now, before))
             diffs += [f"object_info {n}: {json.dumps(b.get(n))[:400]} → {json.dumps(a.get(n))[:400]}"
                       for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
         elif now[k].shape != before[k].shape or not np.array_equal(now[k], before[k]):

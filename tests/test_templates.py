@@ -1,6 +1,8 @@
 """The example workflows as templates: generated and current, each with its thumbnail, a Note that says which files go
 where, titled prompts, only inputs a fresh ComfyUI ships; in the real frontend, the titles, the thumbnails it asks
-for, a "sana" search, and the prompt it makes of each template, which must be the template's API twin."""
+for, a "sana" search, and the prompt it makes of each template, which must be the template's API twin. Workflows
+saved by the newest frontend (tests/data, written by scripts/save_frontend_workflows.py) load in both frontends as
+the prompt they were saved with, and run in the host."""
 
 import hashlib
 import importlib.util
@@ -11,10 +13,21 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from comfy_server import FRONTENDS, PACKAGE_DIR_NAME, PINNED_FRONTEND, ROOT, FrontendServers, comfy_dir, has_frontend
+from comfy_server import (
+    FRONTENDS,
+    NEWEST_FRONTEND,
+    PACKAGE_DIR_NAME,
+    PINNED_FRONTEND,
+    ROOT,
+    FrontendServers,
+    comfy_dir,
+    has_frontend,
+)
 from PIL import Image
 
 UI = sorted((ROOT / "example_workflows").glob("*.json"))
+SAVED_BY = ROOT / "tests" / "data" / f"frontend-{NEWEST_FRONTEND}"  # saved by the newest frontend's own export
+SAVED = sorted(p for p in SAVED_BY.glob("*.json") if not p.name.endswith(".api.json") and p.name != "EDITS.json")
 HAS_COMFY = (comfy_dir() / "main.py").exists()
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RESPONSES: list[tuple[int, str]] = []  # (status, url) of every response the page got
@@ -131,17 +144,36 @@ def test_inputs_are_what_a_fresh_comfyui_ships_in_multiples_of_32(path):
             assert all(s % 32 == 0 for s in Image.open(f).size)
 
 
+def _saved_api(path):
+    return json.loads(path.with_name(path.stem + ".api.json").read_text())
+
+
+def test_the_saved_workflows_are_the_newest_frontends():
+    assert [p.stem for p in SAVED] == ["Sana text to image, edited", "built in the frontend"]
+    for path in SAVED:
+        wf = _ui(path)
+        assert wf["extra"]["frontendVersion"] == NEWEST_FRONTEND and wf["version"] == 0.4, path.name
+        # the newest frontend writes each node's widgets by name too; both must agree with the node's inputs
+        for node in wf["nodes"]:
+            assert list(node["widgets_values_named"].values()) == node["widgets_values"], node
+    edited = _saved_api(SAVED[0])
+    assert edited["6"]["inputs"]["width"] == 256 and edited["7"]["inputs"]["seed"] == 7
+    assert "KSampler" in {n["class_type"] for n in _saved_api(SAVED[1]).values()}
+
+
 # --- in the real host and frontend ---
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers(tmp_path_factory, tiny_repo):
     """version -> the server serving that frontend; each starts once and runs to the end of the module."""
     if not HAS_COMFY:
         pytest.skip("ComfyUI not installed: run scripts/setup_env.sh")
+    from fixtures_pipeline import install_model_folders
 
     def base(version):
         folder = tmp_path_factory.mktemp(f"templates-{version}")
         shutil.copytree(comfy_dir() / "input", folder / "input")
+        install_model_folders(tiny_repo, folder / "models")
         return folder
 
     pool = FrontendServers(base)
@@ -182,6 +214,20 @@ def test_inpaint_mask_is_the_default_region_plus_what_the_user_paints(server):
     painted = region.copy()
     painted[32:128, 576:704] = True
     assert (_mask_of(server, "painted.png") == painted).all()
+
+
+def test_workflows_saved_by_the_newest_frontend_run_in_the_host(server):
+    """The edited template gives the image of its API twin with the same edits; the graph built in the frontend
+    (LoRA, Sana to MODEL, ComfyUI's KSampler) runs to an image that is not flat."""
+    edits = json.loads((SAVED_BY / "EDITS.json").read_text())["Sana text to image"]
+    twin = _api("Sana text to image")
+    for node in twin.values():
+        node["inputs"].update(edits.get(node["class_type"], {}))
+    _, want = server.results(server.run(twin))
+    _, got = server.results(server.run(_saved_api(SAVED[0])))
+    assert want["9"].shape == (256, 256, 3) and np.array_equal(got["9"], want["9"])
+    _, built = server.results(server.run(_saved_api(SAVED[1])))
+    assert built["11"].shape == (256, 256, 3) and built["11"].std() > 1
 
 
 @pytest.fixture(scope="module")
@@ -269,4 +315,20 @@ def test_frontend_makes_the_api_twin_of_each_template(page):
             {k: (v["class_type"], v["inputs"]) for k, v in want.items()}, path.stem
         assert {k: v["_meta"]["title"] for k, v in got.items() if v["class_type"] == "SanaEncodePrompt"} == \
             {"4": "Positive prompt", "5": "Negative prompt"}
+    assert not _errors_from_the_pack()
+
+
+def test_frontend_loads_the_saved_workflows_as_they_were_saved(page):
+    """Each frontend opens the workflows the newest one saved: every node known, and the prompt it queues is the
+    one saved with them."""
+    for path in SAVED:
+        got = page.evaluate("""async ([wf, name]) => {
+            await app.loadGraphData(wf, true, true, name);
+            const unknown = app.graph._nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type);
+            return {unknown, output: (await app.graphToPrompt()).output};
+        }""", [_ui(path), path.stem])
+        assert got["unknown"] == [], path.name
+        want = _saved_api(path)
+        assert {k: (v["class_type"], v["inputs"]) for k, v in got["output"].items()} == \
+            {k: (v["class_type"], v["inputs"]) for k, v in want.items()}, path.name
     assert not _errors_from_the_pack()
