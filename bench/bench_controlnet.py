@@ -21,42 +21,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # script-only: import the package's core as a plain package
-
-from bench._rss import hwm, reset_peak  # noqa: E402
-from sana_core import speed  # noqa: E402
-from sana_core.controlnet import Control, SanaControlNet  # noqa: E402
-from sana_core.guidance import TextCond, guided_model_fn  # noqa: E402
-from sana_core.transformer import PRESETS, SanaTransformer  # noqa: E402
+from common import GiB, MiB, alternate, hwm, machine, random_model, reset_peak
+from sana_comfy.sana_core.controlnet import Control, SanaControlNet
+from sana_comfy.sana_core.guidance import TextCond, guided_model_fn
+from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
 SPEC_PARAMS = 168_765_696  # the 600M / 7-block ControlNet's parameter count in the spec
 CN_LAYERS = 7
 CAPTION = 300
-GiB, MiB = 2**30, 2**20
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def build(cls, cfg):
-    """``cls(cfg)`` built on the meta device, filled with random weights at a trained-like scale (as bench_lora),
-    fp32, speed layer on."""
-    with torch.device("meta"):
-        net = cls(cfg, dtype=torch.float32)
-    net.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.normal_(std=0.02) if p.ndim > 1 else p.fill_(1.0 if "norm" in name else 0.0)
-    return speed.apply(net.eval().requires_grad_(False), True)
 
 
 def caption(g: torch.Generator, kept: int) -> TextCond:
@@ -66,73 +41,48 @@ def caption(g: torch.Generator, kept: int) -> TextCond:
     return TextCond(torch.randn(1, CAPTION, 2304, generator=g), mask)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=1024, help="image side in px (latent side = size / 32)")
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-    t_start = time.perf_counter()
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}; {args.size} px (latent {args.size // 32}×{args.size // 32}), "
-          f"batch 2 (one CFG step), caption {CAPTION} tokens, fp32, speed layer on", flush=True)
-
-    cfg = PRESETS["Sana_600M_1024px"]
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(1)
-    n = args.size // 32
-    x = torch.randn(1, 32, n, n, generator=g)
-    latent = torch.randn(1, 32, n, n, generator=g)
-    t = torch.tensor([500.0])
-    cond, uncond = caption(g, 40), caption(g, 8)
-
-    r0 = reset_peak()
-    net = build(SanaTransformer, cfg)
-    r1 = reset_peak()
-    plain_fn = guided_model_fn(net, cond, uncond, cfg=4.5)
+def load_both(cfg, make_plain, x: torch.Tensor, t: torch.Tensor):
+    """The transformer, the ControlNet (random weights) and the plain step's function ``make_plain(net)``, with the
+    resident set read around each: ``r0`` at the start, ``r1`` with the transformer, ``r1b`` after its first step
+    (the warm-up, timed: ``warm``; its peak: ``alone``), ``r2`` with the ControlNet too."""
+    mem = {"r0": reset_peak()}
+    net = random_model(SanaTransformer, cfg)
+    mem["r1"] = reset_peak()
+    plain_fn = make_plain(net)
     with torch.no_grad():  # warm-up, and the peak of a step with the transformer alone loaded
         t0 = time.perf_counter()
         plain_fn(x, t)
-        w = time.perf_counter() - t0
-    peak_alone = hwm()
-    r1b = reset_peak()  # after the step: what it keeps (the caption, seen once) counts with the transformer
-    cn = build(SanaControlNet, cfg.replace(num_layers=CN_LAYERS))
-    r2 = reset_peak()
-    n_params = sum(p.numel() for p in cn.parameters())
-    n_bytes = sum(p.numel() * p.element_size() for p in cn.parameters())
-    t_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
-    print(f"ControlNet ({CN_LAYERS} blocks): {n_params:,} params, {n_bytes / MiB:.1f} MiB fp32 — spec "
-          f"{SPEC_PARAMS:,}: {'matches' if n_params == SPEC_PARAMS else f'DIFFERS by {n_params - SPEC_PARAMS:+,}'}",
-          flush=True)
+        mem["warm"] = time.perf_counter() - t0
+    mem["alone"] = hwm()
+    mem["r1b"] = reset_peak()  # after the step: what it keeps (the caption, seen once) counts with the transformer
+    cn = random_model(SanaControlNet, cfg.replace(num_layers=CN_LAYERS))
+    mem["r2"] = reset_peak()
+    return net, cn, plain_fn, mem
 
-    control = Control(cn, latent, 1.0)
-    control_fn = guided_model_fn(net, cond, uncond, cfg=4.5, control=control)
-    # the ControlNet's call as the step makes it: the batch-2 latent, timesteps, caption and mask ([uncond, cond])
-    ctx = torch.cat([uncond.embeds, cond.embeds])
-    ctx_mask = torch.cat([uncond.mask, cond.mask])
-    x2, t2 = torch.cat([x, x]), torch.cat([t, t]) * cfg.timestep_scale
-    calls = {"plain step": lambda: plain_fn(x, t), "controlnet step": lambda: control_fn(x, t),
-             "controlnet alone": lambda: control.samples(x2, t2, ctx, ctx_mask)}
 
-    best = {k: float("inf") for k in calls}
-    peak = {k: 0 for k in calls}
+def time_calls(calls: dict, repeats: int, warm: float):
+    """Warm up the calls but the plain step (warmed up while loading), then alternate them ``repeats`` times, each
+    call's peak resident set read from a reset VmHWM."""
+    def progress(i, res):
+        print(f"  repeat {i + 1}: " + "  ".join(f"{k} best so far {v:6.2f} s" for k, v in res.best().items()),
+              flush=True)
+
     with torch.no_grad():
         t0 = time.perf_counter()
         for k, fn in calls.items():  # warm-up; the steps keep the caption's keys and values from here on
             if k != "plain step":
                 fn()
-        print(f"warm-up (one of each) {w + time.perf_counter() - t0:.0f} s", flush=True)
-        for i in range(args.repeats):  # alternate
-            for k, fn in calls.items():
-                reset_peak()
-                t0 = time.perf_counter()
-                fn()
-                best[k] = min(best[k], time.perf_counter() - t0)
-                peak[k] = max(peak[k], hwm())
-            print(f"  repeat {i + 1}: " + "  ".join(f"{k} best so far {v:6.2f} s" for k, v in best.items()),
-                  flush=True)
+        print(f"warm-up (one of each) {warm + time.perf_counter() - t0:.0f} s", flush=True)
+        return alternate(calls, repeats, peaks=True, each_round=progress)
 
+
+def summary(args, cfg, n: int, best: dict, peak: dict, mem: dict, net, cn) -> None:
     p, c, a = best["plain step"], best["controlnet step"], best["controlnet alone"]
     expect = 1 + CN_LAYERS / cfg.num_layers
+    n_params = sum(q.numel() for q in cn.parameters())
+    n_bytes = sum(q.numel() * q.element_size() for q in cn.parameters())
+    t_bytes = sum(q.numel() * q.element_size() for q in net.parameters())
+    r0, r1, r1b, r2 = (mem[k] for k in ("r0", "r1", "r1b", "r2"))
     print(flush=True)
     print(f"summary ({args.size} px, batch 2, fp32, best of {args.repeats}):")
     print(f"  plain CFG step          {p:7.2f} s")
@@ -150,8 +100,46 @@ def main():
           f"{peak['controlnet step'] / GiB:.2f} GiB (+{(peak['controlnet step'] - peak['plain step']) / MiB:.0f} "
           f"MiB; its {CN_LAYERS} samples {CN_LAYERS * 2 * n * n * cfg.dim * 4 / MiB:.0f} MiB), "
           f"ControlNet call alone {peak['controlnet alone'] / GiB:.2f} GiB")
-    print(f"  peak RSS, transformer alone loaded: plain step {peak_alone / GiB:.2f} GiB;  ControlNet step with both "
-          f"loaded − this {(peak['controlnet step'] - peak_alone) / MiB:.0f} MiB")
+    print(f"  peak RSS, transformer alone loaded: plain step {mem['alone'] / GiB:.2f} GiB;  ControlNet step with both "
+          f"loaded − this {(peak['controlnet step'] - mem['alone']) / MiB:.0f} MiB")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=1024, help="image side in px (latent side = size / 32)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}; {args.size} px (latent "
+          f"{args.size // 32}×{args.size // 32}), batch 2 (one CFG step), caption {CAPTION} tokens, fp32, speed layer "
+          "on", flush=True)
+
+    cfg = PRESETS["Sana_600M_1024px"]
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    n = args.size // 32
+    x = torch.randn(1, 32, n, n, generator=g)
+    latent = torch.randn(1, 32, n, n, generator=g)
+    t = torch.tensor([500.0])
+    cond, uncond = caption(g, 40), caption(g, 8)
+
+    net, cn, plain_fn, mem = load_both(cfg, lambda net: guided_model_fn(net, cond, uncond, cfg=4.5), x, t)
+    n_params = sum(p.numel() for p in cn.parameters())
+    n_bytes = sum(p.numel() * p.element_size() for p in cn.parameters())
+    print(f"ControlNet ({CN_LAYERS} blocks): {n_params:,} params, {n_bytes / MiB:.1f} MiB fp32 — spec "
+          f"{SPEC_PARAMS:,}: {'matches' if n_params == SPEC_PARAMS else f'DIFFERS by {n_params - SPEC_PARAMS:+,}'}",
+          flush=True)
+
+    control = Control(cn, latent, 1.0)
+    control_fn = guided_model_fn(net, cond, uncond, cfg=4.5, control=control)
+    # the ControlNet's call as the step makes it: the batch-2 latent, timesteps, caption and mask ([uncond, cond])
+    ctx = torch.cat([uncond.embeds, cond.embeds])
+    ctx_mask = torch.cat([uncond.mask, cond.mask])
+    x2, t2 = torch.cat([x, x]), torch.cat([t, t]) * cfg.timestep_scale
+    calls = {"plain step": lambda: plain_fn(x, t), "controlnet step": lambda: control_fn(x, t),
+             "controlnet alone": lambda: control.samples(x2, t2, ctx, ctx_mask)}
+    res = time_calls(calls, args.repeats, mem["warm"])
+    summary(args, cfg, n, res.best(), res.peak(), mem, net, cn)
     print(f"  wall time {time.perf_counter() - t_start:.0f} s", flush=True)
 
 

@@ -40,32 +40,20 @@ import contextlib
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
-import _package  # noqa: F401  (registers sana_comfy; puts tests/ on the path)
 import gpu_cases as cases
 import torch
+from common import PROMPT, GiB, alternate, rel, sync, timed
 from fixtures_text import build_tokenizer
-from gpu_cases import (
-    PROMPT,
-    TABLE_HEAD,
-    Ctx,
-    GiB,
-    Row,
-    free_memory,
-    png_seconds,
-    preset,
-    sync,
-    timed,
-    transformer_pair,
-    vae_pair,
-)
+from gpu_cases import TABLE_HEAD, Ctx, Row, free_memory, png_seconds, preset, transformer_pair, vae_pair
 from sana_comfy.sana_core import pipeline, speed
 from sana_comfy.sana_core.dcae import DCAE
 from sana_comfy.sana_core.guidance import TextCond
+from sana_comfy.sana_core.load.tensors import load_into
 from sana_comfy.sana_core.speed import policy
-from sana_comfy.sana_core.transformer import SanaTransformer
-from sana_comfy.sana_core.weights import load_into
+from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
 
 DT = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -76,28 +64,43 @@ def matmul_rate(dev: str, dt: torch.dtype, n: int = 8192) -> float:
     a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)
     for _ in range(3):
         a @ b
-    t = min(timed(lambda: a @ b, dev) for _ in range(10))
+    t = min(timed(lambda: a @ b, dev)[0] for _ in range(10))
     return 2 * n**3 / t / 1e12
 
 
-def case_06b(ctx: Ctx) -> list[Row]:
-    """The 0.6B whole pipeline, ours (three ways) against diffusers, with stages, parity and sensitivity."""
-    args, dev, dt = ctx.args, ctx.dev, ctx.dt
-    name = torch.cuda.get_device_name(dev) if ctx.cuda else "CPU"
+@dataclass
+class Models06:
+    """The 0.6B case's models: ours and diffusers' on the same weights."""
+
+    net: SanaTransformer
+    ref_tr: torch.nn.Module  # diffusers' SanaTransformer2DModel
+    vae: DCAE
+    ref_vae: torch.nn.Module  # diffusers' AutoencoderDC
+    enc: object  # our SanaTextEncoder
+    ref: object  # diffusers' SanaPipeline, sharing the Gemma module with ``enc``
+    net_cfg: SanaConfig
+    tr_config: dict  # diffusers' config of ``ref_tr``
+    sd32: dict  # an fp32 copy of the transformer's weights, for the fp32 parity check
+
+
+def build_06b(ctx: Ctx) -> Models06:
+    dev = ctx.dev
     torch.manual_seed(0)
     net_cfg, sd32 = preset(ctx, "Sana_600M_1024px"), {}
-    net, ref_tr = transformer_pair(ctx, net_cfg, dev, keep_fp32=sd32)  # sd32: for the fp32 parity check
+    net, ref_tr = transformer_pair(ctx, net_cfg, dev, keep_fp32=sd32)
     vae, ref_vae = vae_pair(ctx, dev)
     tr_config = dict(ref_tr.config)
     gemma = cases.gemma(ctx, dev)
     ref = cases.diffusers_pipeline(ctx, gemma, ref_vae, ref_tr)
     enc = cases.encoder(ctx, gemma)
-    opts = pipeline.SampleOptions(steps=args.steps, cfg=4.5)
-    print(f"models built ({time.perf_counter() - T0:.0f} s since start)", flush=True)
+    return Models06(net, ref_tr, vae, ref_vae, enc, ref, net_cfg, tr_config, sd32)
 
+
+def whole_runs(models: Models06, args: argparse.Namespace, opts) -> dict:
+    """Text → image: ours as shipped, with the blocks in their plain forms, without CUDA graphs; and diffusers."""
     def ours():
-        return pipeline.text_to_image(net, enc, vae, PROMPT, height=args.size, width=args.size, seed=0, opts=opts,
-                                      binning=False, lowercase=True)  # as diffusers does
+        return pipeline.text_to_image(models.net, models.enc, models.vae, PROMPT, height=args.size, width=args.size,
+                                      seed=0, opts=opts, binning=False, lowercase=True)  # as diffusers does
 
     def ours_eager():  # no CUDA graphs anywhere
         with patched(policy, "cuda_graphs", lambda x: False):
@@ -108,93 +111,111 @@ def case_06b(ctx: Ctx) -> list[Row]:
             return ours()
 
     def theirs():
-        return cases.theirs_images(ref, args.size, args.steps)
+        return cases.theirs_images(models.ref, args.size, args.steps)
 
-    runs = {"ours": ours, "ours, plain blocks": ours_plain, "ours, eager": ours_eager, "diffusers": theirs}
-    best = dict.fromkeys(runs, float("inf"))
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    with torch.inference_mode():
-        imgs = {k: fn() for k, fn in runs.items()}  # warm-up (kernels, allocator)
-        imgs = {k: fn() for k, fn in runs.items()}  # graphs are captured on a signature's second call
-        imgs = {k: v.float().cpu() for k, v in imgs.items()}
-        imgs["diffusers"] = imgs["diffusers"].permute(0, 2, 3, 1)
-        for _ in range(args.repeats):
-            for k, fn in runs.items():
-                best[k] = min(best[k], timed(fn, dev))
-        png = png_seconds(imgs["ours"][0])
+    return {"ours": ours, "ours, plain blocks": ours_plain, "ours, eager": ours_eager, "diffusers": theirs}
 
-        # Where the time goes: each stage of ours timed alone, and diffusers' text encoding and decode.
-        bh = bw = args.size
-        pos = TextCond(*enc.encode([PROMPT], lowercase=True))
-        neg = TextCond(*enc.encode_negative([""]))
-        latent = torch.zeros(1, 32, bh // 32, bw // 32)
-        raw = pipeline.denoise(net, pos, neg, latent, 0, opts)
-        with torch.device("meta"):
-            vae_cl = DCAE(vae.config)
-        load_into(vae_cl, {k: v.clone() for k, v in vae.state_dict().items()}, dt, "bench")
-        vae_cl = speed.apply(vae_cl.eval().to(dev).to(memory_format=torch.channels_last), True)
-        z = raw.to(dev, dt)
-        stages = {
-            "text (prompt + negative)": lambda: (enc.encode([PROMPT], lowercase=True), enc.encode_negative([""])),
-            "denoise (graphs)": lambda: pipeline.denoise(net, pos, neg, latent, 0, opts),
-            "decode": lambda: pipeline.decode_images(vae, raw),
-            "decode, DC-AE alone": lambda: vae.decode(z, tiling="off"),
-            "decode, DC-AE alone, channels-last": lambda: vae_cl.decode(z.contiguous(memory_format=torch.channels_last),
-                                                                        tiling="off"),
-            "diffusers text": lambda: ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
-                                                        complex_human_instruction=ref_chi(ref)),
-            "diffusers decode": lambda: ref_vae.decode(z).sample,
-        }
-        for k, fn in stages.items():
-            fn(), fn()
-            print(f"  {k}: {min(timed(fn, dev) for _ in range(3)) * 1000:.1f} ms", flush=True)
-        print(f"  PNG encode of one image (ComfyUI's SaveImage: uint8, compress level 4): {png * 1000:.1f} ms",
-              flush=True)
 
-        # Parity stage by stage (bf16 on both sides; diffusers is the reference).
-        pe, pm, ne, nm = ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
-                                           complex_human_instruction=ref_chi(ref))
-        print(f"  parity: text embeddings {rel(pos.embeds, pe):.2e} (masks equal: "
-              f"{bool((pos.mask.to(dev) == pm).all())}), negative {rel(neg.embeds, ne):.2e}", flush=True)
-        x = torch.randn(2, 32, bh // 32, bw // 32, generator=torch.Generator().manual_seed(1)).to(dev, dt)
-        t = torch.full((2,), 999.0, device=dev)
-        y, m = torch.cat([ne, pe]), torch.cat([nm, pm])
-        want = ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m, timestep=t, return_dict=False)[0]
-        # How far a random-weight model amplifies a tiny change: the same run with the noise moved by 0.1 %.
-        noise = torch.randn(1, 32, bh // 32, bw // 32, generator=torch.Generator().manual_seed(0))
-        a = pipeline.decode_images(vae, pipeline.denoise(net, pos, neg, latent, 0, opts, noise=noise))
-        b = pipeline.decode_images(vae, pipeline.denoise(net, pos, neg, latent, 0, opts, noise=noise * 1.001))
-        d = (a - b).abs() * 255
-        print(f"  sensitivity: noise × 1.001 moves the image by max {d.max().item():.1f}, mean {d.mean().item():.2f} "
-              "/255", flush=True)
-        img = vae.decode(z, tiling="off")
-        img_cl = vae_cl.decode(z.contiguous(memory_format=torch.channels_last), tiling="off")
-        print(f"  parity: one transformer call {rel(net(x, t, y, m), want):.2e}; decode "
-              f"{rel(img, ref_vae.decode(z).sample):.2e}; channels-last decode {rel(img_cl, img):.2e}", flush=True)
-        if ctx.cuda:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-            speed.apply(net, False)
-            plain = net(x, t, y, m)
-            with sdpa_kernel([SDPBackend.MATH]):
-                same_kernel = rel(net(x, t, y, m), ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m,
-                                                          timestep=t, return_dict=False)[0])
-            speed.apply(net, True)
-            print(f"  parity: one call, plain blocks {rel(plain, want):.2e}; both on the math SDPA kernel "
-                  f"{same_kernel:.2e}", flush=True)
-        try:
-            fp32_parity(net_cfg=net_cfg, tr_config=tr_config, sd32=sd32, dev=dev, x=x, t=t, y=y, m=m, pos=pos,
-                        neg=neg, noise=noise, steps=args.steps, vae=vae)
-        finally:  # TF32 back as it was for the cases after this one
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-        if args.profile:
-            from torch.profiler import ProfilerActivity, profile
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
-            with profile(activities=acts) as prof:
-                ours_eager()
-                sync(dev)
-            key = "self_cuda_time_total" if ctx.cuda else "self_cpu_time_total"
-            Path(args.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=60))
-            print(f"  profile written to {args.profile}", flush=True)
+def time_whole(runs: dict, dev: str, repeats: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Two warm-ups of each run, then ``repeats`` alternated rounds: the best time of each, and the images of the
+    second warm-up on the CPU, all (B, H, W, 3)."""
+    imgs = {k: fn() for k, fn in runs.items()}  # warm-up (kernels, allocator)
+    imgs = {k: fn() for k, fn in runs.items()}  # graphs are captured on a signature's second call
+    imgs = {k: v.float().cpu() for k, v in imgs.items()}
+    imgs["diffusers"] = imgs["diffusers"].permute(0, 2, 3, 1)
+    return alternate(runs, repeats, dev).best(), imgs
+
+
+def stage_times(ctx: Ctx, models: Models06, opts, png: float) -> dict:
+    """Where the time goes: each stage of ours timed alone, and diffusers' text encoding and decode. Returns what it
+    built (the parity checks reuse ``pos``, ``neg``, ``latent``, ``z`` and ``vae_cl``)."""
+    dev, dt, enc, vae, ref = ctx.dev, ctx.dt, models.enc, models.vae, models.ref
+    bh = bw = ctx.args.size
+    pos = TextCond(*enc.encode([PROMPT], lowercase=True))
+    neg = TextCond(*enc.encode_negative([""]))
+    latent = torch.zeros(1, 32, bh // 32, bw // 32)
+    raw = pipeline.denoise(models.net, pos, neg, latent, 0, opts)
+    with torch.device("meta"):
+        vae_cl = DCAE(vae.config)
+    load_into(vae_cl, {k: v.clone() for k, v in vae.state_dict().items()}, dt, "bench")
+    vae_cl = speed.apply(vae_cl.eval().to(dev).to(memory_format=torch.channels_last), True)
+    z = raw.to(dev, dt)
+    stages = {
+        "text (prompt + negative)": lambda: (enc.encode([PROMPT], lowercase=True), enc.encode_negative([""])),
+        "denoise (graphs)": lambda: pipeline.denoise(models.net, pos, neg, latent, 0, opts),
+        "decode": lambda: pipeline.decode_images(vae, raw),
+        "decode, DC-AE alone": lambda: vae.decode(z, tiling="off"),
+        "decode, DC-AE alone, channels-last": lambda: vae_cl.decode(z.contiguous(memory_format=torch.channels_last),
+                                                                    tiling="off"),
+        "diffusers text": lambda: ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
+                                                    complex_human_instruction=ref_chi(ref)),
+        "diffusers decode": lambda: models.ref_vae.decode(z).sample,
+    }
+    for k, fn in stages.items():
+        fn(), fn()
+        print(f"  {k}: {min(timed(fn, dev)[0] for _ in range(3)) * 1000:.1f} ms", flush=True)
+    print(f"  PNG encode of one image (ComfyUI's SaveImage: uint8, compress level 4): {png * 1000:.1f} ms",
+          flush=True)
+    return dict(pos=pos, neg=neg, latent=latent, raw=raw, vae_cl=vae_cl, z=z, stages=stages)
+
+
+def parity_bf16(ctx: Ctx, models: Models06, opts, st: dict) -> dict:
+    """Parity stage by stage (bf16 on both sides; diffusers is the reference), and how far a 0.1 % change of the
+    noise moves the image. ``st``: what ``stage_times`` built. Returns what it computed (the fp32 check reuses the
+    call's inputs ``x``, ``t``, ``y``, ``m`` and the ``noise``)."""
+    dev, dt, net, ref, ref_tr, vae = ctx.dev, ctx.dt, models.net, models.ref, models.ref_tr, models.vae
+    pos, neg, latent, z, vae_cl = st["pos"], st["neg"], st["latent"], st["z"], st["vae_cl"]
+    bh = bw = ctx.args.size
+    pe, pm, ne, nm = ref.encode_prompt(PROMPT, do_classifier_free_guidance=True, device=dev,
+                                       complex_human_instruction=ref_chi(ref))
+    print(f"  parity: text embeddings {rel(pos.embeds, pe):.2e} (masks equal: "
+          f"{bool((pos.mask.to(dev) == pm).all())}), negative {rel(neg.embeds, ne):.2e}", flush=True)
+    x = torch.randn(2, 32, bh // 32, bw // 32, generator=torch.Generator().manual_seed(1)).to(dev, dt)
+    t = torch.full((2,), 999.0, device=dev)
+    y, m = torch.cat([ne, pe]), torch.cat([nm, pm])
+    want = ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m, timestep=t, return_dict=False)[0]
+    # How far a random-weight model amplifies a tiny change: the same run with the noise moved by 0.1 %.
+    noise = torch.randn(1, 32, bh // 32, bw // 32, generator=torch.Generator().manual_seed(0))
+    a = pipeline.decode_images(vae, pipeline.denoise(net, pos, neg, latent, 0, opts, noise=noise))
+    b = pipeline.decode_images(vae, pipeline.denoise(net, pos, neg, latent, 0, opts, noise=noise * 1.001))
+    d = (a - b).abs() * 255
+    print(f"  sensitivity: noise × 1.001 moves the image by max {d.max().item():.1f}, mean {d.mean().item():.2f} "
+          "/255", flush=True)
+    img = vae.decode(z, tiling="off")
+    img_cl = vae_cl.decode(z.contiguous(memory_format=torch.channels_last), tiling="off")
+    print(f"  parity: one transformer call {rel(net(x, t, y, m), want):.2e}; decode "
+          f"{rel(img, models.ref_vae.decode(z).sample):.2e}; channels-last decode {rel(img_cl, img):.2e}", flush=True)
+    out = dict(pe=pe, pm=pm, ne=ne, nm=nm, x=x, t=t, y=y, m=m, want=want, noise=noise, a=a, b=b, d=d, img=img,
+               img_cl=img_cl)
+    if ctx.cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        speed.apply(net, False)
+        out["plain"] = plain = net(x, t, y, m)
+        with sdpa_kernel([SDPBackend.MATH]):
+            same_kernel = rel(net(x, t, y, m), ref_tr(x, encoder_hidden_states=y, encoder_attention_mask=m,
+                                                      timestep=t, return_dict=False)[0])
+        speed.apply(net, True)
+        print(f"  parity: one call, plain blocks {rel(plain, want):.2e}; both on the math SDPA kernel "
+              f"{same_kernel:.2e}", flush=True)
+    return out
+
+
+def write_profile(ctx: Ctx, run, path: str) -> None:
+    """The top kernels of one call of ``run`` (one eager run of ours), written to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
+    with profile(activities=acts) as prof:
+        run()
+        sync(ctx.dev)
+    key = "self_cuda_time_total" if ctx.cuda else "self_cpu_time_total"
+    Path(path).write_text(prof.key_averages().table(sort_by=key, row_limit=60))
+    print(f"  profile written to {path}", flush=True)
+
+
+def summary_06b(ctx: Ctx, best: dict[str, float], imgs: dict[str, torch.Tensor], png: float) -> list[Row]:
+    """The times and ratios, the images' differences, and the table's row."""
+    args, dev = ctx.args, ctx.dev
+    name = torch.cuda.get_device_name(dev) if ctx.cuda else "CPU"
 
     def diff(a, b):
         d = (imgs[a] - imgs[b]).abs() * 255
@@ -215,6 +236,31 @@ def case_06b(ctx: Ctx) -> list[Row]:
                 cases._verdict(whole <= 0.20 and worst <= 4.0, ctx),
                 f"max Δ {worst:.1f}/255; plain blocks {best['ours, plain blocks']:.3f} s, eager "
                 f"{best['ours, eager']:.3f} s")]
+
+
+def case_06b(ctx: Ctx) -> list[Row]:
+    """The 0.6B whole pipeline, ours (three ways) against diffusers, with stages, parity and sensitivity."""
+    args, dev = ctx.args, ctx.dev
+    models = build_06b(ctx)
+    opts = pipeline.SampleOptions(steps=args.steps, cfg=4.5)
+    print(f"models built ({time.perf_counter() - T0:.0f} s since start)", flush=True)
+    runs = whole_runs(models, args, opts)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with torch.inference_mode():
+        best, imgs = time_whole(runs, dev, args.repeats)
+        png = png_seconds(imgs["ours"][0])
+        # st and pt hold their tensors to the case's end: the peak memory reported counts them during the fp32 check
+        st = stage_times(ctx, models, opts, png)
+        pt = parity_bf16(ctx, models, opts, st)
+        try:
+            fp32_parity(net_cfg=models.net_cfg, tr_config=models.tr_config, sd32=models.sd32, dev=dev, x=pt["x"],
+                        t=pt["t"], y=pt["y"], m=pt["m"], pos=st["pos"], neg=st["neg"], noise=pt["noise"],
+                        steps=args.steps, vae=models.vae)
+        finally:  # TF32 back as it was for the cases after this one
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        if args.profile:
+            write_profile(ctx, runs["ours, eager"], args.profile)
+    return summary_06b(ctx, best, imgs, png)
 
 
 # name → (case, its target, estimated seconds on an H100); the capped cases last
@@ -355,12 +401,6 @@ def patched(obj, name: str, value):
         yield
     finally:
         setattr(obj, name, old)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Relative L2 difference."""
-    a, b = a.float(), b.float().to(a.device)
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def ref_chi(ref) -> list[str]:

@@ -14,18 +14,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import GiB, diffusers_kwargs
+from sana_comfy.sana_core.transformer import PRESETS
+
+BENCH = Path(__file__).resolve().parent
 
 CHILD = r"""
 import json, sys, time
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {bench!r})
 import torch
+from common import hwm
 which, folder, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 if which == "diffusers":
     from diffusers import SanaTransformer2DModel
 else:
-    from sana_core.loader import load_transformer
-from bench._rss import hwm
+    from sana_comfy.sana_core.load import load_transformer
 base = hwm()
 t0 = time.perf_counter()
 if which == "diffusers":
@@ -43,7 +46,7 @@ print(json.dumps({{"time": dt, "peak": peak - base, "bytes": nbytes}}))
 
 
 def run(which: str, folder: Path, dtype: str) -> dict:
-    code = CHILD.format(root=str(ROOT))
+    code = CHILD.format(bench=str(BENCH))
     out = subprocess.run([sys.executable, "-c", code, which, str(folder), dtype], capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -64,9 +67,7 @@ def main() -> None:
             folder = Path(tmp) / file_dtype
             if not folder.exists():
                 torch.manual_seed(0)
-                SanaTransformer2DModel(num_attention_heads=36, attention_head_dim=32, num_layers=28,
-                                       num_cross_attention_heads=16, cross_attention_head_dim=72,
-                                       cross_attention_dim=1152, sample_size=32).to(
+                SanaTransformer2DModel(**diffusers_kwargs(PRESETS["Sana_600M_1024px"])).to(
                     getattr(torch, file_dtype)).save_pretrained(folder, max_shard_size="20GB")
             res = {"ours": [], "diffusers": []}
             for _ in range(args.repeats):
@@ -74,12 +75,12 @@ def main() -> None:
                     res[which].append(run(which, folder, dtype))
             o = min(res["ours"], key=lambda r: r["time"])
             d = min(res["diffusers"], key=lambda r: r["time"])
-            gib = 2**30
             what = dtype if file_dtype == dtype else f"{file_dtype} file as {dtype}"
-            print(f"load 0.6B {what:8s} weights {o['bytes'] / gib:5.2f} GiB | ours {o['time']:6.2f}s peak "
-                  f"{o['peak'] / gib:5.2f} GiB ({o['peak'] / o['bytes']:.2f}x weights) | diffusers {d['time']:6.2f}s "
-                  f"peak {d['peak'] / gib:5.2f} GiB ({d['peak'] / d['bytes']:.2f}x) | time ratio "
+            print(f"load 0.6B {what:8s} weights {o['bytes'] / GiB:5.2f} GiB | ours {o['time']:6.2f}s peak "
+                  f"{o['peak'] / GiB:5.2f} GiB ({o['peak'] / o['bytes']:.2f}x weights) | diffusers {d['time']:6.2f}s "
+                  f"peak {d['peak'] / GiB:5.2f} GiB ({d['peak'] / d['bytes']:.2f}x) | time ratio "
                   f"{o['time'] / d['time']:.2f}", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -47,29 +47,22 @@ sys.path.insert(0, str(COMFY))  # script-only: ComfyUI's modules in this process
 from comfy.cli_args import args as comfy_args  # noqa: E402
 
 comfy_args.cpu = True  # read when comfy.model_management is imported: this machine has no GPU
-import _package  # noqa: E402,F401  (after --cpu is set: the pack's host picks ComfyUI, now importable)
+# common registers the package after --cpu is set: the pack's host then picks ComfyUI, now importable
 import comfy.model_management as mm  # noqa: E402
-from _rss import hwm, reset_peak  # noqa: E402
+from common import GiB, MiB, alternate, call_inputs, hwm, machine, random_model, rel, reset_peak  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from sana_comfy.nodes import host  # noqa: E402
-from sana_comfy.sana_core import lora, speed  # noqa: E402
+from sana_comfy.sana_core import lora  # noqa: E402
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer  # noqa: E402
 
 TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
            "attn2.to_out.0", "ff.conv_inverted", "ff.conv_point")
-GiB = 2**30
 
 
 def build(preset: str) -> SanaTransformer:
-    """The preset's transformer with random weights at a trained-like scale (as bench_nodes), fp32, speed layer on."""
+    """The preset's transformer with random weights at a trained-like scale, fp32, speed layer on."""
     torch.manual_seed(0)
-    with torch.device("meta"):
-        net = SanaTransformer(PRESETS[preset], dtype=torch.float32)
-    net.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.normal_(std=0.02) if p.ndim > 1 else p.fill_(1.0 if "norm" in name else 0.0)
-    return speed.apply(net.eval().requires_grad_(False), True)
+    return random_model(SanaTransformer, PRESETS[preset])
 
 
 def write_lora(net: SanaTransformer, path: Path, rank: int) -> None:
@@ -114,25 +107,12 @@ def merge_plain(net, sd, repeats: int):
 def step_cost(base, merged, control, size: int, repeats: int) -> tuple[dict[str, float], float]:
     """Best time of one call at batch 2 for each model, alternated (the order reversed every other round); and the
     output's relative change with the LoRA."""
-    b, n = 2, size // 32
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(b, 32, n, n, generator=g)
-    y = torch.randn(b, 300, 2304, generator=g)
-    mask = torch.ones(b, 300, dtype=torch.int64)
-    mask[0, 20:] = 0
-    t = torch.tensor([999.0, 999.0])
+    x, t, y, mask = call_inputs(size, generator=torch.Generator().manual_seed(2))
     models = {"base": base, "lora": merged, "control": control}
-    best, out = {k: float("inf") for k in models}, {}
-    with torch.no_grad():
-        for m in models.values():
-            m(x, t, y, mask)  # warm-up; each model keeps the caption's keys and values from here on, as in sampling
-        for i in range(repeats):
-            for k, m in list(models.items())[::1 if i % 2 == 0 else -1]:
-                t0 = time.perf_counter()
-                out[k] = m(x, t, y, mask)
-                best[k] = min(best[k], time.perf_counter() - t0)
-    change = ((out["lora"] - out["base"]).norm() / out["base"].norm()).item()
-    return best, change
+    runs = {k: lambda m=m: m(x, t, y, mask) for k, m in models.items()}
+    with torch.no_grad():  # warm-up: each model keeps the caption's keys and values from then on, as in sampling
+        res = alternate(runs, repeats, warmups=1, keep=True, swap=True)
+    return res.best(), rel(res.outputs["lora"], res.outputs["base"])
 
 
 def merge_host(net, sd, repeats: int, reference: dict[str, torch.Tensor]):
@@ -205,8 +185,8 @@ def main() -> None:
     if args.live_memory:
         return child(args)
     t_start = time.perf_counter()
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"ComfyUI in-process (--cpu, device {mm.get_torch_device()}); {args.preset}, fp32", flush=True)
+    print(f"machine: {machine()}; ComfyUI in-process (--cpu, device {mm.get_torch_device()}); {args.preset}, fp32",
+          flush=True)
     t0 = time.perf_counter()
     live = live_memory(args.preset, args.rank)  # first: the child and this process never hold a model together
     print(f"live tensors (a child process, each tensor mapped on its own): peak RSS while merging: lora.apply "
@@ -219,8 +199,8 @@ def main() -> None:
         patched_bytes, largest = sum(sizes.values()), max(sizes.values())
         weights = sum(p.numel() * p.element_size() for p in net.parameters())
         print(f"{weights / GiB:.2f} GiB of weights, built with the LoRA file in {time.perf_counter() - t0:.0f} s; "
-              f"LoRA rank {args.rank}: {len(sd)} tensors, {path.stat().st_size / 2**20:.0f} MiB, {len(sizes)} layers "
-              f"patched: {patched_bytes / GiB:.2f} GiB of weights, the largest {largest / 2**20:.0f} MiB "
+              f"LoRA rank {args.rank}: {len(sd)} tensors, {path.stat().st_size / MiB:.0f} MiB, {len(sizes)} layers "
+              f"patched: {patched_bytes / GiB:.2f} GiB of weights, the largest {largest / MiB:.0f} MiB "
               f"({max(sizes, key=sizes.get)})", flush=True)
         before = digests(net)
 
@@ -251,7 +231,7 @@ def main() -> None:
         return f"+{extra / GiB:5.2f} GiB, (extra - patched) / largest layer {(extra - patched_bytes) / largest:6.2f}"
 
     print(f"\nsummary ({args.preset}, fp32, CPU; rank-{args.rank} LoRA on {len(sizes)} layers, "
-          f"{patched_bytes / GiB:.2f} GiB patched, largest layer {largest / 2**20:.0f} MiB):")
+          f"{patched_bytes / GiB:.2f} GiB patched, largest layer {largest / MiB:.0f} MiB):")
     print(f"  merge lora.apply             {t_apply:7.2f} s   base unchanged: {untouched}")
     print(f"  merge ComfyUI load_models    {t_merge:7.2f} s")
     print(f"  restore ComfyUI (load base)  {t_restore:7.2f} s   base bit-identical after unpatching: {identical}")

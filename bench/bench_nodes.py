@@ -17,53 +17,16 @@ Run: .sana-env/venv/bin/python bench/bench_nodes.py [--steps 20] [--size 512] [-
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
-import _package  # noqa: F401  (registers sana_comfy; puts tests/ on the path)
 import torch
-from fixtures_text import build_tokenizer
+from common import NEG, PROMPT, alternate, build_models, machine, timed
 from sana_comfy.nodes import host, models
 from sana_comfy.nodes import sana_nodes as N
-from sana_comfy.sana_core import guidance, pipeline, sampling, speed
+from sana_comfy.sana_core import guidance, pipeline, sampling
 from sana_comfy.sana_core import text_encoder as te_mod
-from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
-from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
-
-PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
-NEG = "blurry, low quality"
-
-
-def build_models(tmp: Path, size: int):
-    from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
-
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    cfg = PRESETS.get(f"Sana_600M_{size}px", PRESETS["Sana_600M_1024px"])  # the 0.6B trained at this size
-    net = SanaTransformer(cfg, dtype=torch.float32)
-    for name, p in net.named_parameters():  # a trained-like scale: small weights, unit norms
-        torch.nn.init.normal_(p, std=0.02) if p.ndim > 1 else torch.nn.init.constant_(p, 1.0 if "norm" in name else 0.0)
-    speed.apply(net.eval().requires_grad_(False), True)
-    vae = speed.apply(DCAE(DCAEConfig()).eval().requires_grad_(False), True)
-    tok = GemmaTokenizerFast.from_pretrained(build_tokenizer(tmp / "tok"))
-    gcfg = Gemma2Config(vocab_size=len(tok), hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                        num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
-                        sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
-                        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, max_position_embeddings=8192)
-    gemma = Gemma2Model(gcfg).eval().requires_grad_(False)
-    enc = speed.apply(te_mod.SanaTextEncoder(gemma, tok, "random Gemma-2-2B"), True)
-    print(f"Sana 0.6B trained at {cfg.resolution} px; built random models in {time.perf_counter() - t0:.0f} s "
-          f"(Gemma-2-2B layers with a {len(tok)}-token vocabulary: the 256k-row embedding is a lookup, it costs "
-          "no time)", flush=True)
-    return net, vae, enc
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def parts(net, vae, enc, size: int, steps: int) -> dict[str, float]:
@@ -108,13 +71,8 @@ def pag_cost(net, enc, size: int, repeats: int = 3) -> None:
     caption3 = torch.cat([ne, pe, pe]), torch.cat([nm, pm, pm])
     calls = {"cfg step (batch 2)": lambda: cfg_fn(x, t), "cfg+pag step (batch 3)": lambda: pag_fn(x, t),
              "plain model call, batch 3": lambda: net(x.repeat(3, 1, 1, 1), t.repeat(3), *caption3)}
-    best = {k: float("inf") for k in calls}
     with torch.no_grad():
-        for fn in calls.values():
-            fn()  # warm-up
-        for _ in range(repeats):
-            for k, fn in calls.items():
-                best[k] = min(best[k], timed(fn)[0])
+        best = alternate(calls, repeats, warmups=1).best()
     for k, v in best.items():
         print(f"  {k:28s} {v:6.2f} s", flush=True)
     extra, item = best["cfg+pag step (batch 3)"] - best["cfg step (batch 2)"], \
@@ -131,8 +89,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--skip-pag", action="store_true")
     args = ap.parse_args()
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"host: {'ComfyUI' if host.IN_COMFY else 'plain stand-ins'}", flush=True)
+    print(f"machine: {machine()}; host: {'ComfyUI' if host.IN_COMFY else 'plain stand-ins'}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         net, vae, enc = build_models(Path(tmp), args.size)
     model = models.SanaModel(host.wrap(net, "diffusion"), "random 0.6B")

@@ -1,7 +1,7 @@
 """Benchmark: 8-bit weight storage (int8; fp8 for the transformer) on the published configs — resident bytes and how
 far the image moves.
 
-Random weights of the published configs (bench_nodes.build_models: Sana 0.6B, DC-AE f32c32, Gemma-2-2B), rounded to
+Random weights of the published configs (common.build_models: Sana 0.6B, DC-AE f32c32, Gemma-2-2B), rounded to
 bf16 first, as the published checkpoints are stored. The reference is those bf16 weights computed in fp32 (this CPU
 has no native bf16 math, so the reference isolates what int8 storage changes). The int8 run quantizes both the
 transformer and the text encoder (per-row scales, dequantized per layer in fp32), samples the same seed with CFG,
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from bench_nodes import NEG, PROMPT, build_models
+from common import NEG, PROMPT, build_models, rel
 from fixtures_model import resident_bytes
 from sana_comfy.sana_core import guidance, pipeline, sampling
 from sana_comfy.sana_core import text_encoder as te_mod
@@ -34,10 +34,6 @@ def round_to_bf16_(m: torch.nn.Module) -> None:
 
 def bf16_bytes(m: torch.nn.Module) -> int:
     return sum(p.numel() * 2 for p in m.parameters())
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 def main() -> None:

@@ -10,19 +10,13 @@ Run: .sana-env/venv/bin/python bench/bench_tiled.py [--size 4096] [--threads N]
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # script-only: import the package's core as a plain package
-
-from _rss import hwm  # noqa: E402
-
-from sana_core import speed  # noqa: E402
-from sana_core.dcae import DCAE, DCAEConfig  # noqa: E402
+from common import GiB, hwm, machine
+from sana_comfy.sana_core import speed
+from sana_comfy.sana_core.dcae import DCAE
+from sana_comfy.sana_core.dcae_blocks import DCAEConfig
 
 
 def main() -> None:
@@ -42,10 +36,10 @@ def main() -> None:
         img = ours.decode(z, tiling="auto")
     dt = time.perf_counter() - t0
     assert img.shape == (1, 3, args.size, args.size) and torch.isfinite(img).all()
-    print(f"machine: torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"dc-ae tiled decode {args.size}x{args.size} fp32: {dt:.0f} s, peak RSS {hwm() / 2**30:.2f} GiB "
-          f"(before decoding {base / 2**30:.2f} GiB; weights {weights / 2**30:.2f} GiB, "
-          f"output image {img.numel() * img.element_size() / 2**30:.2f} GiB)", flush=True)
+    print(f"machine: {machine()}")
+    print(f"dc-ae tiled decode {args.size}x{args.size} fp32: {dt:.0f} s, peak RSS {hwm() / GiB:.2f} GiB "
+          f"(before decoding {base / GiB:.2f} GiB; weights {weights / GiB:.2f} GiB, "
+          f"output image {img.numel() * img.element_size() / GiB:.2f} GiB)", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,30 +17,19 @@ import io
 import time
 from dataclasses import dataclass
 
-import _package  # noqa: F401  (registers sana_comfy; puts tests/ on the path)
 import torch
+from common import DIFFUSERS_DCAE, PROMPT, GiB, alternate, diffusers_kwargs, markdown_row, sync, timed
 from sana_comfy.sana_core import pipeline, speed
-from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
+from sana_comfy.sana_core.dcae import DCAE
+from sana_comfy.sana_core.dcae_blocks import DCAEConfig
 from sana_comfy.sana_core.guidance import TextCond
+from sana_comfy.sana_core.load.tensors import load_into
 from sana_comfy.sana_core.quant import quantize
 from sana_comfy.sana_core.text_encoder import SanaTextEncoder
 from sana_comfy.sana_core.transformer import PRESETS, SanaConfig, SanaTransformer
-from sana_comfy.sana_core.weights import load_into
 
-PROMPT = "a cyberpunk cat with a neon sign that says 'Sana', highly detailed, 8k"
-GiB = 2**30
-
-# The published f32c32 DC-AE (diffusers' AutoencoderDC arguments); --tiny narrows and shallows it.
-FULL_DCAE = dict(encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-                 decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
-                 encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-                 decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-                 encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3,) * 6,
-                 encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-                 decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-                 upsample_block_type="interpolate", downsample_block_type="Conv",
-                 decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407)
-TINY_DCAE = {**FULL_DCAE, "encoder_block_out_channels": (8, 16, 32, 32, 64, 64),
+# The published f32c32 DC-AE; --tiny narrows and shallows it.
+TINY_DCAE = {**DIFFUSERS_DCAE, "encoder_block_out_channels": (8, 16, 32, 32, 64, 64),
              "decoder_block_out_channels": (8, 16, 32, 32, 64, 64),
              "encoder_layers_per_block": (1,) * 6, "decoder_layers_per_block": (1,) * 6}
 # --tiny transformers: 2 layers of width 128 reading 64-wide captions (the variant's other flags kept)
@@ -71,8 +60,8 @@ class Row:
     notes: str = ""
 
     def markdown(self) -> str:
-        cells = (self.case, self.target, self.ours, self.diffusers, self.ratio, self.peak, self.verdict, self.notes)
-        return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+        return markdown_row((self.case, self.target, self.ours, self.diffusers, self.ratio, self.peak, self.verdict,
+                             self.notes))
 
 
 TABLE_HEAD = ("| case | target | ours | diffusers | ours / diffusers | peak VRAM | verdict | notes |\n"
@@ -83,35 +72,12 @@ TABLE_HEAD = ("| case | target | ours | diffusers | ours / diffusers | peak VRAM
 # Timing and memory
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, dev: str) -> float:
-    sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    sync(dev)
-    return time.perf_counter() - t0
-
-
 def race(runs: dict, dev: str, repeats: int, warmups: dict[str, int] | None = None) -> tuple[dict[str, float], dict]:
     """Warm each run up (``warmups`` times, 2 by default: kernels, allocator, and our CUDA graphs, captured on a
     signature's second call), then alternate them ``repeats`` times; the best time of each and its last output."""
-    outs = {}
-    for k, fn in runs.items():
-        for _ in range((warmups or {}).get(k, 2)):
-            outs[k] = fn()
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            sync(dev)
-            t0 = time.perf_counter()
-            outs[k] = fn()
-            sync(dev)
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best, outs
+    warm = {k: (warmups or {}).get(k, 2) for k in runs}
+    res = alternate(runs, repeats, dev, warmups=warm, keep=True)
+    return res.best(), res.outputs
 
 
 def measured(fn, dev: str):
@@ -176,7 +142,7 @@ def png_seconds(img: torch.Tensor) -> float:
         arr = np.clip(255.0 * img.cpu().numpy(), 0, 255).astype(np.uint8)
         Image.fromarray(arr).save(io.BytesIO(), format="PNG", compress_level=4)
 
-    return min(timed(encode, "cpu") for _ in range(3))
+    return min(timed(encode)[0] for _ in range(3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -185,15 +151,6 @@ def png_seconds(img: torch.Tensor) -> float:
 
 def preset(ctx: Ctx, name: str) -> SanaConfig:
     return PRESETS[name].replace(**TINY) if ctx.args.tiny else PRESETS[name]
-
-
-def diffusers_kwargs(cfg: SanaConfig) -> dict:
-    """SanaTransformer2DModel's arguments for one of our configs."""
-    return dict(num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim, num_layers=cfg.num_layers,
-                num_cross_attention_heads=cfg.cross_heads, cross_attention_head_dim=cfg.cross_head_dim,
-                cross_attention_dim=cfg.dim, caption_channels=cfg.caption_channels, mlp_ratio=cfg.mlp_ratio,
-                sample_size=cfg.sample_size, interpolation_scale=cfg.interpolation_scale,
-                qk_norm="rms_norm_across_heads" if cfg.qk_norm else None)
 
 
 def transformer_pair(ctx: Ctx, cfg: SanaConfig, device: str, keep_fp32: dict | None = None):
@@ -217,7 +174,7 @@ def vae_pair(ctx: Ctx, device: str):
     from diffusers import AutoencoderDC
 
     with torch.device(device):
-        ref = AutoencoderDC(**(TINY_DCAE if ctx.args.tiny else FULL_DCAE)).eval().requires_grad_(False)
+        ref = AutoencoderDC(**(TINY_DCAE if ctx.args.tiny else DIFFUSERS_DCAE)).eval().requires_grad_(False)
     with torch.device("meta"):
         vae = DCAE(DCAEConfig.from_diffusers(dict(ref.config)))
     load_into(vae, {k: v.clone() for k, v in ref.state_dict().items()}, ctx.dt, "bench")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..sana_core.loader import variant_name
+from ..sana_core.load import variant_name
 from . import host
 
 

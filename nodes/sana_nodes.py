@@ -6,10 +6,8 @@ import torch
 from comfy_api.latest import io
 
 from ..sana_core import bins, pipeline
-from ..sana_core.controlnet import load_controlnet
-from ..sana_core.dcae import load_dcae
 from ..sana_core.errors import SanaError
-from ..sana_core.loader import DTYPES, load_transformer
+from ..sana_core.load import DTYPES, load_controlnet, load_dcae, load_transformer
 from ..sana_core.quant import STORAGE
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
 from . import conditioning, host
@@ -30,19 +28,20 @@ def _transformer(path, weight_dtype: str) -> SanaModel:
 
 
 def _text_encoder_module():
-    """The text encoder needs a transformers with Gemma-2; without it only the nodes that encode text fail, with the
-    fix."""
+    """(the text encoder's module, its loader's module). They need a transformers with Gemma-2; without it only the
+    nodes that encode text fail, with the fix."""
     try:
         from ..sana_core import text_encoder
+        from ..sana_core.load import text_encoder as loading
     except ImportError as e:
         raise SanaError(f"the Sana text encoder could not be imported ({e}): it needs transformers>=4.44 (Gemma-2); "
                         "run `pip install -r requirements.txt` in this node pack's folder (inside ComfyUI's "
                         "Python)") from e
-    return text_encoder
+    return text_encoder, loading
 
 
 def _text_encoder(path, dtype: str) -> SanaTextEncoderHandle:
-    enc = _text_encoder_module().load_text_encoder(path, DTYPES.get(dtype), device="cpu", int8=dtype == "int8")
+    enc = _text_encoder_module()[1].load_text_encoder(path, DTYPES.get(dtype), device="cpu", int8=dtype == "int8")
     return SanaTextEncoderHandle(host.wrap(enc.model, "text_encoder"), enc, str(path))
 
 
@@ -102,7 +101,7 @@ class SanaEncodePrompt(io.ComfyNode):
 
             text = clean(text)
         enc = text_encoder.get()
-        instruction = (chi.split("\n") if chi.strip() else _text_encoder_module().DEFAULT_CHI) if use_chi else None
+        instruction = (chi.split("\n") if chi.strip() else _text_encoder_module()[0].DEFAULT_CHI) if use_chi else None
         emb, mask = enc.encode([text], chi=instruction, max_length=max_length)
         text_encoder.release()
         dev = host.intermediate_device()

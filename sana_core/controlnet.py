@@ -4,25 +4,14 @@ the transformer adds after its block k + 1 (``SanaTransformer.forward``'s ``cont
 
 from __future__ import annotations
 
-import logging
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import speed
 from .errors import SanaError
 from .layers import Operations
-from .loader import DTYPES, detect_config, original_to_diffusers
-from .loading import Family, key_summary, locate, read_json, sniff
 from .transformer import SanaTransformer, SanaTrunk, caption_bias
-from .weights import dominant_dtype, load_into, read_weights, strip_prefix
-
-log = logging.getLogger("sana")
-_STEMS = ("diffusion_pytorch_model",)
-_PREFIXES = ("controlnet_model.", "model.", "module.", "net.")
 
 
 class SanaControlNet(SanaTrunk):
@@ -84,56 +73,3 @@ def check_pair(controlnet: SanaControlNet, transformer: SanaTransformer, source:
                         f"controls has {b.dim} ({b.caption_channels}): use a ControlNet made for this model size")
     if a.num_layers >= b.num_layers:
         raise SanaError(f"{source} has {a.num_layers} blocks; the model has {b.num_layers}, too few to take them")
-
-
-def nvlabs_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """NVlabs ControlNet names → diffusers' (docs/model.md §7): the embedders as the transformer's,
-    ``controlnet.0.before_proj`` → ``input_block``, ``controlnet.k.copied_block`` → ``transformer_blocks.k``,
-    ``controlnet.k.after_proj`` → ``controlnet_blocks.k``. The main model's own blocks and head are left out."""
-    base, out = {}, {}
-    for k, v in sd.items():
-        m = re.match(r"controlnet\.(\d+)\.(before_proj|after_proj|copied_block)\.(.+)", k)
-        if m is None:
-            if not k.startswith(("blocks.", "final_layer.")):
-                base[k] = v
-            continue
-        i, part, rest = m.groups()
-        if part == "before_proj":
-            out[f"input_block.{rest}"] = v
-        elif part == "after_proj":
-            out[f"controlnet_blocks.{i}.{rest}"] = v
-        else:
-            base[f"blocks.{i}.{rest}"] = v  # converted with the transformer's map below
-    return {**original_to_diffusers(base), **out}
-
-
-def load_controlnet(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu",
-                    *, config: dict | None = None, operations=None) -> SanaControlNet:
-    """Load a Sana ControlNet: a diffusers folder (config.json), a single safetensors file, or an NVlabs ``.pth``.
-    The variant is read off the weights (hidden size, number of blocks) as for the transformer. ``operations``: the
-    layer classes (``layers.py``; None: the reference)."""
-    if isinstance(dtype, str):
-        dtype = DTYPES[dtype]
-    where = locate(path, "controlnet")
-    file_config = read_json(where.config) if where.config else None
-    weights = where.weights(_STEMS, "Sana ControlNet")
-    source = str(weights)
-    sd = strip_prefix(read_weights(weights), _PREFIXES)
-    family = sniff(sd)
-    if family is Family.SANA_CONTROLNET_NVLABS:
-        sd = nvlabs_to_diffusers(sd)
-        sd.pop("pos_embed", None)
-    elif family is not Family.SANA_CONTROLNET:
-        raise SanaError(f"{source}: not a Sana ControlNet: this is {family.describe()}. Found {key_summary(sd)}; "
-                        "expected Sana ControlNet keys such as 'input_block.weight' and 'controlnet_blocks.0.weight' "
-                        "(diffusers) or 'controlnet.0.before_proj.weight' (NVlabs)")
-    cfg = detect_config(sd, config or file_config, source)
-    dtype = dtype or dominant_dtype(sd)
-    with torch.device("meta"):
-        model = SanaControlNet(cfg, dtype=dtype, operations=operations or Operations)
-    load_into(model, sd, dtype, source)
-    model = speed.apply(model.to(device).eval().requires_grad_(False))
-    model.source = source
-    log.info("Sana ControlNet: hidden %d · %d blocks · %s · %s", cfg.dim, cfg.num_layers,
-             str(dtype).removeprefix("torch."), source)
-    return model

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from .errors import SanaError
+from .load.tensors import read_weights
 from .quant import QuantWeight
-from .weights import read_weights
 
 log = logging.getLogger("sana")
 

@@ -1,15 +1,13 @@
 """TAESANA: the tiny f32c32 decoder (madebyollin/taesd's F32 variant) for high-quality live previews.
 
 Layout follows the published ``taesana_decoder.pth`` (an ``nn.Sequential`` state dict, keys like ``3.conv.0.weight``).
-Input: the scaled DC-AE latent the sampler works in; output: an image in [0, 1].
+Input: the scaled DC-AE latent the sampler works in; output: an image in [0, 1]. ``load/taesana.py`` loads it.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from .weights import load_into, read_weights
 
 
 def _conv(n_in: int, n_out: int, **kw) -> nn.Conv2d:
@@ -41,10 +39,3 @@ def taesana_decoder(latent_channels: int = 32) -> nn.Sequential:
                    _conv(w_in, w_out, bias=False)]
     layers += [_Block(64, 64), _conv(64, 3)]
     return nn.Sequential(*layers)
-
-
-def load_taesana_decoder(path, device="cpu") -> nn.Sequential:
-    with torch.device("meta"):
-        dec = taesana_decoder()
-    load_into(dec, read_weights(path), torch.float32, str(path))
-    return dec.to(device).eval().requires_grad_(False)

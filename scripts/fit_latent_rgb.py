@@ -20,7 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # script-only: the package's core as a plain package
 
-from sana_core.dcae import load_dcae  # noqa: E402
+from sana_core.load.dcae import load_dcae  # noqa: E402
 from sana_core.pipeline import SCALING_FACTOR  # noqa: E402
 
 

@@ -85,13 +85,13 @@ def main(models: Path, out_path: Path) -> None:
     pack.nodes.host.extend_host()
     N = pack.nodes.NODES
     from sana_comfy.nodes.host import comfy_layers
-    from sana_comfy.sana_core import controlnet, dcae, loader
+    from sana_comfy.sana_core.load import controlnet, dcae, transformer
     report: dict = {}  # (on the CPU the fused blocks run in fp32: a fully loaded fp32 model takes them)
 
     # 1. the host's layers against the reference, same weights
     g = torch.Generator().manual_seed(0)
-    ref = loader.load_transformer(models / "diffusion_models" / NAME, "fp32")
-    host = loader.load_transformer(models / "diffusion_models" / NAME, "fp32", operations=comfy_layers.Operations)
+    ref = transformer.load_transformer(models / "diffusion_models" / NAME, "fp32")
+    host = transformer.load_transformer(models / "diffusion_models" / NAME, "fp32", operations=comfy_layers.Operations)
     x = torch.randn(2, 32, 8, 8, generator=g)
     t = torch.tensor([999.0, 500.0])
     ctx = torch.randn(2, 12, ref.cfg.caption_channels, generator=g)

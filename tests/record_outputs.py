@@ -50,10 +50,11 @@ def record() -> dict[str, torch.Tensor]:
     from fixtures_pipeline import build_tiny_repo, install_model_folders
     from fixtures_vae import make_tiny_dcae
     from sana_comfy.sana_core import dcae_blocks
-    from sana_comfy.sana_core.dcae import load_dcae
-    from sana_comfy.sana_core.loader import load_transformer
+    from sana_comfy.sana_core.load.dcae import load_dcae
+    from sana_comfy.sana_core.load.text_encoder import load_text_encoder
+    from sana_comfy.sana_core.load.transformer import load_transformer
     from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
-    from sana_comfy.sana_core.text_encoder import DEFAULT_CHI, load_text_encoder
+    from sana_comfy.sana_core.text_encoder import DEFAULT_CHI
     from test_transformer import VARIANTS, _inputs
 
     out: dict[str, torch.Tensor] = {}

@@ -7,10 +7,11 @@ import pytest
 import torch
 from fixtures_controlnet import diffusers_controlnet_image, foreign_controlnet, save_controlnet, tiny_controlnet
 from safetensors.torch import save_file
-from sana_comfy.sana_core.controlnet import check_pair, load_controlnet
+from sana_comfy.sana_core.controlnet import check_pair
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.loader import load_transformer
-from sana_comfy.sana_core.loading import read_json
+from sana_comfy.sana_core.load.controlnet import load_controlnet
+from sana_comfy.sana_core.load.files import read_json
+from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
 
 PROMPT = "a small red house by a lake, watercolor"
@@ -77,8 +78,8 @@ def test_controlnet_and_injection_equal_diffusers(pair, tiny_repo):
 
 @pytest.mark.parametrize("scale", [0.7, 0.0])
 def test_pipeline_equals_sana_controlnet_pipeline(pair, tiny_repo, scale):
-    from sana_comfy.sana_core.dcae import load_dcae
-    from sana_comfy.sana_core.text_encoder import load_text_encoder
+    from sana_comfy.sana_core.load.dcae import load_dcae
+    from sana_comfy.sana_core.load.text_encoder import load_text_encoder
 
     ref, files = pair
     image = _control_image()

@@ -107,7 +107,7 @@ def test_graphs_stay_off_where_unsafe(monkeypatch):
 @cuda
 def test_text_encoder_replays_gemma(tmp_path, monkeypatch):
     from fixtures_text import build_tiny_gemma, build_tokenizer
-    from sana_comfy.sana_core.text_encoder import load_text_encoder
+    from sana_comfy.sana_core.load.text_encoder import load_text_encoder
 
     tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
     enc = load_text_encoder(tiny.sana_repo).to("cuda")
@@ -183,8 +183,8 @@ def test_ready_made_masks_give_gemmas_own_output(tmp_path):
     """The form the Gemma graph takes (masks built outside the model) equals the model's own masking, padding
     included; checked here on the CPU, and on a GPU once per shape before any capture."""
     from fixtures_text import build_tiny_gemma, build_tokenizer
+    from sana_comfy.sana_core.load.text_encoder import load_text_encoder
     from sana_comfy.sana_core.speed.text_encoder import _additive_mask
-    from sana_comfy.sana_core.text_encoder import load_text_encoder
 
     tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
     enc = load_text_encoder(tiny.sana_repo)

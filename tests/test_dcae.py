@@ -8,15 +8,9 @@ import pytest
 import torch
 from fixtures_vae import diffusers_to_original, full_diffusers_dcae_meta, make_tiny_dcae, tiny_diffusers_dcae
 from safetensors.torch import save_file
-from sana_comfy.sana_core.dcae import (
-    DCAE,
-    SANA_F32C32,
-    DCAEConfig,
-    convert_original_dcae,
-    detect_dcae_config,
-    load_dcae,
-)
+from sana_comfy.sana_core.dcae import DCAE, SANA_F32C32, DCAEConfig
 from sana_comfy.sana_core.errors import SanaError
+from sana_comfy.sana_core.load.dcae import convert_original_dcae, detect_dcae_config, load_dcae
 from torch.profiler import ProfilerActivity, profile
 
 TOL = 1e-4

@@ -11,7 +11,7 @@ from conftest import ROOT
 from fixtures_model import save_layouts, tiny_diffusers_transformer
 from sana_comfy.nodes import NODES as N
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.load.transformer import load_transformer
 
 
 class _Evil:
@@ -65,7 +65,7 @@ def test_sd15_like_checkpoint(tmp_path):
 
 
 def test_transformer_given_as_dcae(tmp_path):
-    from sana_comfy.sana_core.dcae import load_dcae
+    from sana_comfy.sana_core.load.dcae import load_dcae
 
     paths = save_layouts(tiny_diffusers_transformer(), tmp_path)
     with pytest.raises(SanaError, match="transformer"):

@@ -60,11 +60,11 @@ def host():
     import comfy.sd
     import comfy.utils
     from sana_comfy.nodes.host import comfy_classes, comfy_layers
-    from sana_comfy.sana_core import dcae, loader
+    from sana_comfy.sana_core.load import dcae, transformer
 
     return SimpleNamespace(lora=comfy.lora, mm=comfy.model_management, mp=comfy.model_patcher, ops=comfy.ops,
                            sample=comfy.sample, sd=comfy.sd, utils=comfy.utils, classes=comfy_classes,
-                           layers=comfy_layers, dcae=dcae, loader=loader)
+                           layers=comfy_layers, dcae=dcae, transformer=transformer)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def _with_lora(host, patcher, sd):
 def _load_8bit(host, wide, storage):
     """The transformer in 8-bit ``storage`` computing in bf16 (on the CPU: the reference forms, fully or partly
     loaded alike)."""
-    return host.loader.load_transformer(wide.path, "bf16", storage=storage, operations=host.layers.Operations)
+    return host.transformer.load_transformer(wide.path, "bf16", storage=storage, operations=host.layers.Operations)
 
 
 def _conds(wide):
@@ -297,7 +297,7 @@ def _fix_empty_latent_channels(model, latent, downscale_ratio_spacial=None):
 def test_sana_latents_declare_their_ratio(host, wide):
     """Sana's latent format declares 32 pixels per latent pixel: an empty Sana latent tagged 32 is kept as it is; a
     core empty latent tagged 8 (4 channels, 1/8 of the image) becomes the Sana latent of the same image."""
-    model = _patcher(host, host.loader.load_transformer(wide.path, "fp32", operations=host.layers.Operations))
+    model = _patcher(host, host.transformer.load_transformer(wide.path, "fp32", operations=host.layers.Operations))
     fmt = model.get_model_object("latent_format")
     assert (fmt.spacial_downscale_ratio, fmt.temporal_downscale_ratio) == (32, 1)
     sana = torch.zeros(1, 32, 32, 24)  # 1024 × 768
@@ -358,14 +358,14 @@ def test_models_load_when_the_hosts_linear_is_lazy(host, wide):
     own = {name: vars(lazy)[name] for name in ("__init__", "_load_from_state_dict") if name in vars(lazy)}
     lazy.__init__, lazy._load_from_state_dict = __init__, _load_from_state_dict
     try:
-        host_net = host.loader.load_transformer(wide.path, "fp32", operations=host.layers.Operations)
+        host_net = host.transformer.load_transformer(wide.path, "fp32", operations=host.layers.Operations)
     finally:
         for name in ("__init__", "_load_from_state_dict"):
             if name in own:
                 setattr(lazy, name, own[name])
             else:
                 delattr(lazy, name)
-    ref = host.loader.load_transformer(wide.path, "fp32")
+    ref = host.transformer.load_transformer(wide.path, "fp32")
     g = torch.Generator().manual_seed(2)
     x, t = torch.randn(1, 32, 8, 8, generator=g), torch.tensor([700.0])
     ctx, mask = torch.randn(1, 12, wide.caption_channels, generator=g), torch.ones(1, 12)

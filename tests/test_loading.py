@@ -8,8 +8,9 @@ import torch
 from fixtures_model import count_params, diffusers_to_original, save_layouts, tiny_diffusers_transformer
 from safetensors.torch import save_file
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.loader import detect_config, load_transformer, original_to_diffusers
-from sana_comfy.sana_core.loading import Family, find_weights, locate, read_json, sniff
+from sana_comfy.sana_core.load.families import Family, sniff
+from sana_comfy.sana_core.load.files import find_weights, locate, read_json
+from sana_comfy.sana_core.load.transformer import detect_config, load_transformer, original_to_diffusers
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
 PARAMS = {
@@ -168,7 +169,7 @@ def test_config_json_not_an_object(tmp_path):
         load_transformer(paths["folder"])
 
 
-# --- sana_core.loading: one set of rules for the three loaders ------------------------------------------------------
+# --- sana_core.load: one set of rules for the three loaders ------------------------------------------------------
 
 DPM = "diffusion_pytorch_model"
 
@@ -274,8 +275,8 @@ def test_sniff_tells_each_family():
 
 
 def test_each_loader_takes_its_part_of_one_repo_and_refuses_the_others(tiny_repo, tmp_path):
-    from sana_comfy.sana_core.dcae import load_dcae
-    from sana_comfy.sana_core.text_encoder import load_text_encoder
+    from sana_comfy.sana_core.load.dcae import load_dcae
+    from sana_comfy.sana_core.load.text_encoder import load_text_encoder
 
     assert load_transformer(tiny_repo, "fp32").source == str(tiny_repo / "transformer" / f"{DPM}.safetensors")
     assert load_dcae(tiny_repo).spatial_compression == 32
@@ -299,7 +300,7 @@ def test_each_loader_takes_its_part_of_one_repo_and_refuses_the_others(tiny_repo
 
 
 def test_variant_names():
-    from sana_comfy.sana_core.loader import variant_name
+    from sana_comfy.sana_core.load.transformer import variant_name
 
     assert variant_name(PRESETS["Sana_1600M_4Kpx"]) == "Sana 1.6B"
     assert variant_name(PRESETS["Sana_600M_512px"]) == "Sana 0.6B"
@@ -318,7 +319,7 @@ def test_casting_load_hands_source_pages_back(tmp_path):
     as it is cast (peak ≈ 1× the bf16 bytes, not 3×), and the weights are exactly the cast file."""
     import torch
     from safetensors.torch import save_file
-    from sana_comfy.sana_core.weights import load_into, read_safetensors
+    from sana_comfy.sana_core.load.tensors import load_into, read_safetensors
 
     torch.manual_seed(0)
     ref = {"0.weight": torch.randn(2048, 4096), "0.bias": torch.randn(2048), "1.weight": torch.randn(2048, 2048)}

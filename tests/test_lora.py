@@ -20,7 +20,7 @@ from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 from safetensors.torch import save_file
 from sana_comfy.sana_core import lora, speed
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.quant import QuantWeight
 
 RANK, ALPHA = 4, 8.0
@@ -163,7 +163,7 @@ def test_shape_mismatch_partial_match_and_bad_files(models, caplog):
 def test_gemma_lora_on_the_text_encoder(tiny_repo):
     """Gemma parts (``text_encoder.…``, ``lora_te_…``) patch the text encoder; both layouts give the same weights;
     the base encoder is untouched."""
-    from sana_comfy.sana_core.text_encoder import load_text_encoder
+    from sana_comfy.sana_core.load.text_encoder import load_text_encoder
 
     enc = load_text_encoder(tiny_repo, torch.float32, device="cpu")
     before = {k: v.clone() for k, v in enc.model.state_dict().items()}

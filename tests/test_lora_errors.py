@@ -10,7 +10,7 @@ from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core import lora, pipeline
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.guidance import TextCond
-from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.sampling import FiniteCheck, flow_dpm_schedule, flow_dpm_solver, sample_flow_dpm
 
 RANK = 4

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 from fixtures_pipeline import build_tiny_repo
-from sana_comfy.sana_core.dcae import load_dcae
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.load.dcae import load_dcae
+from sana_comfy.sana_core.load.text_encoder import load_text_encoder
+from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
-from sana_comfy.sana_core.text_encoder import load_text_encoder
 
 PROMPT = "a small red house by a lake, watercolor"
 

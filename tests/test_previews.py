@@ -7,7 +7,8 @@ from comfy_server import ROOT
 from fixtures_model import perturb
 from fixtures_pipeline import TINY_DCAE32
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
-from sana_comfy.sana_core.taesana import load_taesana_decoder, taesana_decoder
+from sana_comfy.sana_core.load.taesana import load_taesana_decoder
+from sana_comfy.sana_core.taesana import taesana_decoder
 
 
 def _fit_module():

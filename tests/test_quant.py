@@ -7,10 +7,10 @@ import pytest
 import torch
 from fixtures_model import resident_bytes, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core import speed
-from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.load.text_encoder import load_text_encoder
+from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
 from sana_comfy.sana_core.quant import QuantWeight, quantize
-from sana_comfy.sana_core.text_encoder import load_text_encoder
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
 
 
@@ -78,7 +78,7 @@ def test_8bit_transformer_close_to_fp32(tmp_path, storage, bound):
 
 def test_int8_pipeline_psnr(tiny_repo, capsys):
     """Whole text-to-image with an int8 transformer and text encoder against full precision, same seed."""
-    from sana_comfy.sana_core.dcae import load_dcae
+    from sana_comfy.sana_core.load.dcae import load_dcae
 
     vae = load_dcae(tiny_repo, torch.float32)
     imgs = []

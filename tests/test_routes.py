@@ -9,7 +9,7 @@ from conftest import models_at
 from fixtures_model import tiny_diffusers_transformer
 from safetensors.torch import save_file
 from sana_comfy.nodes.host.routes import route_answer
-from sana_comfy.sana_core.loader import load_transformer, peek_config, variant_name
+from sana_comfy.sana_core.load.transformer import load_transformer, peek_config, variant_name
 
 
 @pytest.fixture(scope="module")

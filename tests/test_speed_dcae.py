@@ -7,9 +7,9 @@ from fixtures_vae import tiny_diffusers_dcae
 from sana_comfy.sana_core import speed
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
 from sana_comfy.sana_core.dcae_blocks import DCDownBlock2d
+from sana_comfy.sana_core.load.tensors import load_into
 from sana_comfy.sana_core.speed import conv as speedconv
 from sana_comfy.sana_core.speed.dcae import FastDCDownBlock2d
-from sana_comfy.sana_core.weights import load_into
 from torch import nn
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from fixtures_pipeline import build_tiny_repo
-from sana_comfy.sana_core.dcae import load_dcae
 from sana_comfy.sana_core.guidance import TextCond
-from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.load.dcae import load_dcae
+from sana_comfy.sana_core.load.text_encoder import load_text_encoder
+from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, decode_images, denoise, encode_images
 from sana_comfy.sana_core.sampling import sprint_trig_times
-from sana_comfy.sana_core.text_encoder import load_text_encoder
 
 PROMPT = "A small red house by a lake, watercolor"
 H, W = 256, 320

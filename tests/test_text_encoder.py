@@ -15,9 +15,10 @@ import pytest
 import torch
 from fixtures_text import _CHI, SAMPLE_PROMPTS, TINY_GEMMA_HIDDEN, build_tiny_gemma, build_tokenizer
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.text_encoder import DEFAULT_CHI, SanaTextEncoder, load_text_encoder
+from sana_comfy.sana_core.load.text_encoder import load_text_encoder
+from sana_comfy.sana_core.text_encoder import DEFAULT_CHI, SanaTextEncoder
 
-LOGGER = load_text_encoder.__module__  # the name the package was imported under
+LOGGER = SanaTextEncoder.__module__  # the name the package was imported under
 # Unequal lengths, mixed case, one past the 299-token window (its truncation must match too).
 PROMPTS = ["A Red Fox in the snow, golden hour", "", "  a cat  ", SAMPLE_PROMPTS[3], "a red fox " * 120]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.loader import load_transformer
+from sana_comfy.sana_core.load.transformer import load_transformer
 
 VARIANTS = {
     "base": {},

@@ -35,7 +35,7 @@ class _PerCall(comfy.ops.CastWeightBiasOp):
 class _HostLayer(_PerCall):
     """A host layer filled by torch's own state-dict loading, so that it has its weight from ``__init__``: the
     loaders build on the meta device and compare the model's state dict with the file before loading
-    (``weights.load_into``)."""
+    (``load.tensors.load_into``)."""
 
     _load_from_state_dict = torch.nn.Module._load_from_state_dict
 

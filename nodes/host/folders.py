@@ -9,7 +9,7 @@ from pathlib import Path
 import folder_paths
 
 from ...sana_core.errors import SanaError
-from ...sana_core.weights import WEIGHT_SUFFIXES
+from ...sana_core.load.tensors import WEIGHT_SUFFIXES
 
 _MARKERS = ("config.json", "model_index.json", "transformer", "vae", "text_encoder")
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from ...sana_core import bins
 from ...sana_core.errors import SanaError
-from ...sana_core.loader import peek_config, variant_name
+from ...sana_core.load import peek_config, variant_name
 from .folders import resolve_model
 
 ROUTES = ("bin", "aspect", "model")  # GET /sana/<name> (also under /api/), each answered by route_answer

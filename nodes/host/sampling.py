@@ -47,7 +47,7 @@ class _TaesanaPreview:
     """TAESANA behind the host's TAESD previewer interface: decode(x0) → image in [-1, 1]."""
 
     def __init__(self, path, device):
-        from ...sana_core.taesana import load_taesana_decoder
+        from ...sana_core.load.taesana import load_taesana_decoder
 
         self.decoder = load_taesana_decoder(path, device)
 

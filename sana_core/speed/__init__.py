@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import sys
 
-from . import policy
+from . import dcae, policy, transformer
+
+_TEXT_ENCODER = __name__.rsplit(".", 1)[0] + ".text_encoder"  # the reference module; it needs transformers
 
 
 def _forms() -> dict[type, type]:
-    from . import dcae, transformer
-
     forms = {**transformer.FORMS, **dcae.FORMS}
-    if "transformers" in sys.modules:  # the text encoder's forms need it; nothing else does
-        try:
-            from . import text_encoder
-        except ImportError:
-            pass
-        else:
-            forms.update(text_encoder.FORMS)
+    if _TEXT_ENCODER in sys.modules:  # a text encoder exists only once its module is imported
+        from . import text_encoder
+
+        forms.update(text_encoder.FORMS)
     return forms
 
 

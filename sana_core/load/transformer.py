@@ -1,8 +1,9 @@
-"""Loading a Sana transformer from any published layout (docs/model.md §1.2, §1.4, §7).
+"""The Sana transformer's part in loading (docs/model.md §1.2, §1.4, §7): the NVlabs key map, the variant, and
+``load_transformer``.
 
 Layouts: a whole diffusers repo (``transformer/`` + ``scheduler/``), a transformer folder (``config.json`` +
 ``diffusion_pytorch_model[.bf16|.fp16|.fp32].safetensors`` or a sharded index), a single file in diffusers keys or in
-the original NVlabs keys (safetensors or ``.pth``), found as ``loading.locate`` says. The variant is read off the
+the original NVlabs keys (safetensors or ``.pth``), found as ``files.locate`` says. The variant is read off the
 tensors; what they cannot tell comes from ``config.json``, else from the caller's options, else from the file name,
 else from documented defaults.
 """
@@ -15,18 +16,18 @@ from pathlib import Path
 
 import torch
 
-from . import speed
-from .errors import SanaError
-from .layers import Operations
-from .loading import Family, key_summary, locate, read_json, sniff
-from .transformer import DEFAULT_FLOW_SHIFT, INTERPOLATION_SCALE, PRESETS, SanaConfig, SanaTransformer
-from .weights import WEIGHT_SUFFIXES, dominant_dtype, load_into, read_weights, strip_prefix
+from .. import speed
+from ..errors import SanaError
+from ..layers import Operations
+from ..transformer import DEFAULT_FLOW_SHIFT, INTERPOLATION_SCALE, PRESETS, SanaConfig, SanaTransformer
+from .families import Family, key_summary
+from .files import Located, locate, read_json
+from .steps import Checkpoint, Component, build, read_checkpoint
+from .tensors import WEIGHT_SUFFIXES, dominant_dtype
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-_WRAPPER_PREFIXES = ("model.diffusion_model.", "transformer.", "model.", "module.", "net.")
-_STEMS = ("diffusion_pytorch_model",)
 
 
 def read_scheduler_shift(repo: Path | None) -> float | None:
@@ -187,37 +188,38 @@ def variant_name(cfg: SanaConfig) -> str:
     return f"{family} {size}"
 
 
-def _read(path: str | Path) -> tuple:
-    """(where, source, state dict in diffusers names, an NVlabs file's pos_embed, config.json) of a transformer; the
-    safetensors tensors are memory-mapped, so nothing is read until they are used."""
-    where = locate(path, "transformer")
+def _wrong_family(source: str, sd: dict, family: Family) -> SanaError:  # the README's troubleshooting wording
+    return SanaError(f"{source}: not a Sana transformer checkpoint: this is {family.describe()}. Found "
+                     f"{key_summary(sd)}; expected Sana keys such as 'transformer_blocks.0.attn1.to_q.weight' "
+                     "(diffusers) or 'blocks.0.attn.qkv.weight' (NVlabs)")
+
+
+TRANSFORMER = Component(
+    name="Sana transformer", folder="transformer", stems=("diffusion_pytorch_model",),
+    prefixes=("model.diffusion_model.", "transformer.", "model.", "module.", "net."),
+    layouts={Family.SANA_DIFFUSERS: None, Family.SANA_NVLABS: original_to_diffusers}, wrong_family=_wrong_family)
+
+
+def _read(path: str | Path) -> tuple[Checkpoint, dict | None, torch.Tensor | None]:
+    """(the checkpoint, its folder's config.json, an NVlabs file's pos_embed); a folder needs a config.json."""
+    where: Located = locate(path, TRANSFORMER.folder)
     if not where.is_file and where.config is None:
         weights = sorted(p.name for p in where.path.iterdir() if p.name.endswith(WEIGHT_SUFFIXES))
         raise SanaError(f"{where.path}: a model folder needs a config.json (found {weights or 'no weight files'}); "
                         "pass a weight file directly, or a diffusers folder with config.json"
                         + (" or a repo with a transformer/ folder" if where.repo is None else ""))
     file_config = read_json(where.config) if where.config else None
-    weights = where.weights(_STEMS, "Sana transformer")
-    source = str(weights)
-    sd = strip_prefix(read_weights(weights), _WRAPPER_PREFIXES)
-    family = sniff(sd)
-    pos_embed = None
-    if family is Family.SANA_NVLABS:
-        pos_embed = sd.get("pos_embed")
-        sd = original_to_diffusers(sd)
-    elif family is not Family.SANA_DIFFUSERS:  # the wording the README's troubleshooting table quotes
-        raise SanaError(f"{source}: not a Sana transformer checkpoint: this is {family.describe()}. Found "
-                        f"{key_summary(sd)}; expected Sana keys such as 'transformer_blocks.0.attn1.to_q.weight' "
-                        "(diffusers) or 'blocks.0.attn.qkv.weight' (NVlabs)")
-    return where, source, sd, pos_embed, file_config
+    ckpt = read_checkpoint(TRANSFORMER, where)
+    pos_embed = ckpt.original.get("pos_embed") if ckpt.family is Family.SANA_NVLABS else None
+    return ckpt, file_config, pos_embed
 
 
 def peek_config(path: str | Path) -> SanaConfig:
     """The config ``load_transformer(path)`` builds, from config.json and the tensors' names and shapes only (what a
     frontend shows before anything loads)."""
-    where, source, sd, pos_embed, file_config = _read(path)
-    cfg = detect_config(sd, file_config, source, pos_embed=pos_embed)
-    shift = read_scheduler_shift(where.repo)
+    ckpt, file_config, pos_embed = _read(path)
+    cfg = detect_config(ckpt.state_dict, file_config, ckpt.source, pos_embed=pos_embed)
+    shift = read_scheduler_shift(ckpt.where.repo)
     return cfg.replace(flow_shift=float(shift)) if shift else cfg
 
 
@@ -239,28 +241,21 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
         if dtype not in DTYPES:
             raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
         dtype = DTYPES[dtype]
-    where, source, sd, pos_embed, file_config = _read(path)
-    cfg = detect_config(sd, config or file_config, source, sample_size=sample_size, pos_embed=pos_embed)
+    ckpt, file_config, pos_embed = _read(path)
+    cfg = detect_config(ckpt.state_dict, config or file_config, ckpt.source, sample_size=sample_size,
+                        pos_embed=pos_embed)
     if sample_size is not None and sample_size != cfg.sample_size:
         cfg = cfg.replace(sample_size=sample_size, interpolation_scale=INTERPOLATION_SCALE.get(
             sample_size, cfg.interpolation_scale))
-    shift = flow_shift or read_scheduler_shift(where.repo)
+    shift = flow_shift or read_scheduler_shift(ckpt.where.repo)
     if shift:
         cfg = cfg.replace(flow_shift=float(shift))
-    dtype = dtype or dominant_dtype(sd)
-    with torch.device("meta"):
-        model = SanaTransformer(cfg, dtype=dtype, operations=operations or Operations)
-    load_into(model, sd, dtype, source)
-    n = sum(p.numel() for p in model.parameters())
+    dtype = dtype or dominant_dtype(ckpt.state_dict)
+    operations = operations or Operations
     storage = storage or ("int8" if int8 else None)
-    if storage:
-        from .quant import STORAGE, quantize
-
-        if storage not in STORAGE:
-            raise SanaError(f"weight storage {storage!r} is not one of {list(STORAGE)}")
-        quantize(model, dtype, storage, operations=model.operations)
-    model = speed.apply(model.to(device).eval().requires_grad_(False))
-    model.source = source
+    model, n = build(lambda: SanaTransformer(cfg, dtype=dtype, operations=operations), ckpt, dtype, device,
+                     storage=storage, operations=operations)
+    model.source = ckpt.source
     log.info("Sana transformer: %s · %d px · %s%s · %.0fM params · %s", variant_name(cfg), cfg.resolution,
-             str(dtype).removeprefix("torch."), f" ({storage} storage)" if storage else "", n / 1e6, source)
-    return model
+             str(dtype).removeprefix("torch."), f" ({storage} storage)" if storage else "", n / 1e6, ckpt.source)
+    return speed.apply(model)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import SanaError
-from .loading import read_json
+from ..errors import SanaError
+from .files import read_json
 
 log = logging.getLogger(__name__)
 
