@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..sana_core import bins, pipeline
 from ..sana_core.errors import SanaError
+from ..sana_core.latent import SANA
 from ..sana_core.load import DTYPES, load_controlnet, load_dcae, load_transformer
 from ..sana_core.quant import STORAGE
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
@@ -130,7 +131,7 @@ class SanaEmptyLatent(io.ComfyNode):
     @classmethod
     def execute(cls, width, height, batch_size, resolution_binning, model: SanaModel | None = None) -> io.NodeOutput:
         plan = bins.plan(width, height, resolution_binning, model.cfg.resolution if model is not None else None)
-        samples = torch.zeros(batch_size, pipeline.LATENT_CHANNELS, *plan["latent"], device=host.intermediate_device())
+        samples = torch.zeros(batch_size, SANA.channels, *plan["latent"], device=host.intermediate_device())
         out = {"samples": samples}
         if plan["crop"]:
             out[BINNING_KEY] = {"target": plan["crop"], "latent": plan["latent"]}
@@ -208,7 +209,7 @@ class SanaDecode(io.ComfyNode):
         if record:  # the target scales with any resize since binning (e.g. LatentUpscaleBy)
             (th, tw), (lh, lw) = record["target"], record["latent"]
             size = (round(th * raw.shape[-2] / lh), round(tw * raw.shape[-1] / lw))
-        img = pipeline.decode_images(vae.get(vae.module.decode_memory(raw.shape, tiling)), raw, size, tiling)
+        img = pipeline.decode_images(vae.get(vae.module.decode_memory(raw.shape, tiling)), raw, size, tiling, SANA)
         return io.NodeOutput(img.to(host.intermediate_device()))
 
 
@@ -222,7 +223,8 @@ class SanaEncodeImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae: SanaVAE, image) -> io.NodeOutput:
-        return io.NodeOutput({"samples": pipeline.encode_images(vae.get(), image).to(host.intermediate_device())})
+        latent = pipeline.encode_images(vae.get(), image, space=SANA)
+        return io.NodeOutput({"samples": latent.to(host.intermediate_device())})
 
 
 _WEIGHT_DTYPE_TIP = "int8 and fp8 store weights in 8 bits (about half of bf16); int8 computes in the file's dtype, " \

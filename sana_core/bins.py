@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SanaError
+from .latent import SANA
 
 # ratio → (height, width) at 512 px; 1024 is exactly 2× (same keys).
 _BIN_512 = {
@@ -37,8 +38,9 @@ BIN_TABLES: dict[int, dict[str, tuple[int, int]]] = {
 
 
 def table_for_model(sample_size: int) -> int:
-    """The table a model trained at ``sample_size``·32 px uses (diffusers: 16/32/64/128 → 512/1024/2048/4096)."""
-    res = sample_size * 32
+    """The table a model trained at ``sample_size`` latent cells a side uses (diffusers: 16/32/64/128 →
+    512/1024/2048/4096 px)."""
+    res = sample_size * SANA.compression
     if res not in BIN_TABLES:
         raise SanaError(f"no resolution-bin table for a model trained at {res} px (sample_size {sample_size}); "
                         f"tables exist for {sorted(BIN_TABLES)}")
@@ -75,10 +77,11 @@ def resize_and_crop(images: torch.Tensor, height: int, width: int) -> torch.Tens
 
 
 def check_size(height: int, width: int) -> None:
-    """Without binning the request is the latent's size × 32."""
-    if height % 32 or width % 32 or height <= 0 or width <= 0:
-        raise SanaError(f"image size {width}x{height} must be positive multiples of 32 (the DC-AE "
-                        f"compresses 32×); e.g. {max(32, round(width / 32) * 32)}x{max(32, round(height / 32) * 32)}")
+    """Without binning the request is the latent's size × the compression."""
+    c = SANA.compression
+    if height % c or width % c or height <= 0 or width <= 0:
+        raise SanaError(f"image size {width}x{height} must be positive multiples of {c} (the DC-AE "
+                        f"compresses {c}×); e.g. {max(c, round(width / c) * c)}x{max(c, round(height / c) * c)}")
 
 
 def plan(width: int, height: int, binning: bool, resolution: int | None = None) -> dict:
@@ -87,12 +90,12 @@ def plan(width: int, height: int, binning: bool, resolution: int | None = None) 
     None when it is the bin). ``table``: the bin table used, the model's training ``resolution`` or, without a model,
     the table nearest the requested area; None with binning off. Raises SanaError for a size it cannot make."""
     if binning:
-        table = table_for_model(resolution // 32) if resolution else table_for_size(height, width)
+        table = table_for_model(SANA.cells(resolution)) if resolution else table_for_size(height, width)
         bh, bw = nearest_bin(height, width, table)
     else:
         check_size(height, width)
         table, bh, bw = None, height, width
-    return {"table": table, "bin": [bh, bw], "latent": [bh // 32, bw // 32],
+    return {"table": table, "bin": [bh, bw], "latent": [SANA.cells(bh), SANA.cells(bw)],
             "crop": None if (bh, bw) == (height, width) else [height, width]}
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from .dcae_blocks import SANA_F32C32, DCAEConfig, Decoder, Encoder
 from .errors import SanaError
+from .latent import LatentSpace
 from .layers import Operations
 
 TILE_PX = 512  # diffusers' tile_sample_min
@@ -64,6 +65,10 @@ class DCAE(nn.Module):
     @property
     def spatial_compression(self) -> int:
         return self.config.spatial_compression
+
+    @property
+    def latent_space(self) -> LatentSpace:
+        return self.config.latent_space
 
     def decode_memory(self, latent_shape: tuple[int, ...], tiling: str = "auto") -> int:
         """About the most bytes a decode of latents (B, C, h, w) holds at once, for a host to free first: a few

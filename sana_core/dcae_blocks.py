@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import SanaError
+from .latent import SANA, LatentSpace
 from .layers import Operations, RMSNorm
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "swish": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU,
@@ -28,7 +29,7 @@ class DCAEConfig:
     """diffusers ``AutoencoderDC`` fields; the defaults are the published f32c32 Sana preset (1.0 and 1.1)."""
 
     in_channels: int = 3
-    latent_channels: int = 32
+    latent_channels: int = SANA.channels
     attention_head_dim: int = 32
     encoder_block_types: tuple[str, ...] = ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3
     decoder_block_types: tuple[str, ...] = ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3
@@ -45,11 +46,15 @@ class DCAEConfig:
     encoder_out_shortcut: bool = True
     decoder_in_shortcut: bool = True
     decoder_conv_act_fn: str = "relu"
-    scaling_factor: float = 0.41407
+    scaling_factor: float = SANA.scaling_factor
 
     @property
     def spatial_compression(self) -> int:
         return 2 ** (len(self.encoder_block_out_channels) - 1)
+
+    @property
+    def latent_space(self) -> LatentSpace:
+        return LatentSpace(self.latent_channels, self.spatial_compression, self.scaling_factor)
 
     @classmethod
     def from_diffusers(cls, cfg: dict, source: str = "config") -> DCAEConfig:

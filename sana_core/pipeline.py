@@ -1,7 +1,9 @@
 """Prompt → image with the pieces of sana_core, in the steps of diffusers' SanaPipeline (docs/model.md §4.2).
 
 Latents crossing this module's boundary are *raw* DC-AE latents (as ``DCAE.encode`` returns them); sampling runs in
-the scaled space (raw × scaling factor), as ComfyUI does for every model.
+the scaled space (raw × scaling factor), as ComfyUI does for every model. The scaling factor, channels and
+compression are the DC-AE's own (``DCAE.latent_space``); functions without a DC-AE take a ``space`` (default: the
+published one, ``latent.SANA``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from . import bins
 from .errors import SanaError
 from .guidance import TextCond, guided_model_fn, parse_pag_layers
+from .latent import SANA, LatentSpace
 from .sampling import (
     Callback,
     noise_for_seed,
@@ -26,11 +29,6 @@ from .sampling import (
 from .transformer import SanaTransformer
 
 log = logging.getLogger(__name__)
-
-SCALING_FACTOR = 0.41407
-LATENT_CHANNELS = 32
-COMPRESSION = 32
-
 
 @dataclass(frozen=True)
 class SampleOptions:
@@ -52,12 +50,8 @@ def binned_size(height: int, width: int, model: SanaTransformer | None = None, b
     return bh, bw
 
 
-def check_latent(latent: torch.Tensor, what: str = "latent") -> None:
-    if latent.ndim != 4 or latent.shape[1] != LATENT_CHANNELS:
-        shape = tuple(latent.shape)
-        raise SanaError(f"{what} has shape {shape} ({shape[1] if latent.ndim > 1 else '?'} channels); Sana expects "
-                        f"[B, {LATENT_CHANNELS}, H/32, W/32] DC-AE latents — this latent comes from another model "
-                        "(e.g. SD's 4-channel /8 latents); make it with Sana Empty Latent or Sana Encode Image")
+def check_latent(latent: torch.Tensor, what: str = "latent", space: LatentSpace = SANA) -> None:
+    space.check(latent, what)
 
 
 def check_cond(model: SanaTransformer, c: TextCond, what: str) -> None:
@@ -72,13 +66,13 @@ def check_cond(model: SanaTransformer, c: TextCond, what: str) -> None:
 
 def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | None, latent: torch.Tensor, seed: int,
             opts: SampleOptions, callback: Callback | None = None, noise: torch.Tensor | None = None,
-            control=None) -> torch.Tensor:
-    """Raw latent (B, 32, h, w) in → raw latent out. ``denoise`` 1 ignores the input values (text-to-image),
+            control=None, space: LatentSpace = SANA) -> torch.Tensor:
+    """Raw latent (B, 32, h, w) of ``space`` in → raw latent out. ``denoise`` 1 ignores the input values (text-to-image),
     below 1 starts part-way down the schedule from it (image-to-image), 0 returns it unchanged.
 
     ``control`` (``controlnet.Control``) adds a ControlNet's samples at every step. The inputs are checked here,
     once; Sana-Sprint models take their own sampler (``_sample_sprint``)."""
-    check_latent(latent)
+    check_latent(latent, space=space)
     b = latent.shape[0]
     positive = _checked(model, positive, b, "positive")
     sprint = model.cfg.guidance_embeds  # Sprint takes cfg as an embedded value, with no negative batch
@@ -96,10 +90,11 @@ def denoise(model: SanaTransformer, positive: TextCond, negative: TextCond | Non
         if sprint:
             if control is not None:
                 raise SanaError("ControlNet with Sana-Sprint models is not supported; use a flow model")
-            x = _sample_sprint(model, positive, seed, opts, noise, callback, latent)
+            x = _sample_sprint(model, positive, seed, opts, noise, callback, space.scaled(latent.float()))
         else:
-            x = _sample_flow(model, positive, negative if use_cfg else None, latent, opts, noise, callback, control)
-    return (x / SCALING_FACTOR).to(latent.device)
+            x = _sample_flow(model, positive, negative if use_cfg else None, space.scaled(latent.float()), opts,
+                             noise, callback, control)
+    return space.raw(x).to(latent.device)
 
 
 def _checked(model: SanaTransformer, c: TextCond, batch: int, what: str) -> TextCond:
@@ -107,12 +102,12 @@ def _checked(model: SanaTransformer, c: TextCond, batch: int, what: str) -> Text
     return c.repeat_to(batch, f"{what} conditioning")
 
 
-def _sample_flow(model: SanaTransformer, positive: TextCond, negative: TextCond | None, latent: torch.Tensor,
+def _sample_flow(model: SanaTransformer, positive: TextCond, negative: TextCond | None, scaled: torch.Tensor,
                  opts: SampleOptions, noise: torch.Tensor, callback: Callback | None, control=None) -> torch.Tensor:
     """Flow-DPM-Solver or Flow-Euler with CFG, PAG and a ControlNet, in the scaled latent space (docs/model.md §4.2)."""
     shift = opts.flow_shift or model.cfg.flow_shift
     sched = partial_schedule(opts.sampler, opts.steps, shift, min(opts.denoise, 1.0))
-    x_lat = latent.float().to(noise.device) * SCALING_FACTOR
+    x_lat = scaled.to(noise.device)
     x = noise if opts.denoise >= 1 else noise_latent(x_lat, noise, sched.sigmas[0].item())
     layers = parse_pag_layers(opts.pag_layers, model.cfg.num_layers) if opts.pag_scale > 0 else frozenset()
     fn = guided_model_fn(model, positive, negative, cfg=opts.cfg, pag_scale=opts.pag_scale,
@@ -121,24 +116,28 @@ def _sample_flow(model: SanaTransformer, positive: TextCond, negative: TextCond 
 
 
 def _sample_sprint(model: SanaTransformer, positive: TextCond, seed: int, opts: SampleOptions, noise: torch.Tensor,
-                   callback: Callback | None, latent: torch.Tensor) -> torch.Tensor:
+                   callback: Callback | None, scaled: torch.Tensor) -> torch.Tensor:
     """Sana-Sprint: SCM sampling with the guidance scale as a model input (docs/model.md §8). The step noise
     continues the seed's stream after the initial draw, as diffusers' pipeline draws it. ``denoise`` < 1 noises
-    ``latent`` to the first kept trig time, as diffusers' Sprint image-to-image pipeline does at that strength."""
+    ``scaled`` (the input latent, scaled) to the first kept trig time, as diffusers' Sprint image-to-image pipeline
+    does at that strength."""
     g = torch.full((1,), opts.cfg, dtype=torch.float32).to(positive.embeds.dtype) * model.cfg.guidance_embeds_scale
     fn = guided_model_fn(model, positive, None, cfg=1.0, guidance=g.float(), timestep_scale=1.0)
     gen = torch.Generator("cpu").manual_seed(seed)
     torch.randn(noise.shape, generator=gen)  # the initial draw
-    start = None if opts.denoise >= 1 else latent.float().to(noise.device) * SCALING_FACTOR
+    start = None if opts.denoise >= 1 else scaled.to(noise.device)
     trig = sprint_trig_times(opts.steps, denoise=min(opts.denoise, 1.0))
     return sample_sprint(fn, noise, trig, gen, callback=callback, latent=start, dtype=model.dtype)
 
 
 def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, tiling: str = "auto",
-                  **tiles) -> torch.Tensor:
+                  space: LatentSpace | None = None, **tiles) -> torch.Tensor:
     """Raw latent (B, 32, h, w) → IMAGE (B, H, W, 3) float 0..1; resized + centre-cropped to ``size`` (H, W).
-    ``tiles``: tile_px / stride_px for the DC-AE's tiled decode."""
-    check_latent(raw, "samples")
+    ``space``: the space ``raw`` is in (None: the DC-AE's own). ``tiles``: tile_px / stride_px for the DC-AE's tiled
+    decode."""
+    check_latent(raw, "samples", vae.latent_space)
+    if space is not None:
+        raw = space.convert(raw, vae.latent_space)
     if not torch.isfinite(raw).all():
         raise SanaError("the latent to decode contains NaN/Inf values, where finite values are expected: the run that "
                         "made it diverged — from NaN/Inf in the transformer's weights or a LoRA applied to it, or from "
@@ -151,17 +150,21 @@ def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, t
     return img.float().permute(0, 2, 3, 1).cpu()
 
 
-def encode_images(vae, images: torch.Tensor, tiling: str = "auto") -> torch.Tensor:
-    """IMAGE (B, H, W, 3) 0..1 → raw latent (B, 32, H/32, W/32). H, W are cropped down to multiples of 32."""
+def encode_images(vae, images: torch.Tensor, tiling: str = "auto", space: LatentSpace | None = None) -> torch.Tensor:
+    """IMAGE (B, H, W, 3) 0..1 → raw latent (B, 32, H/32, W/32) of ``space`` (None: the DC-AE's own). H, W are
+    cropped down to multiples of the compression."""
     if images.ndim != 4 or images.shape[-1] < 3:
         raise SanaError(f"image has shape {tuple(images.shape)}, expected [B, H, W, 3]")
-    h, w = images.shape[1] // COMPRESSION * COMPRESSION, images.shape[2] // COMPRESSION * COMPRESSION
+    own = vae.latent_space
+    c = own.compression
+    h, w = images.shape[1] // c * c, images.shape[2] // c * c
     if h == 0 or w == 0:
-        raise SanaError(f"image {images.shape[2]}x{images.shape[1]} is smaller than 32x32")
+        raise SanaError(f"image {images.shape[2]}x{images.shape[1]} is smaller than {c}x{c}")
     top, left = (images.shape[1] - h) // 2, (images.shape[2] - w) // 2
     x = images[:, top:top + h, left:left + w, :3].permute(0, 3, 1, 2) * 2 - 1
     with torch.no_grad():
-        return vae.encode(x.to(vae.device, vae.dtype), tiling=tiling).float().cpu()
+        raw = vae.encode(x.to(vae.device, vae.dtype), tiling=tiling).float().cpu()
+    return raw if space is None else own.convert(raw, space)
 
 
 def text_to_image(model: SanaTransformer, text_encoder, vae, prompt: str | list[str], negative_prompt: str = "",
@@ -179,12 +182,13 @@ def text_to_image(model: SanaTransformer, text_encoder, vae, prompt: str | list[
     neg = None
     if opts.cfg > 1 and not model.cfg.guidance_embeds:
         neg = TextCond(*text_encoder.encode_negative([negative_prompt] * len(prompts), lowercase=lowercase))
-    latent = torch.zeros(len(prompts), LATENT_CHANNELS, bh // COMPRESSION, bw // COMPRESSION)
+    space = vae.latent_space
+    latent = torch.zeros(len(prompts), space.channels, space.cells(bh), space.cells(bw))
     control = None
     if controlnet is not None:
         from .controlnet import Control, check_pair
 
         check_pair(controlnet, model)
-        control = Control(controlnet, encode_images(vae, control_image) * SCALING_FACTOR, control_scale)
-    raw = denoise(model, pos, neg, latent, seed, opts, callback, control=control)
+        control = Control(controlnet, space.scaled(encode_images(vae, control_image)), control_scale)
+    raw = denoise(model, pos, neg, latent, seed, opts, callback, control=control, space=space)
     return decode_images(vae, raw, (height, width))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .latent import SANA
 from .layers import Operations
 
 
@@ -45,7 +46,7 @@ class SanaConfig:
 
     @property
     def resolution(self) -> int:
-        return self.sample_size * 32
+        return self.sample_size * SANA.compression  # sample_size counts latent cells
 
     def replace(self, **kw) -> SanaConfig:
         return replace(self, **kw)

@@ -21,7 +21,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # script-only: the package's core as a plain package
 
 from sana_core.load.dcae import load_dcae  # noqa: E402
-from sana_core.pipeline import SCALING_FACTOR  # noqa: E402
 
 
 def fit(vae, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -29,7 +28,7 @@ def fit(vae, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, fl
     xs, ys = [], []
     with torch.no_grad():
         for img in images:
-            lat = vae.encode(img[None].to(vae.dtype)).float() * SCALING_FACTOR  # (1, C, h, w)
+            lat = vae.latent_space.scaled(vae.encode(img[None].to(vae.dtype)).float())  # (1, C, h, w)
             small = F.adaptive_avg_pool2d(img[None].float(), lat.shape[-2:])  # (1, 3, h, w)
             xs.append(lat[0].flatten(1).T)
             ys.append(small[0].flatten(1).T)

@@ -18,16 +18,17 @@ import torch
 
 from ...sana_core.errors import SanaError
 from ...sana_core.guidance import TextCond
-from ...sana_core.pipeline import SCALING_FACTOR, check_cond, decode_images, encode_images
+from ...sana_core.latent import SANA
+from ...sana_core.pipeline import check_cond, decode_images, encode_images
 from . import comfy_layers
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY
 
 
 class SanaLatentFormat(comfy.latent_formats.LatentFormat):
-    latent_channels = 32
-    spacial_downscale_ratio = 32  # pixels per latent pixel: a host resizes an empty latent tagged with another ratio
+    latent_channels = SANA.channels
+    spacial_downscale_ratio = SANA.compression  # a host resizes an empty latent tagged with another ratio
     temporal_downscale_ratio = 1
-    scale_factor = SCALING_FACTOR
+    scale_factor = SANA.scaling_factor
     latent_rgb_factors = LATENT_RGB_FACTORS
     latent_rgb_factors_bias = LATENT_RGB_BIAS
     taesd_decoder_name = None  # ComfyUI's TAESD cannot hold TAESANA (32× upscale); SanaSample previews it
@@ -154,12 +155,13 @@ class SanaVAEAdapter(comfy.sd.VAE):
         self.device, self.output_device = handle.load_device, mm.intermediate_device()
         self.vae_dtype = self.first_stage_model.dtype
         self.working_dtypes = [torch.bfloat16, torch.float32]
-        self.latent_channels, self.latent_dim, self.output_channels = 32, 2, 3
-        self.downscale_ratio = self.upscale_ratio = 32
+        space = self.first_stage_model.latent_space
+        self.latent_channels, self.latent_dim, self.output_channels = space.channels, 2, 3
+        self.downscale_ratio = self.upscale_ratio = space.compression
         self.upscale_index_formula = self.downscale_index_formula = None
         self.extra_1d_channel = None
         self.pad_channel_value = None  # RGB: the host cuts an RGBA image to 3 channels
-        self.crop_input = True  # centre-cropped to multiples of 32, as encode_images does
+        self.crop_input = True  # centre-cropped to multiples of the compression, as encode_images does
         self.handles_tiling = False  # decode_tiled / encode_tiled below are the DC-AE's; the host's tilers are unused
         self.format_encoded = None
         self.disable_offload = False
@@ -188,19 +190,19 @@ class SanaVAEAdapter(comfy.sd.VAE):
         return comfy_layers.load(self.patcher, 0 if shape is None else self.memory_used_decode(shape, self.vae_dtype))
 
     def decode(self, samples_in, vae_options=None):
-        return decode_images(self._dcae(samples_in.shape), samples_in).to(self.output_device)
+        return decode_images(self._dcae(samples_in.shape), samples_in, space=SANA).to(self.output_device)
 
     def decode_tiled(self, samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
         tile = max(tile_x or 16, tile_y or 16)
         stride = max(1, tile - (overlap if overlap is not None else 2))
-        return decode_images(self._dcae(), samples, tiling="on", tile_px=tile * 32,
-                             stride_px=stride * 32).to(self.output_device)
+        return decode_images(self._dcae(), samples, tiling="on", space=SANA, tile_px=tile * self.downscale_ratio,
+                             stride_px=stride * self.downscale_ratio).to(self.output_device)
 
     def encode(self, pixel_samples):
-        return encode_images(self._dcae(), pixel_samples).to(self.output_device)
+        return encode_images(self._dcae(), pixel_samples, space=SANA).to(self.output_device)
 
     def encode_tiled(self, pixel_samples, tile_x=None, tile_y=None, overlap=None, tile_t=None, overlap_t=None):
-        return encode_images(self._dcae(), pixel_samples, tiling="on").to(self.output_device)
+        return encode_images(self._dcae(), pixel_samples, tiling="on", space=SANA).to(self.output_device)
 
     def get_sd(self):
         return self.first_stage_model.state_dict()
