@@ -39,10 +39,10 @@ class SanaControlNet(SanaTrunk):
         h = self.tokens(x)
         h = h + self.input_block(self.tokens(control.to(h.dtype)))
         t, _ = self.time_embed(timestep, None, h.dtype)
-        y = self.caption_features(context)
+        y, keys_values = self.caption(context)
         samples = []
-        for block, project in zip(self.transformer_blocks, self.controlnet_blocks):
-            h = block(h, y, bias, t, hw)
+        for i, (block, project) in enumerate(zip(self.transformer_blocks, self.controlnet_blocks)):
+            h = block(h, y, bias, t, hw, 0, keys_values[i] if keys_values else None)
             samples.append(project(h) * scale)
         return samples
 

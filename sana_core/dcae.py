@@ -35,6 +35,8 @@ def check_dtype(dtype: object, source: str, what: str = "requested") -> None:
 class DCAE(nn.Module):
     """Encoder and decoder, every layer built from ``operations`` (``layers.py``)."""
 
+    compute_device: torch.device | None = None  # set by a host that keeps some weights on another device
+
     def __init__(self, config: DCAEConfig = SANA_F32C32, operations=Operations):
         super().__init__()
         c = config.validate()
@@ -56,7 +58,7 @@ class DCAE(nn.Module):
     def device(self) -> torch.device:
         """Where the model computes: the device a host that keeps some weights elsewhere runs it on
         (``compute_device``), else where its weights are."""
-        return self.__dict__.get("compute_device") or self.decoder.conv_in.weight.device
+        return self.compute_device or self.decoder.conv_in.weight.device
 
     @property
     def scaling_factor(self) -> float:

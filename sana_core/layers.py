@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .caches import kept
 from .quant import QuantConv2d, QuantLinear
 
 
@@ -52,9 +53,6 @@ class Operations:
 def casts_per_call(module: nn.Module) -> bool:
     """Whether a host casts the weights of this module or any layer inside it per call (weights kept on another
     device, or patched on the fly): then only the layers' own forwards see the right weights. The layers that can
-    say so are listed once per module (a speed-layer cache, which ``lora.share_copy`` does not carry over)."""
-    castable = module.__dict__.get("_sana_castable")
-    if castable is None:
-        castable = module.__dict__["_sana_castable"] = [m for m in module.modules()
-                                                        if hasattr(type(m), "casts_per_call")]
+    say so are listed once per module (``caches``)."""
+    castable = kept(module, "castable", lambda: [m for m in module.modules() if hasattr(type(m), "casts_per_call")])
     return any(m.casts_per_call for m in castable)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .caches import without_caches
 from .errors import SanaError
 from .load.tensors import read_weights
 from .quant import QuantWeight
@@ -260,10 +261,10 @@ def _non_finite(t: torch.Tensor) -> str:
 
 
 def share_copy(module: nn.Module) -> nn.Module:
-    """A structural copy of a module tree whose parameters and buffers are the original's tensors; kept speed-layer
-    caches (``_sana_*`` attributes) are not carried over."""
+    """A structural copy of a module tree whose parameters and buffers are the original's tensors; its caches
+    (``caches``) are not carried over."""
     new = module.__class__.__new__(module.__class__)
-    new.__dict__ = {k: v for k, v in module.__dict__.items() if not k.startswith("_sana_")}
+    new.__dict__ = without_caches(module.__dict__)
     new._parameters = dict(module._parameters)
     new._buffers = dict(module._buffers)
     new._modules = {k: None if c is None else share_copy(c) for k, c in module._modules.items()}

@@ -222,13 +222,15 @@ class CrossAttention(Projections):
         v = v.view(b, -1, self.heads, v.shape[-1] // self.heads).transpose(1, 2)
         return k, v
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x (B, N, D) attends to the caption features y (B, L, D)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, bias: torch.Tensor | None,
+                keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, N, D) attends to the caption features y (B, L, D), or to ``keys_values`` when given (this layer's
+        ``keys_values(y)``, computed before)."""
         b = x.shape[0]
         q = self.to_q(x)
         if self.norm_q is not None:
             q = self.norm_q(q)
-        k, v = self.keys_values(y)
+        k, v = keys_values if keys_values is not None else self.keys_values(y)
         q = q.view(b, -1, self.heads, q.shape[-1] // self.heads).transpose(1, 2)  # (B, h, N, d)
         mask = None if bias is None else bias[:, None]  # (B, 1, 1, L)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -269,14 +271,16 @@ class SanaBlock(nn.Module):
         table = self.scale_shift_table.to(t.device)  # a table outside any layer may be kept off the device
         return (table[None] + t.reshape(t.shape[0], 6, -1)).chunk(6, dim=1)
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None, t: torch.Tensor,
-                hw: tuple[int, int], n_identity: int = 0) -> torch.Tensor:
-        """h (B, N, D) tokens of an (H, W) grid; y (B, L, D) caption features; t (B, 6D)."""
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None, bias: torch.Tensor | None, t: torch.Tensor,
+                hw: tuple[int, int], n_identity: int = 0,
+                keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """h (B, N, D) tokens of an (H, W) grid; y (B, L, D) caption features, or the cross-attention's
+        ``keys_values`` computed before; t (B, 6D)."""
         d = h.shape[-1]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(t)
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_msa) + shift_msa
         h = h + gate_msa * self.attn1(n.to(h.dtype), n_identity)
-        h = self.attn2(h, y, bias) + h  # this operand order keeps diffusers' memory layout (bf16 parity)
+        h = self.attn2(h, y, bias, keys_values) + h  # this operand order keeps diffusers' memory layout (bf16 parity)
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_mlp) + shift_mlp
         n = n.unflatten(1, hw).permute(0, 3, 1, 2)  # (B, N, D) → (B, D, H, W)
         ff = self.ff(n).flatten(2, 3).permute(0, 2, 1)  # → (B, N, D)
@@ -286,6 +290,8 @@ class SanaBlock(nn.Module):
 class SanaTrunk(nn.Module):
     """What the transformer and its ControlNet share: the patch, timestep and caption embedders and a stack of
     Sana blocks (``cfg.num_layers``). Every layer is built from ``operations`` (``layers.py``)."""
+
+    compute_device: torch.device | None = None  # set by a host that keeps some weights on another device
 
     def __init__(self, cfg: SanaConfig, device=None, dtype=None, operations=Operations):
         super().__init__()
@@ -302,9 +308,8 @@ class SanaTrunk(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where the model computes: the device a host that keeps some weights elsewhere runs it on
-        (``compute_device``), else where its weights are."""
-        return self.__dict__.get("compute_device") or self.patch_embed.proj.weight.device
+        """Where the model computes: ``compute_device`` when a host set it, else where its weights are."""
+        return self.compute_device or self.patch_embed.proj.weight.device
 
     def _pos_embed(self, h: int, w: int, device) -> torch.Tensor:
         key = (h, w, str(device))
@@ -325,6 +330,11 @@ class SanaTrunk(nn.Module):
     def caption_features(self, context: torch.Tensor) -> torch.Tensor:
         """(B, L, Cc) caption-encoder features → (B, L, D), the cross-attention's input in every block."""
         return self.caption_norm(self.caption_projection(context).view(context.shape[0], -1, self.cfg.dim))
+
+    def caption(self, context: torch.Tensor) -> tuple[torch.Tensor | None, list | None]:
+        """What the blocks attend to: (the caption features, None). The speed layer may instead give (None, each
+        block's cross-attention keys and values computed before)."""
+        return self.caption_features(context), None
 
 
 def caption_bias(context_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -364,10 +374,11 @@ class SanaTransformer(SanaTrunk):
 
         h = self.tokens(x)  # (B, N, D)
         t, e = self.time_embed(timestep, guidance, h.dtype)  # (B, 6D), (B, D)
-        y = self.caption_features(context)  # (B, L, D)
+        y, keys_values = self.caption(context)  # (B, L, D) features, or each block's keys and values
 
         for i, block in enumerate(self.transformer_blocks):
-            h = block(h, y, bias, t, (hp, wp), n_identity if i in identity_blocks else 0)
+            h = block(h, y, bias, t, (hp, wp), n_identity if i in identity_blocks else 0,
+                      keys_values[i] if keys_values else None)
             if control is not None and 0 < i <= len(control):
                 h = h + control[i - 1]
 

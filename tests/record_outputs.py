@@ -31,11 +31,6 @@ def _speed(module, on: bool):
     return speed.apply(module, on)
 
 
-def _cpu_fused(on: bool):
-    """Make the transformer's fused forms run on the CPU in every dtype (as the tests do), or restore."""
-    from sana_comfy.sana_core.speed import policy
-
-    policy.FUSED_DEVICES.add("cpu") if on else policy.FUSED_DEVICES.discard("cpu")
 
 
 def _held(model, x, t, y, mask, **kw):
@@ -54,6 +49,7 @@ def record() -> dict[str, torch.Tensor]:
     from sana_comfy.sana_core.load.text_encoder import load_text_encoder
     from sana_comfy.sana_core.load.transformer import load_transformer
     from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
+    from sana_comfy.sana_core.speed import policy
     from sana_comfy.sana_core.text_encoder import DEFAULT_CHI
     from test_transformer import VARIANTS, _inputs
 
@@ -148,11 +144,8 @@ def record() -> dict[str, torch.Tensor]:
                     out[f"tr/{variant}/{layout}/{dt}/caption"] = _held(mm, xx, tt, yy, mask, **g)
                     out[f"tr/{variant}/{layout}/{dt}/caption2"] = _held(mm, xx, tt, yy, mask, **g, **pag)
                     if dt != "fp32":
-                        _cpu_fused(True)
-                        try:
+                        with policy.forced(fused_blocks=True):  # the fused forms in every dtype, as on a GPU
                             out[f"tr/{variant}/{layout}/{dt}/fused_cpu"] = mm(xx, tt, yy, mask, **g)
-                        finally:
-                            _cpu_fused(False)
         mm = load_transformer(paths["folder"], "bf16", int8=True)
         with torch.no_grad():
             out[f"tr/{variant}/int8"] = mm(x.bfloat16(), tt, y.bfloat16(), mask, **g)

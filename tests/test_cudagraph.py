@@ -4,9 +4,10 @@ the CPU checks at the end run everywhere."""
 
 import pytest
 import torch
-from sana_comfy.sana_core import pipeline, speed
+from sana_comfy.sana_core import caches, pipeline, speed
 from sana_comfy.sana_core.guidance import TextCond
 from sana_comfy.sana_core.speed import policy
+from sana_comfy.sana_core.speed.cudagraph import GraphCache
 from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
 
 CFG = SanaConfig(num_layers=4, num_heads=2, head_dim=16, cross_heads=2, cross_head_dim=16, caption_channels=48,
@@ -34,9 +35,28 @@ def _inputs(device: str, batch: int = 2, hw=(8, 6), seed: int = 1, length: int =
 
 
 def _eager(m, *a, **kw):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(policy, "cuda_graphs", lambda x: False)
+    with policy.forced(cuda_graphs=False):
         return m(*a, **kw)
+
+
+CAPTURED: list[int] = []  # one entry per graph captured in the running test (each test uses one model)
+
+
+@pytest.fixture(autouse=True)
+def count_captures(monkeypatch):
+    capture = GraphCache._capture
+
+    def counted(self, *args):
+        entry = capture(self, *args)
+        CAPTURED.append(1)
+        return entry
+
+    monkeypatch.setattr(GraphCache, "_capture", counted)
+    CAPTURED.clear()
+
+
+def captures() -> int:
+    return len(CAPTURED)
 
 
 @cuda
@@ -47,15 +67,15 @@ def test_replay_equals_eager_and_follows_new_inputs():
             a = _inputs("cuda", seed=seed)
             got, want = m(*a), _eager(m, *a)
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        assert m._graphs().captures == 1
+        assert captures() == 1
         out1 = m(*_inputs("cuda", seed=1))
         m(*_inputs("cuda", seed=2))
         torch.testing.assert_close(out1, _eager(m, *_inputs("cuda", seed=1)))  # a returned output is never overwritten
         other = _inputs("cuda", batch=3, hw=(4, 4))
         m(*other)  # another signature: a one-off call stays eager ...
-        assert m._graphs().captures == 1
+        assert captures() == 1
         torch.testing.assert_close(m(*other), _eager(m, *other), rtol=1e-5, atol=1e-6)  # ... a second is captured
-        assert m._graphs().captures == 2 and len(m._graphs()) == 2
+        assert captures() == 2 and len(m._graphs()) == 2
 
 
 @cuda
@@ -69,7 +89,7 @@ def test_pag_layout_and_inference_mode():
         want = _eager(m, *a, **pag)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert (got - plain).abs().max() > 1e-4  # the perturbed layout is its own graph, not the plain one replayed
-    assert m._graphs().captures == 2
+    assert captures() == 2
 
 
 @cuda
@@ -78,18 +98,18 @@ def test_moved_or_replaced_weights_are_recaptured():
     a = _inputs("cuda")
     with torch.no_grad():
         m(*a), m(*a)
-        assert m._graphs().captures == 1
+        assert captures() == 1
         blk = m.transformer_blocks[1].attn1.to_v
         blk.weight = torch.nn.Parameter(blk.weight * 3, requires_grad=False)  # as a host patching weights does
         for _ in range(2):
             torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
-        assert m._graphs().captures == 2
+        assert captures() == 2
         m.to("cpu")
         assert len(m._graphs()) == 0  # moving the model drops every graph
         m.to("cuda")
         for _ in range(2):
             torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
-        assert m._graphs().captures == 3
+        assert captures() == 3
 
 
 @cuda
@@ -97,11 +117,11 @@ def test_graphs_stay_off_where_unsafe(monkeypatch):
     m = _model("cuda")
     a = _inputs("cuda")
     m(*a), m(*a)  # autograd on: eager
-    assert m._graphs().captures == 0
+    assert captures() == 0
     speed.apply(m, False)  # the switch
     with torch.no_grad():
         m(*a), m(*a)
-    assert m._graphs().captures == 0
+    assert captures() == 0
 
 
 @cuda
@@ -114,10 +134,10 @@ def test_text_encoder_replays_gemma(tmp_path, monkeypatch):
     prompts = ["a red fox in the snow", "a lighthouse at dusk"]
     window = enc.model.config.sliding_window  # the tiny Gemma's window is short; the 2B's is 4096
     got = [enc.encode([p], chi=None, max_length=window) for p in prompts + prompts]  # check, eager, capture, replay
-    assert enc._graphs().captures == 1
+    assert captures() == 1
     speed.apply(enc, False)
     want = [enc.encode([p], chi=None, max_length=window) for p in prompts + prompts]
-    assert enc._graphs().captures == 1
+    assert captures() == 1
     for (e, m), (we, wm) in zip(got, want):
         torch.testing.assert_close(e, we, rtol=1e-5, atol=1e-6)
         assert torch.equal(m, wm)
@@ -129,11 +149,10 @@ def test_switching_block_forms_is_not_served_a_stale_graph():
     a = _inputs("cuda")
     with torch.no_grad():
         fused = [m(*a) for _ in range(3)]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(policy, "FUSED_DEVICES", set())
+        with policy.forced(fused_blocks=False):
             plain = [m(*a) for _ in range(3)]
             want = _eager(m, *a)
-    assert m._graphs().captures == 2
+    assert captures() == 2
     torch.testing.assert_close(plain[-1], want, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(fused[-1], want, rtol=1e-5, atol=1e-5)
     assert not torch.equal(fused[-1], plain[-1])
@@ -176,7 +195,7 @@ def test_cpu_never_captures():
         a = _inputs("cpu")
         assert not policy.cuda_graphs(a[0])
         torch.testing.assert_close(m(*a), _eager(m, *a), rtol=0, atol=0)
-    assert m._graphs().captures == 0
+    assert captures() == 0
 
 
 def test_ready_made_masks_give_gemmas_own_output(tmp_path):
@@ -208,10 +227,10 @@ def test_held_caption_on_the_gpu():
     with torch.no_grad():
         for _ in range(3):
             torch.testing.assert_close(m(x, t, y, mask), _eager(m, x, t, y.clone(), mask), rtol=1e-5, atol=1e-6)
-        assert m._graphs().captures == 1
+        assert captures() == 1
         for _ in range(2):
             torch.testing.assert_close(_eager(m, x, t, y, mask), _eager(m, x, t, y.clone(), mask), rtol=0, atol=0)
-        assert m._sana_held[0].holds(y) and m._sana_held[0].value is not None
+        assert caches.peek(m, "captions")[0].holds(y) and caches.peek(m, "captions")[0].value is not None
 
 
 @cuda
@@ -233,4 +252,4 @@ def test_graphs_see_edited_weights(edit):
         want = _eager(m, *a)
     assert not torch.allclose(before, want, atol=1e-3)
     torch.testing.assert_close(got[-1], want, rtol=1e-5, atol=1e-6)
-    assert m._graphs().captures == (2 if edit == "parameter replaced" else 1)
+    assert captures() == (2 if edit == "parameter replaced" else 1)

@@ -18,7 +18,7 @@ from fixtures_lora import (
 )
 from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 from safetensors.torch import save_file
-from sana_comfy.sana_core import lora, speed
+from sana_comfy.sana_core import caches, lora, speed
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.quant import QuantWeight
@@ -114,7 +114,7 @@ def test_kept_caption_keys_values_see_a_lora_patched_in_after_a_run(models, int8
     inputs = _inputs()
     for _ in range(3):
         plain = _call(m, inputs)
-    assert m._sana_held[0].value is not None
+    assert caches.peek(m, "captions")[0].value is not None
     want = _call(lora.apply(m, f, "transformer", 1.0, "c"), inputs)
     for prefix, key in lora.match(f, lora.key_map(lora.layers(m), "transformer")).targets.items():
         layer = lora.layers(m)[key.removesuffix(".weight")]

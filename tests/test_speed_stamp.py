@@ -5,7 +5,7 @@ by the caption's kept keys and values and by the convolution transforms. (CUDA g
 import pytest
 import torch
 import torch.nn.functional as F
-from sana_comfy.sana_core import speed
+from sana_comfy.sana_core import caches, speed
 from sana_comfy.sana_core.speed import conv
 from sana_comfy.sana_core.speed.stamp import stamp
 from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
@@ -62,7 +62,7 @@ def test_caption_keys_values_see_edited_weights(how):
         mask, t = torch.ones(2, 7, dtype=torch.int64), torch.tensor([900.0, 100.0])
         for _ in range(3):  # held: the keys and values are kept from the second call on
             held = m(x, t, y, mask)
-        assert m._sana_held[0].holds(y) and m._sana_held[0].value is not None
+        assert caches.peek(m, "captions")[0].holds(y) and caches.peek(m, "captions")[0].value is not None
         _edit(m.transformer_blocks[1].attn2.to_v, "weight", how)
         got, want = m(x, t, y, mask), m(x, t, y.clone(), mask)
     assert torch.equal(got, want)  # the kept values were recomputed from the edited weight

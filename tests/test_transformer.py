@@ -83,13 +83,17 @@ def test_dtype_choice(tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["base", "qk_norm"])
-def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
+def test_gpu_forms_match_diffusers(tmp_path, variant):
     """The fused-layout forms (token-layout linear attention and Mix-FFN, fused modulation; the GPU's in every dtype,
     the CPU's in fp32): fp32 against diffusers and against our own plain forms, with and without PAG's identity
     chunk; bf16 (the GPU's forms, made to run here) within the bf16 tolerance."""
     from sana_comfy.sana_core import speed
 
-    monkeypatch.setattr(speed.policy, "FUSED_DEVICES", {"cuda", "cpu"})
+    with speed.policy.forced(fused_blocks=True):
+        _gpu_forms_match_diffusers(tmp_path, variant, speed)
+
+
+def _gpu_forms_match_diffusers(tmp_path, variant, speed):
     ref = tiny_diffusers_transformer(**VARIANTS[variant])
     folder = save_layouts(ref, tmp_path)["folder"]
     ours = load_transformer(folder, "fp32")
@@ -115,8 +119,10 @@ def test_gpu_forms_match_diffusers(tmp_path, monkeypatch, variant):
 def test_held_caption_is_the_same_call(tmp_path, variant):
     """A caption passed again (as a sampler's loop passes it every step, ComfyUI in a fresh tensor each time) gives
     exactly the plain call's result; its cross-attention keys and values are computed on its second call and reused
-    from then on, recomputed when the weights change, never kept under autograd; the last HOLD captions are kept."""
-    from sana_comfy.sana_core.speed.transformer import HOLD
+    from then on, recomputed when the weights change, never kept under autograd; the last KEPT_CAPTIONS captions are
+    kept."""
+    from sana_comfy.sana_core import caches
+    from sana_comfy.sana_core.speed.transformer import KEPT_CAPTIONS
 
     ref = tiny_diffusers_transformer(**VARIANTS[variant])
     ours = load_transformer(save_layouts(ref, tmp_path)["folder"], "fp32")
@@ -125,12 +131,8 @@ def test_held_caption_is_the_same_call(tmp_path, variant):
     ours.transformer_blocks[0].attn2.to_k.register_forward_hook(lambda *a: calls.append(1))
 
     def plain(*args, **kw):  # the same call with nothing kept
-        held = ours.__dict__.pop("_sana_held", None)
-        with torch.enable_grad():
-            out = ours(*args, **kw).detach()
-        if held is not None:
-            ours._sana_held = held
-        return out
+        with torch.enable_grad():  # nothing is kept, or looked up, under autograd
+            return ours(*args, **kw).detach()
 
     with torch.no_grad():
         for step in range(4):
@@ -146,10 +148,11 @@ def test_held_caption_is_the_same_call(tmp_path, variant):
         assert torch.equal(ours(x, t, y2, mask), plain(x, t, y2, mask))
         assert torch.equal(ours(x, t, y2, mask), plain(x, t, y2, mask))
         assert len(calls) - 3 == 3
-        others = [y * (2 + i) for i in range(HOLD)]
-        for o in others:  # HOLD other captions push y out
+        others = [y * (2 + i) for i in range(KEPT_CAPTIONS)]
+        for o in others:  # KEPT_CAPTIONS other captions push y out
             ours(x, t, o, mask)
-        assert not any(e.holds(y) for e in ours._sana_held) and len(ours._sana_held) == HOLD
+        seen = caches.peek(ours, "captions")
+        assert not any(e.holds(y) for e in seen) and len(seen) == KEPT_CAPTIONS
     want = ref(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t, return_dict=False)[0]
     assert not torch.allclose(ours(x, t, y, mask), want, atol=1e-3)  # the edit did reach the result
     calls.clear()
@@ -158,7 +161,7 @@ def test_held_caption_is_the_same_call(tmp_path, variant):
         ours(x, t, y, mask)
     assert len(calls) == 2
     ours.to(torch.float64)  # moved weights: nothing kept survives
-    assert "_sana_held" not in ours.__dict__
+    assert caches.peek(ours, "captions") is None
 
 
 def test_speed_forms_where_they_apply():
@@ -178,3 +181,25 @@ def test_speed_forms_where_they_apply():
     speed.apply(m, False)
     assert {type(x).__module__ for x in m.modules()} <= {tr.__name__, layers.__name__, "torch.nn.modules.linear",
                                                          "torch.nn.modules.conv", "torch.nn.modules.container"}
+
+
+def test_kept_keys_and_values_reach_reference_blocks(tmp_path):
+    """The caption's kept keys and values reach the blocks through the reference's declared ``caption`` seam: a
+    model whose trunk keeps them and whose blocks are partly the reference's gives the plain call's result."""
+    from sana_comfy.sana_core import caches, speed
+    from sana_comfy.sana_core.transformer import CrossAttention, SanaBlock
+
+    ours = speed.apply(load_transformer(save_layouts(tiny_diffusers_transformer(), tmp_path)["folder"], "fp32"), True)
+    x, y, mask, t = _inputs()
+    with torch.no_grad():
+        want = ours(x, t, y, mask)
+        for block in ours.transformer_blocks[::2]:  # reference blocks, with reference cross-attention
+            block.__class__, block.attn2.__class__ = SanaBlock, CrossAttention
+        for _ in range(3):
+            got = ours(x, t, y.clone(), mask)
+    assert caches.peek(ours, "captions")[0].value is not None  # the last calls used kept keys and values
+    with torch.no_grad():
+        speed.apply(ours, False)
+        plain = ours(x, t, y, mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)

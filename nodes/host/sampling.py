@@ -12,6 +12,7 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ...sana_core import caches
 from ...sana_core.errors import SanaError
 from ...sana_core.guidance import pag_guide, pag_scale_at, parse_pag_layers
 from ...sana_core.pipeline import SampleOptions, check_cond, check_latent
@@ -99,7 +100,7 @@ def _sampling_model(base, opts: SampleOptions, num_layers: int):
     with the shift, timestep rounding and PAG patch, one per base and settings, kept on the base (a cycle the
     collector frees with it): the host sees the same model on every run and has nothing to load again."""
     key = (opts.flow_shift, opts.sampler, opts.pag_scale, opts.pag_adaptive_scale, opts.pag_layers)
-    kept = base.__dict__.setdefault("_sana_sampling", {})
+    kept = caches.kept(base, "sampling", dict)
     if key not in kept:
         m = native_model(base, opts.flow_shift or None, truncate_timesteps=opts.sampler == "flow_dpm_solver")
         if opts.pag_scale > 0:

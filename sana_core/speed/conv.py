@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import caches
 from . import policy
 from .stamp import stamp
 
@@ -38,7 +39,7 @@ _TILES = 2**16  # C_in × tiles per Winograd stripe (≈ 9 MB of transformed til
 def _cached(conv: nn.Conv2d, kind: str, make) -> torch.Tensor:
     w = conv.weight
     key = (kind, stamp([w]))
-    cache = conv.__dict__.setdefault("_sana_fast", {})
+    cache = caches.kept(conv, "fast_conv", dict)
     if key not in cache:
         cache.clear()
         with torch.no_grad():

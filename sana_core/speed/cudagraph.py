@@ -51,7 +51,6 @@ class GraphCache:
         self._failed: set[tuple] = set()
         self._seen: dict[tuple, tuple] = {}  # signature → weight addresses of its last eager call
         self._pool = None
-        self.captures = 0  # how many graphs were captured (tests read it)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -107,5 +106,4 @@ class GraphCache:
         with torch.cuda.graph(graph, pool=self._pool):
             entry.output = fn(*entry.inputs)
         entry.graph = graph
-        self.captures += 1
         return entry

@@ -17,13 +17,15 @@ or ``SANA_SPEED=0`` in the environment before loading.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 SWITCH = "SANA_SPEED"
-FUSED_DEVICES = {"cuda"}  # device types where the transformer's fused forms run in every dtype (tests add "cpu")
-FUSED_CPU_DTYPES = {torch.float32}  # and the CPU dtypes where they run
+FUSED_CPU_DTYPES = {torch.float32}  # the CPU dtypes where the transformer's fused forms run (CUDA: every dtype)
 FAST_CONV_CPU_DTYPES = {torch.float32, torch.float64}
+_FORCED: dict[str, bool] = {}  # form → runs wherever it can (True) or nowhere (False), inside ``forced``
 
 
 def enabled(on: bool | None = None) -> bool:
@@ -31,16 +33,40 @@ def enabled(on: bool | None = None) -> bool:
     return os.environ.get(SWITCH, "1") != "0" if on is None else bool(on)
 
 
+@contextmanager
+def forced(**forms: bool) -> Iterator[None]:
+    """Inside the block, each named form runs on every device and dtype (True) or nowhere (False), whatever the
+    table says: for tests and benchmarks that compare the forms on one machine. Forms: ``fused_blocks``,
+    ``fast_convs``, and ``cuda_graphs`` (False only: a graph needs CUDA)."""
+    unknown = set(forms) - {"fused_blocks", "fast_convs", "cuda_graphs"}
+    if unknown or forms.get("cuda_graphs"):
+        raise ValueError(f"policy.forced: {sorted(unknown) or 'cuda_graphs=True'} is not a form that can be forced")
+    before = dict(_FORCED)
+    _FORCED.update(forms)
+    try:
+        yield
+    finally:
+        _FORCED.clear()
+        _FORCED.update(before)
+
+
 def fused_blocks(x: torch.Tensor) -> bool:
-    return x.device.type in FUSED_DEVICES or (x.device.type == "cpu" and x.dtype in FUSED_CPU_DTYPES)
+    forced_to = _FORCED.get("fused_blocks")
+    if forced_to is not None:
+        return forced_to
+    return x.device.type == "cuda" or (x.device.type == "cpu" and x.dtype in FUSED_CPU_DTYPES)
 
 
 def fast_convs(x: torch.Tensor) -> bool:
+    forced_to = _FORCED.get("fast_convs")
+    if forced_to is not None:
+        return forced_to
     return x.device.type == "cpu" and x.dtype in FAST_CONV_CPU_DTYPES
 
 
 def cuda_graphs(x: torch.Tensor) -> bool:
-    return x.is_cuda and not torch.is_grad_enabled() and not torch.cuda.is_current_stream_capturing()
+    return _FORCED.get("cuda_graphs", True) and x.is_cuda and not torch.is_grad_enabled() \
+        and not torch.cuda.is_current_stream_capturing()
 
 
 def keep_across_calls() -> bool:

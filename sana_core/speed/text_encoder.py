@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import caches
 from ..layers import casts_per_call
 from ..text_encoder import SanaTextEncoder
 from . import policy
@@ -23,7 +24,7 @@ class GraphedTextEncoder(SanaTextEncoder):
         if length > (getattr(self.model.config, "sliding_window", None) or length):
             return super()._forward(ids, mask)
         key = (tuple(ids.shape), ids.device)
-        mask_form_ok = self.__dict__.setdefault("_sana_mask_form_ok", {})  # shape → the form gives Gemma's output
+        mask_form_ok = caches.kept(self, "mask_form_ok", dict)  # shape → the form gives Gemma's output
         if key not in mask_form_ok:
             want = super()._forward(ids, mask)
             try:
@@ -41,10 +42,10 @@ class GraphedTextEncoder(SanaTextEncoder):
         return self.model(input_ids=ids, attention_mask=masks, use_cache=False).last_hidden_state
 
     def _graphs(self) -> GraphCache:
-        return self.__dict__.setdefault("_sana_graphs", GraphCache())
+        return caches.kept(self, "graphs", GraphCache)
 
     def to(self, device: torch.device | str) -> SanaTextEncoder:
-        self._graphs().clear()  # moved weights: captured graphs are stale
+        caches.drop(self, "graphs")  # moved weights: captured graphs are stale
         return super().to(device)
 
 

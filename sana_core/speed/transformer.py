@@ -6,23 +6,23 @@ Same function as the reference, fewer and contiguous kernels (docs/architecture.
   channels-last view of the tokens; the modulation folded into each sample's norm; gated residuals as one
   multiply-add. They round differently from diffusers' op order (one rounding per fused op).
 - the caption's cross-attention keys and values, which depend on the caption only, computed once per caption
-  instead of every step: a context whose values were seen on the previous call or shortly before (a sampler's loop
-  passes the same caption every step, ComfyUI in a fresh tensor each time) keeps them, recomputed whenever the
-  weights change (``stamp``). The last ``HOLD`` contexts are remembered. Bit-identical.
+  instead of every step and handed to the blocks through the reference's ``caption`` seam: a context whose values
+  were seen on the previous call or shortly before (a sampler's loop passes the same caption every step, ComfyUI in
+  a fresh tensor each time) keeps them, recomputed whenever the weights change (``stamp``). The last
+  ``KEPT_CAPTIONS`` contexts are remembered. Bit-identical.
 - CUDA-graph replay of the whole call (``cudagraph.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import caches
 from ..controlnet import SanaControlNet
 from ..layers import casts_per_call
-from ..transformer import CrossAttention, GLUMBConv, LinearAttention, SanaBlock, SanaTransformer
+from ..transformer import GLUMBConv, LinearAttention, SanaBlock, SanaTransformer
 from . import policy
 from .cudagraph import GraphCache
 from .stamp import stamp, tensors_of
@@ -76,17 +76,6 @@ class FastLinearAttention(LinearAttention):
         return out.view(b, n, dim)
 
 
-@dataclass(frozen=True)
-class HeldCaption:
-    """Each block's cross-attention keys and values for one caption, in place of its features."""
-    keys_values: dict[int, tuple[torch.Tensor, torch.Tensor]]  # id(attn2 module) → (k, v), each (B, h, L, d)
-
-
-class FastCrossAttention(CrossAttention):
-    def keys_values(self, y: torch.Tensor | HeldCaption) -> tuple[torch.Tensor, torch.Tensor]:
-        return y.keys_values[id(self)] if isinstance(y, HeldCaption) else super().keys_values(y)
-
-
 def mix_ffn_tokens(ff: GLUMBConv, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """``GLUMBConv`` on tokens (B, N, D) → (B, N, D): the 1×1 convs as matmuls, the depthwise conv on the
     channels-last view of the tokens (no permuted copies), the gate written contiguously."""
@@ -112,25 +101,26 @@ def _modulated(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: f
 
 
 class FastSanaBlock(SanaBlock):
-    def forward(self, h, y, bias, t, hw: tuple[int, int], n_identity: int = 0) -> torch.Tensor:
+    def forward(self, h, y, bias, t, hw: tuple[int, int], n_identity: int = 0, keys_values=None) -> torch.Tensor:
         if not policy.fused_blocks(h) or casts_per_call(self.ff):  # the Mix-FFN form reads the weights itself
-            return super().forward(h, y, bias, t, hw, n_identity)
+            return super().forward(h, y, bias, t, hw, n_identity, keys_values)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(t)
         h = torch.addcmul(h, gate_msa, self.attn1(_modulated(h, scale_msa, shift_msa, self.eps), n_identity))
-        h = self.attn2(h, y, bias) + h
+        h = self.attn2(h, y, bias, keys_values) + h
         return torch.addcmul(h, gate_mlp, mix_ffn_tokens(self.ff, _modulated(h, scale_mlp, shift_mlp, self.eps), hw))
 
 
-HOLD = 4  # contexts remembered: a prompt pair, separate or batched, and spares for combined prompts
+KEPT_CAPTIONS = 4  # contexts remembered: a prompt pair, separate or batched, and spares for combined prompts
 
 
-class _Held:
-    """A context seen before: a copy of its values and, from its second sighting on, its keys and values."""
+class SeenCaption:
+    """A context seen before: a copy of its values and, from its second sighting on, each block's cross-attention
+    keys and values for it (``value``), with the stamp of the weights they came from (``key``)."""
 
     def __init__(self, context: torch.Tensor):
         self.context = context.detach().clone()
         self.key: tuple | None = None
-        self.value: HeldCaption | None = None
+        self.value: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def holds(self, context: torch.Tensor) -> bool:
         c = self.context
@@ -140,32 +130,32 @@ class _Held:
 
 class KeptCaption:
     """The caption's cross-attention keys and values kept per remembered context (a mixin for the transformer and
-    its ControlNet, whose blocks take them through ``FastCrossAttention``)."""
+    its ControlNet): the reference's ``caption`` seam gives the blocks those instead of the features."""
 
-    def caption_features(self, context: torch.Tensor) -> torch.Tensor | HeldCaption:
+    def caption(self, context: torch.Tensor) -> tuple[torch.Tensor | None, list | None]:
         if not policy.keep_across_calls() or (context.is_cuda and torch.cuda.is_current_stream_capturing()):
-            return super().caption_features(context)
+            return super().caption(context)
         if casts_per_call(self):  # weights a host patches per call: no stamp sees a change
-            return super().caption_features(context)
-        held: list[_Held] = self.__dict__.setdefault("_sana_held", [])  # most recently used first
-        entry = next((e for e in held if e.holds(context)), None)
+            return super().caption(context)
+        seen: list[SeenCaption] = caches.kept(self, "captions", list)  # most recently used first
+        entry = next((e for e in seen if e.holds(context)), None)
         if entry is None:  # first sight: remember the values only (a one-off call computes nothing extra)
-            held.insert(0, _Held(context))
-            del held[HOLD:]
-            return super().caption_features(context)
-        held.remove(entry)
-        held.insert(0, entry)
+            seen.insert(0, SeenCaption(context))
+            del seen[KEPT_CAPTIONS:]
+            return super().caption(context)
+        seen.remove(entry)
+        seen.insert(0, entry)
         attn2 = [b.attn2 for b in self.transformer_blocks]
         key = (torch.is_inference_mode_enabled(), stamp(tensors_of(self.caption_projection, self.caption_norm,
                                                                    *attn2)))
         if key != entry.key:
             entry.value = None  # free the old ones first
-            y = super().caption_features(context)
-            entry.value, entry.key = HeldCaption({id(a): a.keys_values(y) for a in attn2}), key
-        return entry.value
+            y = self.caption_features(context)
+            entry.value, entry.key = [a.keys_values(y) for a in attn2], key
+        return None, entry.value
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: kept values go
-        self.__dict__.pop("_sana_held", None)
+        caches.drop(self, "captions")
         return super()._apply(fn, *args, **kwargs)
 
 
@@ -185,10 +175,10 @@ class FastSanaTransformer(KeptCaption, SanaTransformer):
         return super().forward(x, timestep, context, context_mask, guidance, identity_blocks, n_identity, control)
 
     def _graphs(self) -> GraphCache:
-        return self.__dict__.setdefault("_sana_graphs", GraphCache())
+        return caches.kept(self, "graphs", GraphCache)
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half() move the weights: captured graphs are stale
-        self._graphs().clear()
+        caches.drop(self, "graphs")
         return super()._apply(fn, *args, **kwargs)
 
 
@@ -196,5 +186,5 @@ class FastSanaControlNet(KeptCaption, SanaControlNet):
     """The ControlNet with the caption's keys and values kept across steps."""
 
 
-FORMS = {LinearAttention: FastLinearAttention, CrossAttention: FastCrossAttention, SanaBlock: FastSanaBlock,
+FORMS = {LinearAttention: FastLinearAttention, SanaBlock: FastSanaBlock,
          SanaTransformer: FastSanaTransformer, SanaControlNet: FastSanaControlNet}
