@@ -193,8 +193,9 @@ class MultiscaleLinearAttention(nn.Module):
         return self.to_out(out.movedim(1, -1)).movedim(-1, 1)  # (B, C, H, W)
 
 
-class GLUMBConv(nn.Module):
-    """1×1 C→8C → SiLU → depthwise 3×3 → value·SiLU(gate) → 1×1 4C→C → RMSNorm → + input."""
+class MixFFNBlock(nn.Module):
+    """The DC-AE's Mix-FFN with its norm and residual (diffusers' GLUMBConv): 1×1 C→8C → SiLU → depthwise 3×3 →
+    value·SiLU(gate) → 1×1 4C→C → RMSNorm → + input."""
 
     def __init__(self, channels: int, expand_ratio: float = 4, operations=Operations):
         super().__init__()
@@ -216,7 +217,7 @@ class EfficientViTBlock(nn.Module):
     def __init__(self, channels: int, head_dim: int, kernel_sizes: tuple[int, ...], operations=Operations):
         super().__init__()
         self.attn = MultiscaleLinearAttention(channels, head_dim, kernel_sizes, operations)
-        self.conv_out = GLUMBConv(channels, operations=operations)
+        self.conv_out = MixFFNBlock(channels, operations=operations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.attn(x))

@@ -238,8 +238,9 @@ class CrossAttention(Projections):
         return self.to_out[0](o)
 
 
-class GLUMBConv(nn.Module):
-    """Mix-FFN: 1×1 conv D→2H, SiLU, depthwise 3×3, value·SiLU(gate), 1×1 conv H→D; on (B, D, H, W)."""
+class MixFFN(nn.Module):
+    """Mix-FFN (diffusers' GLUMBConv): 1×1 conv D→2H, SiLU, depthwise 3×3, value·SiLU(gate), 1×1 conv H→D; on
+    (B, D, H, W)."""
 
     def __init__(self, dim: int, hidden: int, device=None, dtype=None, operations=Operations):
         super().__init__()
@@ -263,7 +264,7 @@ class SanaBlock(nn.Module):
         self.eps = cfg.norm_eps
         self.attn1 = LinearAttention(d, cfg.num_heads, cfg.qk_norm, device, dtype, operations)
         self.attn2 = CrossAttention(d, cfg.cross_heads, cfg.qk_norm, device, dtype, operations)
-        self.ff = GLUMBConv(d, cfg.mlp_hidden, device, dtype, operations)
+        self.ff = MixFFN(d, cfg.mlp_hidden, device, dtype, operations)
         self.scale_shift_table = nn.Parameter(torch.empty(6, d, device=device, dtype=dtype))
 
     def modulation(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:

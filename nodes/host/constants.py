@@ -1,10 +1,10 @@
-"""Names and numbers both host implementations and the ComfyUI subclasses use."""
+"""Names and numbers the host side shares: the sampler's and the PAG patch's names, the preview factors."""
 
 SAMPLER_NAME = "sana_flow_dpm_solver"  # the Flow-DPM-Solver's name in KSampler's list
 PAG_KEY = "sana_pag_blocks"  # transformer_options entry: blocks whose self-attention is the identity
 
-# Latent → RGB factors for the DC-AE f32c32 space (rows: the 32 channels of the scaled latent; columns R, G, B), as
-# published by city96/ComfyUI_ExtraModels (branch `rewrite`, Sana/loader.py). scripts/fit_latent_rgb.py refits them.
+# Latent → RGB factors for the DC-AE f32c32 space (rows: the 32 channels of the scaled latent; columns R, G, B): the
+# table other Sana integrations ship for previews. scripts/fit_latent_rgb.py refits them from a DC-AE.
 LATENT_RGB_FACTORS = [
     [-2.0022e-03, -6.0736e-03, -1.7096e-03], [1.4221e-03, 3.6703e-03, 4.1083e-03],
     [1.0081e-02, 2.6456e-04, -1.4333e-02], [-2.4253e-03, 3.0967e-03, -1.0301e-03],

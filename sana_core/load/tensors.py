@@ -102,8 +102,8 @@ def release_source(t: torch.Tensor) -> None:
     """Drop the resident file pages lying wholly inside a mapped tensor that has just been copied elsewhere.
 
     The map is private and never written, so MADV_DONTNEED only forgets the pages: touching them again re-reads
-    the file. Without this, casting a whole file (fp32 → bf16) would hold every source page until the end: 3× the
-    weights at the peak instead of ~1×.
+    the file. Without this, casting a whole file (fp32 → bf16) would hold every source page until the end, on top
+    of the cast copies.
     """
     span = getattr(t, "_sana_span", None)
     if span is None or not hasattr(mmap, "MADV_DONTNEED"):

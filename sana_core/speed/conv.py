@@ -1,7 +1,7 @@
 """Fewer-FLOP forms of the DC-AE's costliest convolutions, for CPUs in fp32 (``policy.fast_convs``).
 
-oneDNN already runs a plain 3×3 convolution near the matmul roofline here, so the way past diffusers is less
-arithmetic and less memory traffic. On the CPU in fp32 the DC-AE's ResBlock stages run channels-last (NHWC): oneDNN's
+oneDNN runs a plain 3×3 convolution near the matmul roofline, so the way past it is less arithmetic and less
+memory traffic. On the CPU in fp32 the DC-AE's ResBlock stages run channels-last (NHWC): oneDNN's
 direct and transposed convs are faster in that layout, the channel norms reduce over the contiguous dim, and the
 Winograd tiles gather with plain strided views. The forms below give the same function as the plain ops up to fp32
 rounding (tests pin them against fp64):
@@ -10,11 +10,11 @@ rounding (tests pin them against fp64):
   2×2 conv on the low-resolution input with summed taps, i.e. one stride-2 transposed conv with a 4×4 kernel; 16
   instead of 36 multiply-adds per input pixel and channel pair (2.25× fewer), and the upsampled tensor is never
   built.
-- ``winograd_conv3x3``: Winograd F(4×4, 3×3) (Lavin & Gray 2015): 36 instead of 144 multiplies per 4×4 output tile,
+- ``winograd_conv3x3``: Winograd F(4×4, 3×3): 36 instead of 144 multiplies per 4×4 output tile,
   as 36 batched matmuls, in stripes of tile rows whose transforms stay in cache (the bias and the ResBlock's SiLU are
-  applied there too). It pays where those matmuls run near the roofline, C_in ≥ 256 on this MKL build; the
-  128-channel stage keeps oneDNN's direct conv (channels-last), which measured the same. It rounds about ten times as
-  much as the direct conv (its transforms scale the summed terms by up to 5 and 8): ~1e-5 of the largest output.
+  applied there too). It is used from ``WINOGRAD_MIN_CHANNELS`` input channels, where those matmuls are large; the
+  narrower stages keep oneDNN's direct conv (channels-last). Its transforms scale the summed terms by up to 5 and 8,
+  so it rounds more than the direct conv (the tests bound the difference).
 
 The derived weights are cached on the module (not in its state dict), keyed by the weight's ``stamp``, so a reload,
 a patched weight or an in-place edit (with or without autograd's version counter) recomputes them.
@@ -33,7 +33,7 @@ from . import policy
 from .stamp import stamp
 
 WINOGRAD_MIN_CHANNELS = 256
-_TILES = 2**16  # C_in × tiles per Winograd stripe (≈ 9 MB of transformed tiles): measured best here
+_TILES = 2**16  # C_in × tiles per Winograd stripe: the transformed tiles of a stripe fit in a large cache
 
 
 def _cached(conv: nn.Conv2d, kind: str, make) -> torch.Tensor:
@@ -80,7 +80,7 @@ def upsample_conv3x3(conv: nn.Conv2d, x: torch.Tensor, shortcut_repeats: int = 0
     return F.conv_transpose2d(x, k, conv.bias, stride=2, padding=1)  # (B, Co, 2H, 2W)
 
 
-# Winograd F(4×4, 3×3) (Lavin & Gray 2015; interpolation points 0, ±1, ±2, ∞): the kernel transform G (6×3); the data
+# Winograd F(4×4, 3×3) (interpolation points 0, ±1, ±2, ∞): the kernel transform G (6×3); the data
 # (Bᵀ, 6×6) and output (Aᵀ, 4×6) transforms are written out in _data_transform and _output_transform.
 _G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
       (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))

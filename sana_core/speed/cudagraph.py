@@ -1,7 +1,7 @@
 """CUDA graphs for the transformer on a GPU: each input signature is captured once and replayed on every step.
 
-A Sana step at 1024 px is ~1,500 small kernels; launched one by one from Python the GPU waits on the CPU for most of
-the step. Replaying a captured graph issues them all in one call. The captured forward is the eager one, unchanged,
+A Sana step is many small kernels; launched one by one from Python the GPU can wait on the CPU between them.
+Replaying a captured graph issues them all in one call. The captured forward is the eager one, unchanged,
 so the result is the eager result (same kernels, same order).
 
 Rules that keep a replay correct:

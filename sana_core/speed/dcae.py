@@ -21,7 +21,7 @@ from ..dcae_blocks import (
     DCUpBlock2d,
     Decoder,
     Encoder,
-    GLUMBConv,
+    MixFFNBlock,
     MultiscaleLinearAttention,
     ResBlock,
     RMSNorm,
@@ -79,7 +79,7 @@ class FastMultiscaleLinearAttention(MultiscaleLinearAttention):
         return norm_residual_(self.norm_out, self.attend(x), x)
 
 
-class FastGLUMBConv(GLUMBConv):
+class FastMixFFNBlock(MixFFNBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _runs(self, x):
             return super().forward(x)
@@ -137,5 +137,5 @@ class FastDecoder(Decoder):
         return out.contiguous() if policy.fast_convs(z) else out  # the blocks leave channels-last strides
 
 
-FORMS = {ResBlock: FastResBlock, MultiscaleLinearAttention: FastMultiscaleLinearAttention, GLUMBConv: FastGLUMBConv,
+FORMS = {ResBlock: FastResBlock, MultiscaleLinearAttention: FastMultiscaleLinearAttention, MixFFNBlock: FastMixFFNBlock,
          DCDownBlock2d: FastDCDownBlock2d, DCUpBlock2d: FastDCUpBlock2d, Encoder: FastEncoder, Decoder: FastDecoder}

@@ -22,7 +22,7 @@ from torch import nn
 from .. import caches
 from ..controlnet import SanaControlNet
 from ..layers import casts_per_call
-from ..transformer import GLUMBConv, LinearAttention, SanaBlock, SanaTransformer
+from ..transformer import LinearAttention, MixFFN, SanaBlock, SanaTransformer
 from . import policy
 from .cudagraph import GraphCache
 from .stamp import stamp, tensors_of
@@ -76,8 +76,8 @@ class FastLinearAttention(LinearAttention):
         return out.view(b, n, dim)
 
 
-def mix_ffn_tokens(ff: GLUMBConv, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """``GLUMBConv`` on tokens (B, N, D) → (B, N, D): the 1×1 convs as matmuls, the depthwise conv on the
+def mix_ffn_tokens(ff: MixFFN, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``MixFFN`` on tokens (B, N, D) → (B, N, D): the 1×1 convs as matmuls, the depthwise conv on the
     channels-last view of the tokens (no permuted copies), the gate written contiguously."""
     b, n, dim = x.shape
     inv, dw, point = ff.conv_inverted, ff.conv_depth, ff.conv_point
