@@ -57,9 +57,7 @@ class SanaLoraLoader(io.ComfyNode):
             [w.SanaModelType.Output(display_name="model"), w.SanaTextEncoderType.Output(display_name="text_encoder")],
             aliases=("LoRA", "LoraLoader", "LyCORIS", "LoKr", "LoHa"))
 
-    @classmethod
-    def validate_inputs(cls, lora_name) -> bool | str:
-        return w.check_model("loras", lora_name, folders=False)
+    validate_inputs = w.model_check("loras", "lora_name", folders=False)
 
     @classmethod
     def execute(cls, model, text_encoder, lora_name, strength_model, strength_text_encoder) -> io.NodeOutput:
@@ -80,9 +78,7 @@ class SanaLoraLoaderModelOnly(io.ComfyNode):
             [w.SanaModelType.Output(display_name="model")],
             aliases=("LoRA", "LoraLoaderModelOnly", "LyCORIS"))
 
-    @classmethod
-    def validate_inputs(cls, lora_name) -> bool | str:
-        return w.check_model("loras", lora_name, folders=False)
+    validate_inputs = w.model_check("loras", "lora_name", folders=False)
 
     @classmethod
     def execute(cls, model, lora_name, strength_model) -> io.NodeOutput:

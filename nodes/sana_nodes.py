@@ -61,9 +61,7 @@ class SanaLoadTextEncoder(io.ComfyNode):
             [w.SanaTextEncoderType.Output()],
             aliases=("Gemma", "Gemma-2", "text encoder", "CLIP loader"))
 
-    @classmethod
-    def validate_inputs(cls, text_encoder) -> bool | str:
-        return w.check_model("text_encoders", text_encoder, files=False)
+    validate_inputs = w.model_check("text_encoders", "text_encoder", files=False)
 
     @classmethod
     def execute(cls, text_encoder, dtype) -> io.NodeOutput:
@@ -241,9 +239,7 @@ class SanaLoadTransformer(io.ComfyNode):
             [w.SanaModelType.Output()],
             aliases=("load diffusion model", "UNET loader", "DiT", "Linear DiT", "Sana-Sprint", "checkpoint"))
 
-    @classmethod
-    def validate_inputs(cls, model_name) -> bool | str:
-        return w.check_model("diffusion_models", model_name)
+    validate_inputs = w.model_check("diffusion_models", "model_name")
 
     @classmethod
     def execute(cls, model_name, weight_dtype) -> io.NodeOutput:
@@ -261,9 +257,7 @@ class SanaLoadDCAE(io.ComfyNode):
             [w.SanaVAEType.Output()],
             aliases=("VAE loader", "DC-AE", "autoencoder"))
 
-    @classmethod
-    def validate_inputs(cls, vae_name) -> bool | str:
-        return w.check_model("vae", vae_name)
+    validate_inputs = w.model_check("vae", "vae_name")
 
     @classmethod
     def execute(cls, vae_name, dtype) -> io.NodeOutput:
@@ -282,9 +276,7 @@ class SanaLoadPipeline(io.ComfyNode):
             [w.SanaModelType.Output(), w.SanaTextEncoderType.Output(), w.SanaVAEType.Output()],
             aliases=("load checkpoint", "diffusers", "text to image", "DiT", "DC-AE", "Gemma"))
 
-    @classmethod
-    def validate_inputs(cls, pipeline) -> bool | str:
-        return w.check_model("diffusers", pipeline, files=False)
+    validate_inputs = w.model_check("diffusers", "pipeline", files=False)
 
     @classmethod
     def execute(cls, pipeline, weight_dtype) -> io.NodeOutput:
@@ -305,9 +297,7 @@ class SanaLoadControlNet(io.ComfyNode):
             [io.ControlNet.Output()],
             aliases=("ControlNet loader", "HED", "control"))
 
-    @classmethod
-    def validate_inputs(cls, control_net_name) -> bool | str:
-        return w.check_model("controlnet", control_net_name)
+    validate_inputs = w.model_check("controlnet", "control_net_name")
 
     @classmethod
     def execute(cls, control_net_name) -> io.NodeOutput:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 
 from comfy_api.latest import io
 
@@ -84,6 +85,18 @@ def check_model(key: str, name: str, folders: bool = True, files: bool = True) -
     have = f"holds {len(found)} other entr{'y' if len(found) == 1 else 'ies'}" if found else "is empty"
     return (f"'{name}' is not in ComfyUI's models/{key} folder ({roots}), which {have}. It takes {what}{get}: put "
             "it there, then press R in the editor to refresh the lists")
+
+
+def model_check(key: str, input_name: str, folders: bool = True, files: bool = True) -> classmethod:
+    """A loader's ``validate_inputs``: ``check_model`` on its input ``input_name``. The host passes a node's inputs to
+    it by the names its signature declares (and checks the others against their lists itself), so the signature
+    declares exactly that one."""
+    def validate_inputs(cls, **inputs) -> bool | str:
+        return check_model(key, inputs[input_name], folders, files)
+
+    arg = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    validate_inputs.__signature__ = inspect.Signature([inspect.Parameter("cls", arg), inspect.Parameter(input_name, arg)])
+    return classmethod(validate_inputs)
 
 
 def sana_model(name: str = "model") -> io.Input:
