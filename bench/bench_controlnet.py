@@ -20,7 +20,6 @@ Run: .sana-env/venv/bin/python bench/bench_controlnet.py [--size 1024] [--repeat
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
@@ -110,7 +109,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     t_start = time.perf_counter()
-    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}; {args.size} px (latent "
+    print(f"machine: {machine()}; {args.size} px (latent "
           f"{args.size // 32}×{args.size // 32}), batch 2 (one CFG step), caption {CAPTION} tokens, fp32, speed layer "
           "on", flush=True)
 

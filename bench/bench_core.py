@@ -6,23 +6,24 @@ keys and values kept from the previous step, as our sampler runs it), and the sa
 each step (as ComfyUI passes it); a DC-AE f32c32 decode and encode. Each is timed three ways on the same weights:
 diffusers, ours with the speed layer off (``speed.apply(model, False)``: the reference model files) and ours with it
 on; one round calls each once, and the table gives the median of ``--repeats`` rounds, the ratios ours-off/diffusers,
-ours-on/diffusers and on/off, and each call's peak RSS. Diffusers and the speed-off model keep nothing between calls:
-their sampling step is their call, so the step rows repeat the call's measurements for them. The header names the CPU,
-the torch threads and the matmul roofline.
+ours-on/diffusers and on/off, and each call's peak RSS (VmHWM reset before each call; freed heap memory is not
+returned to the system in between, so no call's time includes faulting it in again). Diffusers and the speed-off
+model keep nothing between calls: their sampling step is their call, so the step rows repeat the call's measurements
+for them. The header names the CPU, the torch threads, the load average and the matmul roofline.
 Run: .sana-env/venv/bin/python bench/bench_core.py [--sizes 512 1024] [--dtypes fp32 bf16] [--repeats 4] [--skip-vae]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
 
-import common
 import torch
-from common import GiB, alternate, call_inputs, diffusers_kwargs, machine, markdown_table, ratio
-from sana_comfy.sana_core import speed
+from common import DIFFUSERS_DCAE, GiB, alternate, call_inputs, diffusers_kwargs, machine, markdown_table, ratio
+from sana_comfy.sana_core import caches, speed
 from sana_comfy.sana_core.dcae import DCAE
 from sana_comfy.sana_core.dcae_blocks import DCAEConfig
 from sana_comfy.sana_core.load.tensors import load_into
@@ -55,10 +56,11 @@ def roofline() -> dict[str, float]:
     return out
 
 
-def transformer_flops(cfg, n_tokens: int, batch: int, text_len: int = 300) -> float:
+def transformer_flops(cfg, n_tokens: int, batch: int, text_len: int = 300, kept: bool = False) -> float:
+    """Multiply-adds ×2 of one call; ``kept``: without the caption's keys and values (a sampling step keeps them)."""
     d, h = cfg.dim, cfg.mlp_hidden
     per_tok = 2 * (4 * d * d + 2 * d * d + 2 * d * 2 * h + d * h) + 2 * 2 * d * cfg.head_dim  # attn1, attn2 q/out, ff
-    cross = 2 * 2 * d * d * text_len + 2 * 2 * n_tokens * text_len * d  # k/v of the caption, scores and values
+    cross = (0 if kept else 2 * 2 * d * d * text_len) + 2 * 2 * n_tokens * text_len * d  # k/v, scores and values
     return cfg.num_layers * batch * (per_tok * n_tokens + cross)
 
 
@@ -71,16 +73,17 @@ def switched(model: torch.nn.Module, on: bool, fn: Callable) -> Callable:
 
 
 def one_off(model: torch.nn.Module, fn: Callable) -> Callable:
-    """``fn`` as a call that keeps nothing: the caption keys and values ``model`` keeps across calls are set aside
-    for it and put back after, so that the sampling-step runs still find theirs."""
+    """``fn`` as a call that keeps nothing: the caption keys and values ``model`` keeps across calls (its
+    ``captions`` cache) are set aside for it and put back after, so that the sampling-step runs still find theirs."""
     def run():
-        held = model.__dict__.pop("_sana_held", None)
+        held = caches.peek(model, "captions")
+        caches.drop(model, "captions")
         try:
             return fn()
         finally:
-            model.__dict__.pop("_sana_held", None)
+            caches.drop(model, "captions")
             if held is not None:
-                model.__dict__["_sana_held"] = held
+                caches.kept(model, "captions", lambda: held)
     return run
 
 
@@ -122,13 +125,16 @@ def bench_transformer(size: int, dtype: str, repeats: int, peak: dict[str, float
         "host": switched(ours, True, lambda: ours(x, t, y.clone(), mask)),  # a new caption tensor, as ComfyUI
     }
     with torch.no_grad():  # warm-up: the step keeps the caption's keys and values from its second call on
-        res = alternate(runs, repeats, warmups={"diffusers": 1, "off": 1, "on": 1, "step": 2}, peaks=True)
-    gflops = transformer_flops(cfg, (size // 32) ** 2, 2) / 1e9
+        res = alternate(runs, repeats, warmups={"diffusers": 1, "off": 1, "on": 1, "step": 2}, peaks=True,
+                        trim=False)
+    gflops = {k: transformer_flops(cfg, (size // 32) ** 2, 2, kept=k == "step") / 1e9
+              for k in ("diffusers", "off", "on", "step")}
     med, pk = res.median(), res.peak()
-    roof = ", ".join(f"{k} {gflops / med[k] / peak[dtype]:.1%}" for k in ("diffusers", "off", "on", "step"))
+    roof = ", ".join(f"{k} {g / med[k] / peak[dtype]:.1%}" for k, g in gflops.items())
     print(spread(f"transformer 0.6B {size} px {dtype}", res.seconds,
                  {"diffusers": "diffusers", "off": "off", "on": "on", "step": "step", "host": "host step"}), flush=True)
-    print(f"  {gflops:.0f} GFLOP a call; of the matmul roofline: {roof}", flush=True)
+    print(f"  {gflops['on']:.0f} GFLOP a call, {gflops['step']:.0f} a step; of the matmul roofline: {roof}",
+          flush=True)
     step = {**med, "on": med["step"]}, {**pk, "on": pk["step"]}
     host = {**med, "on": med["host"]}, {**pk, "on": pk["host"]}
     return [row("transformer call, batch 2", size, dtype, med, pk),
@@ -141,7 +147,7 @@ def vae_pair(dtype: torch.dtype):
     from diffusers import AutoencoderDC
 
     torch.manual_seed(0)
-    ref = AutoencoderDC(**common.DIFFUSERS_DCAE).eval().requires_grad_(False).to(dtype)
+    ref = AutoencoderDC(**DIFFUSERS_DCAE).eval().requires_grad_(False).to(dtype)
     with torch.device("meta"):
         ours = DCAE(DCAEConfig())
     load_into(ours, dict(ref.state_dict()), dtype, "bench")
@@ -158,7 +164,7 @@ def bench_vae(size: int, dtype: str, repeats: int) -> list[tuple]:
     for what, (theirs, mine) in calls.items():
         runs = {"diffusers": theirs, "off": switched(ours, False, mine), "on": switched(ours, True, mine)}
         with torch.no_grad():
-            res = alternate(runs, repeats, warmups=1, peaks=True)
+            res = alternate(runs, repeats, warmups=1, peaks=True, trim=False)
         print(spread(f"dc-ae {what} {size} px {dtype}", res.seconds, {k: k for k in SIDES}), flush=True)
         rows.append(row(f"DC-AE {what}", size, dtype, res.median(), res.peak()))
     return rows
@@ -191,8 +197,8 @@ def main() -> None:
                 rows += bench_transformer(size, dtype, args.repeats, peak)
             if not args.skip_vae:
                 rows += bench_vae(size, dtype, args.repeats)
-    print("\ndiffusers and ours with the speed layer off keep nothing between calls: in the sampling-step rows their "
-          "cells are their call's")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}; diffusers and ours with the speed layer off keep "
+          "nothing between calls: in the sampling-step rows their cells are their call's")
     print(markdown_table(HEAD, rows), flush=True)
 
 

@@ -36,7 +36,6 @@ Run: .sana-env/venv/bin/python bench/bench_gpu.py [--cases all] [--repeats 5] [-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 import traceback
@@ -46,7 +45,6 @@ from pathlib import Path
 import gpu_cases as cases
 import torch
 from common import PROMPT, GiB, alternate, rel, sync, timed
-from fixtures_text import build_tokenizer
 from gpu_cases import TABLE_HEAD, Ctx, Row, free_memory, png_seconds, preset, transformer_pair, vae_pair
 from sana_comfy.sana_core import pipeline, speed
 from sana_comfy.sana_core.dcae import DCAE
@@ -54,6 +52,7 @@ from sana_comfy.sana_core.guidance import TextCond
 from sana_comfy.sana_core.load.tensors import load_into
 from sana_comfy.sana_core.speed import policy
 from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
+from support.text import build_tokenizer
 
 DT = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -103,11 +102,11 @@ def whole_runs(models: Models06, args: argparse.Namespace, opts) -> dict:
                                       seed=0, opts=opts, binning=False, lowercase=True)  # as diffusers does
 
     def ours_eager():  # no CUDA graphs anywhere
-        with patched(policy, "cuda_graphs", lambda x: False):
+        with policy.forced(cuda_graphs=False):
             return ours()
 
     def ours_plain():  # graphs, but the blocks in their plain (diffusers-layout) forms
-        with patched(policy, "FUSED_DEVICES", set()):
+        with policy.forced(fused_blocks=False):
             return ours()
 
     def theirs():
@@ -384,23 +383,12 @@ def fp32_parity(net_cfg, tr_config, sd32, dev, x, t, y, m, pos, neg, noise, step
         v_u, v_c = v.chunk(2)
         lat = sched.step(v_u + 4.5 * (v_c - v_u), ts, lat, return_dict=False)[0]
     ours_lat = pipeline.denoise(ours, pos, neg, torch.zeros_like(noise), 0, pipeline.SampleOptions(steps=steps),
-                                noise=noise).to(dev) * pipeline.SCALING_FACTOR
-    a = pipeline.decode_images(vae, ours_lat / pipeline.SCALING_FACTOR)
-    b = pipeline.decode_images(vae, lat / pipeline.SCALING_FACTOR)
+                                noise=noise).to(dev) * vae.scaling_factor
+    a = pipeline.decode_images(vae, ours_lat / vae.scaling_factor)
+    b = pipeline.decode_images(vae, lat / vae.scaling_factor)
     d = (a - b).abs() * 255
     print(f"  parity fp32: one transformer call {one:.2e}; {steps}-step denoise {rel(ours_lat, lat):.2e}; image "
           f"max {d.max().item():.1f}, mean {d.mean().item():.3f} /255", flush=True)
-
-
-@contextlib.contextmanager
-def patched(obj, name: str, value):
-    """Set ``obj.name`` for the duration (a bench variant of the speed policy)."""
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 def ref_chi(ref) -> list[str]:

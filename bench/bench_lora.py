@@ -39,17 +39,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import GiB, MiB, alternate, call_inputs, comfy_in_process, hwm, machine, random_model, rel, reset_peak
 
-ROOT = Path(__file__).resolve().parents[1]
-COMFY = Path(os.environ.get("SANA_ENV", ROOT / ".sana-env")) / "ComfyUI"
-sys.path.insert(0, str(COMFY))  # script-only: ComfyUI's modules in this process, as inside a running ComfyUI
+comfy_in_process()  # ComfyUI's modules in this process, on the CPU, as inside a running ComfyUI
 
-from comfy.cli_args import args as comfy_args  # noqa: E402
-
-comfy_args.cpu = True  # read when comfy.model_management is imported: this machine has no GPU
-# common registers the package after --cpu is set: the pack's host then picks ComfyUI, now importable
 import comfy.model_management as mm  # noqa: E402
-from common import GiB, MiB, alternate, call_inputs, hwm, machine, random_model, rel, reset_peak  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from sana_comfy.nodes import host  # noqa: E402
 from sana_comfy.sana_core import lora  # noqa: E402
@@ -181,7 +175,6 @@ def main() -> None:
     ap.add_argument("--preset", default="Sana_1600M_1024px")
     ap.add_argument("--live-memory", action="store_true", help=argparse.SUPPRESS)  # the child's run
     args = ap.parse_args()
-    assert host.IN_COMFY, f"ComfyUI's modules did not import from {COMFY}; the host merge needs them"
     if args.live_memory:
         return child(args)
     t_start = time.perf_counter()

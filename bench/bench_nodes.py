@@ -5,8 +5,11 @@ vocabulary for the tokenizer), fp32 on the CPU, 512 px, 20 steps, CFG 4.5, in on
 
 - parts: the core calls the nodes make (``SanaTextEncoder.encode`` for the prompt and the negative,
   ``pipeline.denoise``, ``pipeline.decode_images``), each timed alone;
-- whole: the node classes in a row (SanaEncodePrompt ×2 → SanaEmptyLatent → SanaSample → SanaDecode), with the
-  package's plain host stand-ins (no ComfyUI: its executor adds its own scheduling on top);
+- whole: the nodes in a row (SanaEncodePrompt ×2 → SanaEmptyLatent → SanaSample → SanaDecode), each called as
+  ComfyUI's executor calls it (``execute`` under ``torch.inference_mode``), in-process with ComfyUI's own modules on
+  the CPU (``common.comfy_in_process``) and the models in the host's patchers, as the loaders give them. SanaSample
+  samples on ComfyUI's own path (KSampler's, with the host's CFG guider), so the difference from the parts is the
+  host's sampling and model management; the executor's scheduling between nodes is not counted;
 - PAG: one CFG step (batch 2) and one CFG+PAG step (batch 3) through the guidance wrapper, against a plain model
   call at batch 3: the perturbed branch should cost no more than one extra batch item.
 
@@ -22,11 +25,15 @@ import time
 from pathlib import Path
 
 import torch
-from common import NEG, PROMPT, alternate, build_models, machine, timed
-from sana_comfy.nodes import host, models
-from sana_comfy.nodes import sana_nodes as N
-from sana_comfy.sana_core import guidance, pipeline, sampling
-from sana_comfy.sana_core import text_encoder as te_mod
+from common import NEG, PROMPT, alternate, build_models, comfy_in_process, machine, timed
+
+comfy_in_process()  # before the nodes are imported: they are ComfyUI nodes (comfy_api), run on the CPU here
+
+import comfy.model_management as mm  # noqa: E402
+from comfyui_version import __version__ as comfy_version  # noqa: E402
+from sana_comfy.nodes import NODES, host, models  # noqa: E402
+from sana_comfy.sana_core import guidance, pipeline, sampling  # noqa: E402
+from sana_comfy.sana_core import text_encoder as te_mod  # noqa: E402
 
 
 def parts(net, vae, enc, size: int, steps: int) -> dict[str, float]:
@@ -47,11 +54,14 @@ def parts(net, vae, enc, size: int, steps: int) -> dict[str, float]:
 
 def whole(model, te, vae, size: int, steps: int) -> float:
     t0 = time.perf_counter()
-    pos = N.SanaEncodePrompt().encode(te, PROMPT, True, 300)[0]
-    neg = N.SanaEncodePrompt().encode(te, NEG, False, 300)[0]
-    lat = N.SanaEmptyLatent().make(size, size, 1, True, model)[0]
-    out = N.SanaSample().sample(model, pos, neg, lat, 0, steps, 4.5, "flow_dpm_solver", 0.0, 0.0, 0.0, "8", 1.0)[0]
-    img = N.SanaDecode().decode(vae, out, "auto")[0]
+    with torch.inference_mode():  # as ComfyUI's executor runs every node
+        pos = NODES["SanaEncodePrompt"].execute(te, PROMPT, True, 300)[0]
+        neg = NODES["SanaEncodePrompt"].execute(te, NEG, False, 300)[0]
+        lat = NODES["SanaEmptyLatent"].execute(size, size, 1, True, model)[0]
+        out = NODES["SanaSample"].execute(model, pos, neg, lat, seed=0, steps=steps, cfg=4.5, sampler="flow_dpm_solver",
+                                          flow_shift=0.0, pag_scale=0.0, pag_adaptive_scale=0.0, pag_layers="8",
+                                          denoise=1.0)[0]
+        img = NODES["SanaDecode"].execute(vae, out, "auto")[0]
     dt = time.perf_counter() - t0
     assert img.shape == (1, size, size, 3) and torch.isfinite(img).all()
     return dt
@@ -89,7 +99,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--skip-pag", action="store_true")
     args = ap.parse_args()
-    print(f"machine: {machine()}; host: {'ComfyUI' if host.IN_COMFY else 'plain stand-ins'}", flush=True)
+    print(f"machine: {machine()}; ComfyUI {comfy_version} in-process (--cpu, device {mm.get_torch_device()})",
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         net, vae, enc = build_models(Path(tmp), args.size)
     model = models.SanaModel(host.wrap(net, "diffusion"), "random 0.6B")

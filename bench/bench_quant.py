@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 from common import NEG, PROMPT, build_models, rel
-from fixtures_model import resident_bytes
 from sana_comfy.sana_core import guidance, pipeline, sampling
 from sana_comfy.sana_core import text_encoder as te_mod
 from sana_comfy.sana_core.quant import quantize
+from support.models import resident_bytes
 
 
 def round_to_bf16_(m: torch.nn.Module) -> None:

@@ -1,10 +1,12 @@
 """What the benchmark scripts share.
 
 Importing this module registers the package under the tests' stable name ``sana_comfy`` whatever the checkout folder
-is called (as tests/conftest.py does) and puts tests/ on the path, so that the scripts import
-``sana_comfy.sana_core``, ``sana_comfy.nodes`` and the test fixtures alike. Then: the machine's description, the
-resident set, timing of runs alternated in rounds, random weights at a trained-like scale, diffusers' arguments for
-our configs, relative differences, and table rows.
+is called (as tests/support/inprocess.py does, without ComfyUI until a script calls ``comfy_in_process()``) and
+puts tests/ on the path, so that the scripts import ``sana_comfy.sana_core``, ``sana_comfy.nodes`` and the tests'
+helpers (``support.text``, ``support.models``) alike. Then: ComfyUI's modules in this process, the machine's
+description, the resident set, timing of runs alternated in rounds, random models (weights at a trained-like scale;
+the published configs for the whole pipeline), diffusers' arguments for our configs, the inputs of a transformer
+call, relative differences, and table rows.
 """
 
 from __future__ import annotations
@@ -52,6 +54,34 @@ DIFFUSERS_DCAE = dict(encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBloc
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# ComfyUI in this process
+
+
+def comfy_in_process() -> Path:
+    """ComfyUI's own modules (``$SANA_ENV/ComfyUI``, by default .sana-env/ComfyUI) importable in this process, on the
+    CPU, as the tests import them (tests/support/inprocess.py): its folder after the path's own entries (its
+    ``nodes``, ``utils`` and ``tests`` must not shadow ours), ``--cpu`` set before ``comfy.model_management`` is
+    imported, the package's root ``__init__`` run again now that it exposes the nodes (``comfy_api`` imports), and
+    the host extended as the extension does. Call it before importing ``sana_comfy.nodes`` or ``comfy.*``; safe to
+    call again. Returns ComfyUI's folder."""
+    comfy = Path(os.environ.get("SANA_ENV", ROOT / ".sana-env")) / "ComfyUI"
+    if not (comfy / "main.py").is_file():
+        raise FileNotFoundError(f"no ComfyUI at {comfy} (its main.py is missing): set SANA_ENV to the folder that "
+                                "holds ComfyUI/")
+    if str(comfy) not in sys.path:
+        assert "comfy.model_management" not in sys.modules, "comfy.model_management was imported before --cpu was set"
+        sys.path.append(str(comfy))
+        from comfy.cli_args import args
+
+        args.cpu = True  # read when comfy.model_management is imported: these benchmarks time the CPU
+    package = sys.modules["sana_comfy"]
+    if not hasattr(package, "comfy_entrypoint"):
+        package.__spec__.loader.exec_module(package)  # registered before ComfyUI was importable: now with the nodes
+    package.nodes.host.extend_host()
+    return comfy
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The machine and its memory
 
 
@@ -68,9 +98,10 @@ def cpu_model() -> str:
 
 
 def machine() -> str:
-    """One line that tells two machines' tables apart: CPU model, cores, torch version, torch threads."""
-    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    """One line that tells two machines' tables apart: CPU model, cores, torch version, torch threads; and the load
+    average over the last minute (other work on the cores slows every timing)."""
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"load average {os.getloadavg()[0]:.1f}")
 
 
 def rss() -> int:
@@ -86,11 +117,13 @@ def hwm() -> int:
     return int(line.split()[1]) * 1024
 
 
-def reset_peak() -> int:
-    """Return freed heap memory to the system, set VmHWM back to the resident set (Linux: "5" to
-    /proc/self/clear_refs) and return it."""
+def reset_peak(trim: bool = True) -> int:
+    """Collect garbage, set VmHWM back to the resident set (Linux: "5" to /proc/self/clear_refs) and return it.
+    ``trim``: return freed heap memory to the system first (malloc_trim), so that the peak counts only what is live;
+    a call timed after it then pays for its own page faults."""
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if trim:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return hwm()
@@ -133,12 +166,12 @@ class Rounds:
 
 
 def alternate(runs: dict[str, Callable], repeats: int, device: str = "cpu", *, warmups: int | dict[str, int] = 0,
-              peaks: bool = False, keep: bool = False, swap: bool = False,
+              peaks: bool = False, trim: bool = True, keep: bool = False, swap: bool = False,
               each_round: Callable[[int, Rounds], None] | None = None) -> Rounds:
     """Call each run ``warmups`` times (a number for all, or per run; untimed, run by run), then every run once per
     round for ``repeats`` rounds, so that a drift of the machine's speed reaches all of them alike. ``peaks``: the
-    resident set's peak of each call (VmHWM reset before it). ``keep``: keep each run's last output, warm-ups
-    included (otherwise it is freed before the next call). ``swap``: the order reversed every other round.
+    resident set's peak of each call (``reset_peak(trim)`` before it). ``keep``: keep each run's last output,
+    warm-ups included (otherwise it is freed before the next call). ``swap``: the order reversed every other round.
     ``each_round(i, rounds)`` is called after round ``i``."""
     res = Rounds({k: [] for k in runs}, {k: [] for k in runs} if peaks else {})
     for k, fn in runs.items():
@@ -153,7 +186,7 @@ def alternate(runs: dict[str, Callable], repeats: int, device: str = "cpu", *, w
             order.reverse()
         for k, fn in order:
             if peaks:
-                reset_peak()
+                reset_peak(trim)
             seconds, out = timed(fn, device)
             res.seconds[k].append(seconds)
             if peaks:
@@ -193,12 +226,12 @@ def build_models(tmp: Path, size: int):
     """Random models of the published configs, fp32, speed layer on: the Sana 0.6B trained at ``size`` px
     (``trained_like_``), the DC-AE f32c32 (its own init) and Gemma-2-2B with the stand-in tokenizer written to
     ``tmp``/tok (its 256k-row embedding shrunk to that vocabulary)."""
-    from fixtures_text import build_tokenizer
     from sana_comfy.sana_core import speed
     from sana_comfy.sana_core.dcae import DCAE
     from sana_comfy.sana_core.dcae_blocks import DCAEConfig
     from sana_comfy.sana_core.text_encoder import SanaTextEncoder
     from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
+    from support.text import build_tokenizer
     from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
     torch.manual_seed(0)

@@ -135,13 +135,13 @@ def decode_images(vae, raw: torch.Tensor, size: tuple[int, int] | None = None, t
     """Raw latent (B, 32, h, w) → IMAGE (B, H, W, 3) float 0..1; resized + centre-cropped to ``size`` (H, W).
     ``space``: the space ``raw`` is in (None: the DC-AE's own). ``tiles``: tile_px / stride_px for the DC-AE's tiled
     decode."""
-    check_latent(raw, "samples", vae.latent_space)
-    if space is not None:
-        raw = space.convert(raw, vae.latent_space)
     if not torch.isfinite(raw).all():
         raise SanaError("the latent to decode contains NaN/Inf values, where finite values are expected: the run that "
                         "made it diverged — from NaN/Inf in the transformer's weights or a LoRA applied to it, or from "
                         "an fp16 overflow if the transformer computed in fp16 (then load it in bf16 or fp32)")
+    check_latent(raw, "samples", vae.latent_space)
+    if space is not None:
+        raw = space.convert(raw, vae.latent_space)
     with torch.no_grad():
         img = vae.decode(raw.to(vae.device, vae.dtype), tiling=tiling, **tiles)  # (B, 3, H, W) in [-1, 1]
         if size is not None and tuple(img.shape[-2:]) != tuple(size):

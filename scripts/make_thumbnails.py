@@ -1,6 +1,6 @@
 """Renders the thumbnail of every example workflow: `example_workflows/<name>.jpg`, the file ComfyUI's template
 browser requests beside `<name>.json`. Each is a screenshot of the template's graph in the real frontend: a real
-ComfyUI started headless on 127.0.0.1 (tests/comfy_server.py, stopped by its PID) with only the inputs a fresh
+ComfyUI started headless on 127.0.0.1 (tests/support/comfy_server.py, stopped by its PID) with only the inputs a fresh
 install ships, headless Chromium driven by Playwright. It also checks that the frontend turns each UI template into
 exactly its API twin (the Note left out). Run: python scripts/make_thumbnails.py [--shots DIR]"""
 
@@ -26,7 +26,7 @@ SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Co
 
 def fresh_input(folder: Path) -> None:
     """What a fresh ComfyUI has in input/ (example.png), nothing the tests write."""
-    from comfy_server import comfy_dir
+    from support.comfy_server import comfy_dir
 
     folder.mkdir(parents=True, exist_ok=True)
     for f in (comfy_dir() / "input").iterdir():
@@ -103,9 +103,9 @@ def main() -> int:
     ap.add_argument("--shots", help="also keep the full-size screenshots (PNG) in this folder")
     args = ap.parse_args()
 
-    from comfy_server import PACKAGE_DIR_NAME, ComfyServer
     from make_workflows import OUT, TEMPLATES
     from playwright.sync_api import sync_playwright
+    from support.comfy_server import PACKAGE_DIR_NAME, ComfyServer
 
     base = Path(tempfile.mkdtemp(prefix="sana-thumbs-"))
     fresh_input(base / "input")

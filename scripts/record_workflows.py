@@ -24,8 +24,8 @@ SCHEMA_KEYS = ("input", "input_order", "output", "output_name", "output_is_list"
 
 
 def record() -> dict[str, np.ndarray]:
-    from comfy_server import ComfyServer, comfy_dir
-    from fixtures_pipeline import build_tiny_repo, install_model_folders
+    from support.comfy_server import ComfyServer, comfy_dir
+    from support.pipeline import build_tiny_repo, install_model_folders
 
     base = Path(tempfile.mkdtemp(prefix="sana-record-"))
     install_model_folders(build_tiny_repo(base / "tiny"), base / "models")

@@ -24,7 +24,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None)
     args = ap.parse_args()
 
-    from comfy_server import ComfyServer, comfy_dir
+    from support.comfy_server import ComfyServer, comfy_dir
 
     prompt = json.loads(Path(args.workflow).read_text())
     if args.steps:
@@ -37,7 +37,7 @@ def main() -> int:
         (base / "models").symlink_to(Path(models).resolve(), target_is_directory=True)
         print(f"using real weights from {models}")
     else:
-        from fixtures_pipeline import build_tiny_repo, install_model_folders
+        from support.pipeline import build_tiny_repo, install_model_folders
 
         print("no real weights in $SANA_MODELS_DIR: building tiny offline weights")
         install_model_folders(build_tiny_repo(base / "tiny"), base / "models")

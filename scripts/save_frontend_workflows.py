@@ -1,4 +1,4 @@
-"""Save workflows the way a user of today's frontend saves them, for tests/test_saved_workflows.py: a real headless
+"""Save workflows the way a user of today's frontend saves them, for tests/test_templates.py: a real headless
 ComfyUI serving the newest frontend, Chromium driven by Playwright, and the frontend's own export commands
 (Workflow → Export and Export (API)) writing the files. Two workflows:
 
@@ -53,9 +53,9 @@ def _export(page, folder: Path, name: str) -> None:
 
 
 def save(out: Path | None = None) -> Path:
-    from comfy_server import NEWEST_FRONTEND, PACKAGE_DIR_NAME, ComfyServer, frontend_dir
-    from fixtures_pipeline import build_tiny_repo, install_model_folders
     from playwright.sync_api import sync_playwright
+    from support.comfy_server import NEWEST_FRONTEND, PACKAGE_DIR_NAME, ComfyServer, frontend_dir
+    from support.pipeline import build_tiny_repo, install_model_folders
 
     out = out or ROOT / "tests" / "data" / f"frontend-{NEWEST_FRONTEND}"
     out.mkdir(parents=True, exist_ok=True)

@@ -4,22 +4,16 @@ registry) and in both renderers (the classic canvas and Nodes 2.0, switched by t
 Screenshots of each go to the folder printed at the end of the module."""
 
 import json
-import shutil
 
 import pytest
-from comfy_server import FRONTENDS, PACKAGE_DIR_NAME, FrontendServers, comfy_dir, has_frontend
-from fixtures_pipeline import install_model_folders
 from sana_comfy.sana_core import bins
+from support.comfy_server import FRONTENDS, PACKAGE_DIR_NAME, FrontendServers, has_frontend
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CONSOLE: list[tuple[str, str, str]] = []  # (type, text, source url) of every console message and page error
 MODEL = "Sana_600M_1024px_diffusers"  # the tiny pipeline, trained at 1024 px
 UNKNOWN = "model table unknown until the loader runs"
 RENDERERS = ("classic", "nodes2")
-pytestmark = [
-    pytest.mark.skipif(not (comfy_dir() / "main.py").exists(), reason="ComfyUI not installed: scripts/setup_env.sh"),
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed: apt-get install chromium"),
-]
+pytestmark = pytest.mark.browser
 
 # Page helpers: what a node's inputs show (Nodes 2.0: its DOM rows; classic: the widget values the canvas draws), the
 # prompt the frontend would queue, and a widget changed the way the frontend's own widgets change it.
@@ -75,14 +69,9 @@ HELPERS = """() => {
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, tiny_repo):
+def servers(host_base):
     """version -> the server serving that frontend; each starts once and runs to the end of the module."""
-    def base(version):
-        folder = tmp_path_factory.mktemp(f"browser-{version}")
-        install_model_folders(tiny_repo, folder / "models")
-        return folder
-
-    pool = FrontendServers(base)
+    pool = FrontendServers(lambda version: host_base(f"browser-{version}"))
     yield pool
     pool.close()
 
@@ -93,16 +82,6 @@ def shots(tmp_path_factory, pytestconfig):
     yield folder
     with pytestconfig.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
         print(f"\nbrowser screenshots (both frontends, both renderers): {folder}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 def _ready(pg):

@@ -7,10 +7,12 @@ import torch
 from sana_comfy.nodes import NODES as N
 from sana_comfy.sana_core.errors import SanaError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
-def loaded(models_dir):
-    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "fp32").result
+def loaded(pipeline_nodes):
+    model, te, _ = pipeline_nodes
     enc = N["SanaEncodePrompt"]
     conds = {k: enc.execute(te, text, chi, 300)[0] for k, text, chi in (
         ("pos", "a red boat at dawn", True), ("other", "a green forest in fog", True), ("neg", "", False))}

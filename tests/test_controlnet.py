@@ -5,7 +5,6 @@ files and wrong sizes fail clearly. (Inside ComfyUI: test_controlnet_host.py.)""
 import numpy as np
 import pytest
 import torch
-from fixtures_controlnet import diffusers_controlnet_image, foreign_controlnet, save_controlnet, tiny_controlnet
 from safetensors.torch import save_file
 from sana_comfy.sana_core import caches
 from sana_comfy.sana_core.controlnet import check_pair
@@ -14,6 +13,7 @@ from sana_comfy.sana_core.load.controlnet import load_controlnet
 from sana_comfy.sana_core.load.files import read_json
 from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
+from support.controlnet import diffusers_controlnet_image, foreign_controlnet, save_controlnet, tiny_controlnet
 
 PROMPT = "a small red house by a lake, watercolor"
 
@@ -34,6 +34,7 @@ def _control_image(size=256, seed=0):
     return torch.nn.functional.interpolate(edges[None], size=(size, size))[0, 0][None, :, :, None].repeat(1, 1, 1, 3)
 
 
+@pytest.mark.unit
 def test_every_layout_loads_the_same_weights(pair):
     ref, files = pair
     config = read_json(files["folder"] / "config.json")
@@ -45,6 +46,7 @@ def test_every_layout_loads_the_same_weights(pair):
             assert torch.equal(got[k], want[k]), (layout, k)
 
 
+@pytest.mark.parity
 def test_controlnet_and_injection_equal_diffusers(pair, tiny_repo):
     """Our ControlNet's samples equal diffusers' on the same inputs, and the transformer adds them where diffusers
     does (sample k after block k + 1)."""
@@ -77,6 +79,7 @@ def test_controlnet_and_injection_equal_diffusers(pair, tiny_repo):
     assert (got_v - plain).abs().max() > 1e-3
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("scale", [0.7, 0.0])
 def test_pipeline_equals_sana_controlnet_pipeline(pair, tiny_repo, scale):
     from sana_comfy.sana_core.load.dcae import load_dcae
@@ -99,6 +102,7 @@ def test_pipeline_equals_sana_controlnet_pipeline(pair, tiny_repo, scale):
         assert (got - plain).abs().max().item() > 0.01  # the control shows
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind,says", [("sd15", "Stable Diffusion / SDXL ControlNet"),
                                        ("sdxl", "Stable Diffusion / SDXL ControlNet"), ("flux", "Flux ControlNet")])
 def test_another_familys_controlnet_is_named(tmp_path, kind, says):
@@ -108,12 +112,13 @@ def test_another_familys_controlnet_is_named(tmp_path, kind, says):
         load_controlnet(path)
 
 
+@pytest.mark.unit
 def test_a_controlnet_is_not_a_transformer_and_sizes_must_fit(pair, tiny_repo):
     ref, files = pair
     with pytest.raises(SanaError, match="a Sana ControlNet, load it with Sana Load ControlNet"):
         load_transformer(files["single"])
-    from fixtures_pipeline import TINY_TRANSFORMER
     from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
+    from support.pipeline import TINY_TRANSFORMER
 
     cn = load_controlnet(files["folder"])
     wide = SanaTransformer(SanaConfig(num_layers=4, num_heads=4, head_dim=32, cross_heads=4, cross_head_dim=32,

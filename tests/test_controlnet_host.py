@@ -7,26 +7,24 @@ after half the schedule; chaining adds; missing VAE, foreign files and wrong siz
 import numpy as np
 import pytest
 import torch
-from comfy_server import ComfyServer, comfy_dir
-from fixtures_controlnet import diffusers_controlnet_image, diffusers_controlnet_loop, foreign_controlnet, tiny_controlnet
-from fixtures_pipeline import TINY_TRANSFORMER, install_model_folders
 from PIL import Image
 from safetensors.torch import save_file
+from support.comfy_server import ComfyServer
+from support.controlnet import diffusers_controlnet_image, diffusers_controlnet_loop, foreign_controlnet, tiny_controlnet
+from support.pipeline import TINY_TRANSFORMER
 
-pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
-                                reason="ComfyUI not installed: run scripts/setup_env.sh")
+pytestmark = pytest.mark.host
 NAME = "Sana_600M_1024px_diffusers"
 CN = "tiny_controlnet"
 STEPS, SEED, SIZE, TEXT = 4, 6, 256, "a small red house by a lake, watercolor"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_repo):
+def server(host_base, tiny_repo):
     from diffusers import SanaTransformer2DModel
 
-    base = tmp_path_factory.mktemp("cnhost")
+    base = host_base("cnhost")
     models = base / "models"
-    install_model_folders(tiny_repo, models)
     net = SanaTransformer2DModel.from_pretrained(tiny_repo / "transformer")
     tiny_controlnet(net, num_layers=2, seed=3).save_pretrained(models / "controlnet" / CN)
     wide = SanaTransformer2DModel(**{**TINY_TRANSFORMER, "num_attention_heads": 4, "attention_head_dim": 32,
@@ -42,9 +40,8 @@ def server(tmp_path_factory, tiny_repo):
     wider = np.full((SIZE, SIZE + 128, 3), 200, np.uint8)  # another aspect ratio: the same edges in its centre
     wider[:, 64:64 + SIZE] = (edges.numpy()[..., None] * 255).astype(np.uint8)
     Image.fromarray(wider).save(base / "input" / "edges_wide.png")
-    srv = ComfyServer(base)
-    yield srv
-    srv.stop()
+    with ComfyServer(base) as srv:
+        yield srv
 
 
 def _control_image(server) -> torch.Tensor:

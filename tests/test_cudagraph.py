@@ -10,9 +10,10 @@ from sana_comfy.sana_core.speed import policy
 from sana_comfy.sana_core.speed.cudagraph import GraphCache
 from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
 
+pytestmark = pytest.mark.unit
+
 CFG = SanaConfig(num_layers=4, num_heads=2, head_dim=16, cross_heads=2, cross_head_dim=16, caption_channels=48,
                  sample_size=8)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def _model(device: str, cfg: SanaConfig = CFG) -> SanaTransformer:
@@ -59,7 +60,7 @@ def captures() -> int:
     return len(CAPTURED)
 
 
-@cuda
+@pytest.mark.gpu
 def test_replay_equals_eager_and_follows_new_inputs():
     m = _model("cuda")
     with torch.no_grad():
@@ -78,7 +79,7 @@ def test_replay_equals_eager_and_follows_new_inputs():
         assert captures() == 2 and len(m._graphs()) == 2
 
 
-@cuda
+@pytest.mark.gpu
 def test_pag_layout_and_inference_mode():
     m = _model("cuda")
     a = _inputs("cuda", batch=3)
@@ -92,7 +93,7 @@ def test_pag_layout_and_inference_mode():
     assert captures() == 2
 
 
-@cuda
+@pytest.mark.gpu
 def test_moved_or_replaced_weights_are_recaptured():
     m = _model("cuda")
     a = _inputs("cuda")
@@ -112,7 +113,7 @@ def test_moved_or_replaced_weights_are_recaptured():
         assert captures() == 3
 
 
-@cuda
+@pytest.mark.gpu
 def test_graphs_stay_off_where_unsafe(monkeypatch):
     m = _model("cuda")
     a = _inputs("cuda")
@@ -124,13 +125,11 @@ def test_graphs_stay_off_where_unsafe(monkeypatch):
     assert captures() == 0
 
 
-@cuda
-def test_text_encoder_replays_gemma(tmp_path, monkeypatch):
-    from fixtures_text import build_tiny_gemma, build_tokenizer
+@pytest.mark.gpu
+def test_text_encoder_replays_gemma(tiny_gemma, monkeypatch):
     from sana_comfy.sana_core.load.text_encoder import load_text_encoder
 
-    tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
-    enc = load_text_encoder(tiny.sana_repo).to("cuda")
+    enc = load_text_encoder(tiny_gemma.sana_repo).to("cuda")
     prompts = ["a red fox in the snow", "a lighthouse at dusk"]
     window = enc.model.config.sliding_window  # the tiny Gemma's window is short; the 2B's is 4096
     got = [enc.encode([p], chi=None, max_length=window) for p in prompts + prompts]  # check, eager, capture, replay
@@ -143,7 +142,7 @@ def test_text_encoder_replays_gemma(tmp_path, monkeypatch):
         assert torch.equal(m, wm)
 
 
-@cuda
+@pytest.mark.gpu
 def test_switching_block_forms_is_not_served_a_stale_graph():
     m = _model("cuda")
     a = _inputs("cuda")
@@ -158,7 +157,7 @@ def test_switching_block_forms_is_not_served_a_stale_graph():
     assert not torch.equal(fused[-1], plain[-1])
 
 
-@cuda
+@pytest.mark.gpu
 def test_nan_on_the_gpu_names_its_step():
     from sana_comfy.sana_core.errors import SanaError
     from sana_comfy.sana_core.sampling import make_schedule, sample
@@ -174,7 +173,7 @@ def test_nan_on_the_gpu_names_its_step():
                make_schedule("flow_dpm_solver", 6, 3.0))
 
 
-@cuda
+@pytest.mark.gpu
 def test_denoise_on_the_gpu_matches_eager():
     m = _model("cuda")
     g = torch.Generator().manual_seed(3)
@@ -198,15 +197,13 @@ def test_cpu_never_captures():
     assert captures() == 0
 
 
-def test_ready_made_masks_give_gemmas_own_output(tmp_path):
+def test_ready_made_masks_give_gemmas_own_output(tiny_gemma):
     """The form the Gemma graph takes (masks built outside the model) equals the model's own masking, padding
     included; checked here on the CPU, and on a GPU once per shape before any capture."""
-    from fixtures_text import build_tiny_gemma, build_tokenizer
     from sana_comfy.sana_core.load.text_encoder import load_text_encoder
     from sana_comfy.sana_core.speed.text_encoder import _additive_mask
 
-    tiny = build_tiny_gemma(tmp_path / "g", build_tokenizer(tmp_path / "tok"))
-    enc = load_text_encoder(tiny.sana_repo)
+    enc = load_text_encoder(tiny_gemma.sana_repo)
     window = enc.model.config.sliding_window  # the graph form is used up to Gemma's window (4096 in the 2B)
     tok = enc.tokenizer(["a red fox in the snow", "a lighthouse"], padding="max_length", max_length=window,
                         truncation=True, return_tensors="pt")
@@ -218,7 +215,7 @@ def test_ready_made_masks_give_gemmas_own_output(tmp_path):
     assert torch.equal(got, want)
 
 
-@cuda
+@pytest.mark.gpu
 def test_held_caption_on_the_gpu():
     """A context passed again replays through the graph (which computes its keys and values itself), and runs
     eagerly with its kept keys and values."""
@@ -233,7 +230,7 @@ def test_held_caption_on_the_gpu():
         assert caches.peek(m, "captions")[0].holds(y) and caches.peek(m, "captions")[0].value is not None
 
 
-@cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("edit", ["in place under inference_mode", "parameter replaced"])
 def test_graphs_see_edited_weights(edit):
     """A replay reads the weights' memory: an in-place edit reaches it without a recapture; a replaced parameter

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 import torch
-from fixtures_vae import diffusers_to_original, full_diffusers_dcae_meta, make_tiny_dcae, tiny_diffusers_dcae
 from safetensors.torch import save_file
 from sana_comfy.sana_core.dcae import DCAE, SANA_F32C32, DCAEConfig
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.load.dcae import convert_original_dcae, detect_dcae_config, load_dcae
+from support.vae import diffusers_to_original, full_diffusers_dcae_meta, make_tiny_dcae, tiny_diffusers_dcae
 from torch.profiler import ProfilerActivity, profile
 
 TOL = 1e-4
@@ -39,6 +39,7 @@ def _count_decoder_calls(model):
 
 # -- parity ---------------------------------------------------------------------------------------------------- #
 
+@pytest.mark.parity
 @pytest.mark.parametrize("shape", [(2, 48, 80), (1, 16, 16)])  # 16 px: the 2×2 stage takes the quadratic branch
 def test_encode_decode_match_diffusers(tiny, ours, shape):
     b, h, w = shape
@@ -54,6 +55,7 @@ def test_encode_decode_match_diffusers(tiny, ours, shape):
     assert (out - x_ref).abs().max() <= TOL
 
 
+@pytest.mark.parity
 def test_pixel_shuffle_variant_detected_and_matches(tmp_path):
     ref = tiny_diffusers_dcae(seed=1, downsample_block_type="pixel_unshuffle", upsample_block_type="pixel_shuffle")
     sd = {k: v.contiguous() for k, v in ref.state_dict().items()}
@@ -73,6 +75,7 @@ def test_pixel_shuffle_variant_detected_and_matches(tmp_path):
         assert (m.decode(z_ref) - x_ref).abs().max() <= TOL
 
 
+@pytest.mark.parity
 def test_tiled_matches_diffusers(tiny, ours):
     ref = copy.deepcopy(tiny["model"])
     ref.enable_tiling(64, 64, 48, 48)  # 8-latent tiles every 6 latents: 3×2 tiles, blended over 2 latents / 16 px
@@ -95,6 +98,7 @@ def test_tiled_matches_diffusers(tiny, ours):
     assert (ours.decode(z_ref, tiling="off") - x_ref).abs().max() > 1e-2
 
 
+@pytest.mark.unit
 def test_tiling_modes(ours):
     def calls(z, **kw):
         shapes, handle = _count_decoder_calls(ours)
@@ -127,6 +131,7 @@ def test_tiling_modes(ours):
             ours.decode(thin, **kw)
 
 
+@pytest.mark.unit
 def test_tiled_decode_memory_bounded_by_tile():
     """Peak torch CPU allocation (profiler accounting, deterministic) of a tiled decode grows with the output only,
     while an untiled decode grows with the full-resolution activations."""
@@ -171,6 +176,7 @@ def test_tiled_decode_memory_bounded_by_tile():
 LAYOUTS = ["vae_dir", "repo_dir", "sharded_dir", "single_file", "original_file", "original_dir", "pth"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_layout_loads_the_same_tensors(tiny, layout):
     m = load_dcae(tiny[layout])
@@ -181,6 +187,7 @@ def test_every_layout_loads_the_same_tensors(tiny, layout):
         assert torch.equal(sd[k], v), k
 
 
+@pytest.mark.unit
 def test_half_precision_files(tiny, caplog):
     m = load_dcae(tiny["bf16_dir"])
     assert m.dtype == torch.bfloat16
@@ -192,6 +199,7 @@ def test_half_precision_files(tiny, caplog):
     assert load_dcae(tiny["single_file"], dtype=torch.bfloat16).dtype == torch.bfloat16
 
 
+@pytest.mark.parity
 def test_bf16_runs_close_to_fp32(tiny, ours):
     m = load_dcae(tiny["vae_dir"], dtype=torch.bfloat16)
     ref = copy.deepcopy(tiny["model"]).to(torch.bfloat16)
@@ -208,6 +216,7 @@ def test_bf16_runs_close_to_fp32(tiny, ours):
     assert (out16.float() - out_ref).abs().max() <= 2**-7 * out_ref.abs().max()
 
 
+@pytest.mark.unit
 def test_fp16_refused(tiny):
     with pytest.raises(SanaError, match="fp16.*bfloat16"):
         load_dcae(tiny["vae_dir"], dtype=torch.float16)
@@ -216,6 +225,7 @@ def test_fp16_refused(tiny):
         m.decode(torch.randn(1, 32, 2, 2))
 
 
+@pytest.mark.parity
 def test_full_config_keys_counts_and_original_map():
     ref = full_diffusers_dcae_meta()
     ref_sd = ref.state_dict()
@@ -244,6 +254,7 @@ def test_full_config_keys_counts_and_original_map():
     assert theirs.keys() == mapped.keys()
 
 
+@pytest.mark.parity
 def test_original_map_values_match_diffusers_converter(tiny):
     from diffusers.loaders.single_file_utils import convert_autoencoder_dc_checkpoint_to_diffusers
 
@@ -256,6 +267,7 @@ def test_original_map_values_match_diffusers_converter(tiny):
 
 # -- bad input ------------------------------------------------------------------------------------------------- #
 
+@pytest.mark.unit
 def test_bad_files_name_the_path(tiny, tmp_path):
     cases = {
         "transformer.safetensors": (["transformer_blocks.0.attn1.to_q.weight", "patch_embed.proj.weight",
@@ -288,6 +300,7 @@ def test_bad_files_name_the_path(tiny, tmp_path):
         load_dcae(tmp_path / "missing")
 
 
+@pytest.mark.unit
 def test_bad_config_json(tiny, tmp_path):
     for name, change, msg in (("kl", {"_class_name": "AutoencoderKL"}, "AutoencoderDC"),
                               ("widths", {"decoder_block_out_channels": [8, 16, 32, 32]}, "shape")):
@@ -300,6 +313,7 @@ def test_bad_config_json(tiny, tmp_path):
         assert str(folder) in str(e.value)
 
 
+@pytest.mark.unit
 def test_bad_tensors(ours):
     with pytest.raises(SanaError, match="multiple of the compression 8"):
         ours.encode(torch.zeros(1, 3, 20, 16))

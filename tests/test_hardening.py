@@ -7,11 +7,13 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
-from fixtures_model import save_layouts, tiny_diffusers_transformer
 from sana_comfy.nodes import NODES as N
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.load.transformer import load_transformer
+from support import ROOT
+from support.models import save_layouts, tiny_diffusers_transformer
+
+pytestmark = pytest.mark.unit
 
 
 class _Evil:
@@ -75,8 +77,8 @@ def test_transformer_given_as_dcae(tmp_path):
 # --- through the nodes (stand-in host) ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def loaded(models_dir):
-    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "fp32").result
+def loaded(pipeline_nodes):
+    model, te, vae = pipeline_nodes
     pos = N["SanaEncodePrompt"].execute(te, "a lighthouse", True, 300)[0]
     neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
     return model, te, vae, pos, neg

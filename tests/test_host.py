@@ -3,22 +3,20 @@ folders, driven over HTTP and its websocket."""
 
 import copy
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from comfy_server import ROOT, ComfyServer, WsListener, comfy_dir
-from fixtures_pipeline import install_model_folders
 from PIL import Image
 from sana_comfy.sana_core import bins
 from sana_comfy.sana_core.bins import aspect_size
 from sana_comfy.sana_core.bins import plan as bin_plan
+from support import ROOT
+from support.comfy_server import ComfyServer, WsListener
 
-pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
-                                reason="ComfyUI not installed: run scripts/setup_env.sh")
+pytestmark = pytest.mark.host
 WORKFLOWS = sorted((ROOT / "example_workflows" / "api").glob("*.json"))
 NODES = {
     "SanaLoadTextEncoder": (["text_encoder", "dtype"], ["SANA_TEXT_ENCODER"]),
@@ -35,27 +33,16 @@ NODES = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_repo):
-    base = tmp_path_factory.mktemp("comfy")
-    install_model_folders(tiny_repo, base / "models")
-    _example_inputs(base / "input")  # only what a fresh ComfyUI has: the templates must run without test-made files
-    srv = ComfyServer(base)
-    yield srv
-    srv.stop()
+def server(host_base):
+    # input/: only what a fresh ComfyUI has (its example.png, 768 x 768 RGB, which the image-to-image, inpaint,
+    # outpaint and ControlNet templates load): the templates must run without test-made files
+    with ComfyServer(host_base("comfy", inputs=True)) as srv:
+        yield srv
 
 
 # The inpaint template's default region on example.png (x 256..512, y 320..672), grown 32 px by its GrowMask: the
 # repainted rectangle, on the 32 px latent grid.
 GROWN_X, GROWN_Y = (224, 544), (288, 704)
-
-
-def _example_inputs(folder: Path) -> None:
-    """The input folder of a fresh ComfyUI, nothing else: its example.png (768 x 768 RGB) is what the image-to-image,
-    inpaint, outpaint and ControlNet templates load."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in (comfy_dir() / "input").iterdir():
-        if f.is_file():
-            shutil.copy(f, folder / f.name)
 
 
 def _load(path: Path) -> dict:

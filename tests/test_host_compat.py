@@ -20,14 +20,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from comfy_server import comfy_dir
-from fixtures_lora import peft_lora
-from fixtures_model import perturb
-from fixtures_pipeline import TINY_DCAE32, TINY_TRANSFORMER
+from support.comfy_server import comfy_dir
+from support.lora import peft_lora
+from support.models import perturb
+from support.pipeline import TINY_DCAE32, TINY_TRANSFORMER, wide_transformer
 
 COMFY = comfy_dir()
-pytestmark = pytest.mark.skipif(not (COMFY / "main.py").exists(),
-                                reason="ComfyUI not installed: run scripts/setup_env.sh")
+pytestmark = [pytest.mark.unit, pytest.mark.skipif(not (COMFY / "main.py").exists(),
+                                                   reason="ComfyUI not installed: run scripts/setup_env.sh")]
 if (COMFY / "main.py").exists() and str(COMFY) not in sys.path:
     sys.path.append(str(COMFY))
     from comfy.cli_args import args
@@ -73,9 +73,7 @@ def wide(tmp_path_factory):
     diffusers, a PEFT LoRA of it, and a tiny DC-AE."""
     import diffusers
 
-    net = perturb(diffusers.SanaTransformer2DModel(**{
-        **TINY_TRANSFORMER, "num_layers": 2, "num_attention_heads": 4, "attention_head_dim": 32,
-        "num_cross_attention_heads": 4, "cross_attention_head_dim": 32, "cross_attention_dim": 128}).eval(), 7)
+    net = wide_transformer()
     base = tmp_path_factory.mktemp("compat")
     net.save_pretrained(base / "Sana_wide_diffusers")
     perturb(diffusers.AutoencoderDC(**TINY_DCAE32).eval(), 1, std=0.05).save_pretrained(base / "dcae")

@@ -1,4 +1,4 @@
-"""Host-managed layers inside ComfyUI (its modules in a child Python, tests/host_memory_probe.py): the models built
+"""Host-managed layers inside ComfyUI (its modules in a child Python, support/host_memory_probe.py): the models built
 from the host's layers equal the reference; partly loaded (the memory budget forced small through the host's loading
 API) they give the fully loaded latent and image, with a LoRA applied per call and with fp8 storage."""
 
@@ -8,31 +8,25 @@ import sys
 
 import pytest
 import torch
-from comfy_server import ROOT, comfy_dir
-from fixtures_lora import peft_lora, save_layout
-from fixtures_model import perturb
-from fixtures_pipeline import TINY_TRANSFORMER, install_model_folders
+from support import ROOT
+from support.comfy_server import comfy_dir
+from support.lora import peft_lora, save_layout
+from support.pipeline import wide_transformer
 
-pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
-                                reason="ComfyUI not installed: run scripts/setup_env.sh")
+pytestmark = [pytest.mark.unit, pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
+                                                   reason="ComfyUI not installed: run scripts/setup_env.sh")]
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, tiny_repo):
-    import diffusers
-
-    base = tmp_path_factory.mktemp("hostmem")
+def report(host_base):
+    base = host_base("hostmem")
     models = base / "models"
-    install_model_folders(tiny_repo, models)
     # wide enough (layers ≥ 4096 weights) that fp8 storage takes the layers, with a LoRA of its own
-    wide = perturb(diffusers.SanaTransformer2DModel(**{**TINY_TRANSFORMER, "num_layers": 2, "num_attention_heads": 4,
-                                                      "attention_head_dim": 32, "num_cross_attention_heads": 4,
-                                                      "cross_attention_head_dim": 32, "cross_attention_dim": 128}
-                                                   ).eval(), 7)
+    wide = wide_transformer()
     wide.save_pretrained(models / "diffusion_models" / "Sana_wide_diffusers")
     save_layout(peft_lora(wide, rank=4, seed=8, std=0.5), models / "loras" / "wide_peft.safetensors", "peft", alpha=8.0)
     out = base / "report.json"
-    run = subprocess.run([sys.executable, str(ROOT / "tests" / "host_memory_probe.py"), str(models), str(out),
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "host_memory_probe.py"), str(models), str(out),
                           str(comfy_dir())], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads(out.read_text())

@@ -5,28 +5,25 @@ mask and PAG; live previews (latent2rgb and TAESANA) arrive on the websocket."""
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from comfy_server import ComfyServer, WsListener, comfy_dir
-from fixtures_pipeline import build_tiny_repo, install_model_folders
 from PIL import Image
 from safetensors.torch import load_file
 from sana_comfy.sana_core.taesana import taesana_decoder
+from support import ROOT
+from support.comfy_server import ComfyServer, WsListener
 
-pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
-                                reason="ComfyUI not installed: run scripts/setup_env.sh")
+pytestmark = pytest.mark.host
 NAME = "Sana_600M_1024px_diffusers"
 SPRINT = "Sana_Sprint_tiny_diffusers"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_repo):
-    base = tmp_path_factory.mktemp("native")
-    install_model_folders(tiny_repo, base / "models")
-    shutil.copytree(build_tiny_repo(base / "sprint", sprint=True), base / "models" / "diffusers" / SPRINT)
+def server(host_base, sprint_repo):
+    base = host_base("native")
+    shutil.copytree(sprint_repo, base / "models" / "diffusers" / SPRINT)
     (base / "models" / "vae_approx").mkdir(parents=True)
     # a TAESANA decoder whose every preview is pure red, so its frames are told apart from latent→RGB ones
     sd = {k: torch.zeros_like(v) for k, v in taesana_decoder().state_dict().items()}
@@ -34,10 +31,9 @@ def server(tmp_path_factory, tiny_repo):
     sd[last] = torch.tensor([5.0, -5.0, -5.0])
     torch.save(sd, base / "models" / "vae_approx" / "taesana_decoder.pth")
     (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "sana_test_probe").symlink_to(Path(__file__).parent / "host_probe")
-    srv = ComfyServer(base, ("--preview-method", "taesd"))
-    yield srv
-    srv.stop()
+    (base / "custom_nodes" / "sana_test_probe").symlink_to(ROOT / "tests" / "support" / "host_probe")
+    with ComfyServer(base, ("--preview-method", "taesd")) as srv:
+        yield srv
 
 
 def _base(width=256, height=256, binning=True):

@@ -30,6 +30,7 @@ def rescaled(tiny_repo, tmp_path_factory):
     return repo
 
 
+@pytest.mark.unit
 def test_the_published_space_is_the_f32c32_configs(tiny_repo):
     assert SANA_F32C32.latent_space == latent.SANA == latent.LatentSpace(32, 32, 0.41407)
     assert load_dcae(tiny_repo, torch.float32).latent_space == latent.SANA
@@ -42,6 +43,7 @@ def _ours(repo, factor):
                          lowercase=True)
 
 
+@pytest.mark.parity
 def test_the_pipeline_honours_the_dc_aes_scaling_factor(rescaled, tiny_repo):
     import diffusers
 
@@ -54,6 +56,7 @@ def test_the_pipeline_honours_the_dc_aes_scaling_factor(rescaled, tiny_repo):
     assert (got - published).abs().max().item() > 0.05  # the factor changes the image
 
 
+@pytest.mark.unit
 def test_the_nodes_honour_the_dc_aes_scaling_factor(rescaled, models_dir):
     """A LATENT holds the published space's raw values (the host's latent format); a DC-AE with another factor
     decodes and encodes it in its own space."""

@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 import torch
-from fixtures_model import count_params, diffusers_to_original, save_layouts, tiny_diffusers_transformer
 from safetensors.torch import save_file
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.load.families import Family, sniff
 from sana_comfy.sana_core.load.files import find_weights, locate, read_json
 from sana_comfy.sana_core.load.transformer import detect_config, load_transformer, original_to_diffusers
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
+from support.models import count_params, diffusers_to_original, save_layouts, tiny_diffusers_transformer
 
 PARAMS = {
     "Sana_600M_512px": 591_747_872, "Sana_600M_1024px": 591_747_872,
@@ -29,6 +29,7 @@ def _diffusers_kwargs(cfg):
                 qk_norm="rms_norm_across_heads" if cfg.qk_norm else None, guidance_embeds=cfg.guidance_embeds)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_preset_keys_shapes_and_counts_match_diffusers(name):
     from diffusers import SanaTransformer2DModel
@@ -42,6 +43,7 @@ def test_preset_keys_shapes_and_counts_match_diffusers(name):
     assert count_params(cfg) == PARAMS[name]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_original_key_set_maps_exactly(name):
     cfg = PRESETS[name]
@@ -57,6 +59,7 @@ def test_original_key_set_maps_exactly(name):
     assert got.replace(flow_shift=cfg.flow_shift) == cfg
 
 
+@pytest.mark.unit
 def test_resolution_from_file_name_without_config():
     with torch.device("meta"):
         sd = SanaTransformer(PRESETS["Sana_1600M_1024px"]).state_dict()
@@ -66,6 +69,7 @@ def test_resolution_from_file_name_without_config():
     assert detect_config(sd, None, "x/my_sana.safetensors", sample_size=64).interpolation_scale == 1.0
 
 
+@pytest.mark.unit
 def test_whole_repo_layout_and_scheduler_shift(tmp_path):
     ref = tiny_diffusers_transformer()
     ref.save_pretrained(tmp_path / "repo" / "transformer")
@@ -76,6 +80,7 @@ def test_whole_repo_layout_and_scheduler_shift(tmp_path):
     assert m.cfg.flow_shift == 4.0 and m.cfg.num_layers == 3
 
 
+@pytest.mark.unit
 def test_sharded_and_variant_folders(tmp_path):
     ref = tiny_diffusers_transformer()
     ref.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
@@ -101,6 +106,7 @@ def _save(tmp_path, name, sd):
     return p
 
 
+@pytest.mark.unit
 def test_sdxl_like_checkpoint_refused(tmp_path):
     p = _save(tmp_path, "sdxl.safetensors", {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4),
                                              "model.diffusion_model.out.2.weight": torch.zeros(4)})
@@ -108,12 +114,14 @@ def test_sdxl_like_checkpoint_refused(tmp_path):
         load_transformer(p)
 
 
+@pytest.mark.unit
 def test_flux_like_checkpoint_refused(tmp_path):
     p = _save(tmp_path, "flux.safetensors", {"double_blocks.0.img_attn.qkv.weight": torch.zeros(4, 4)})
     with pytest.raises(SanaError, match="Flux"):
         load_transformer(p)
 
 
+@pytest.mark.unit
 def test_dcae_given_as_transformer(tmp_path):
     p = _save(tmp_path, "dcae.safetensors", {
         "encoder.conv_in.weight": torch.zeros(1), "encoder.down_blocks.0.0.conv1.weight": torch.zeros(1),
@@ -122,6 +130,7 @@ def test_dcae_given_as_transformer(tmp_path):
         load_transformer(p)
 
 
+@pytest.mark.unit
 def test_truncated_safetensors(tmp_path):
     paths = save_layouts(tiny_diffusers_transformer(), tmp_path)
     data = paths["single_diffusers"].read_bytes()
@@ -131,12 +140,14 @@ def test_truncated_safetensors(tmp_path):
         load_transformer(bad)
 
 
+@pytest.mark.unit
 def test_shape_matching_no_preset(tmp_path):
     paths = save_layouts(tiny_diffusers_transformer(), tmp_path)
     with pytest.raises(SanaError, match=r"single_diffusers\.safetensors.*matches no published variant: hidden size 16"):
         load_transformer(paths["single_diffusers"])  # no config.json: a 16-wide model is no preset
 
 
+@pytest.mark.unit
 def test_config_disagreeing_with_weights(tmp_path):
     paths = save_layouts(tiny_diffusers_transformer(), tmp_path)
     cfg = json.loads((paths["folder"] / "config.json").read_text())
@@ -146,6 +157,7 @@ def test_config_disagreeing_with_weights(tmp_path):
         load_transformer(paths["folder"])
 
 
+@pytest.mark.unit
 def test_missing_empty_and_configless(tmp_path):
     with pytest.raises(SanaError, match="not found"):
         load_transformer(tmp_path / "nope.safetensors")
@@ -158,6 +170,7 @@ def test_missing_empty_and_configless(tmp_path):
         load_transformer(tmp_path / "noconf")
 
 
+@pytest.mark.unit
 def test_config_json_not_an_object(tmp_path):
     paths = save_layouts(tiny_diffusers_transformer(), tmp_path)
     cfg = paths["folder"] / "config.json"
@@ -174,6 +187,7 @@ def test_config_json_not_an_object(tmp_path):
 DPM = "diffusion_pytorch_model"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("files, stems, picked", [
     ([f"{DPM}.safetensors", f"{DPM}.bf16.safetensors"], (DPM,), f"{DPM}.safetensors"),  # the plain file first
     ([f"{DPM}.bin", f"{DPM}.fp16.safetensors"], (DPM,), f"{DPM}.bin"),  # as diffusers' variant=None
@@ -195,6 +209,7 @@ def test_find_weights_order(tmp_path, files, stems, picked):
     assert find_weights(tmp_path, stems, "test") == tmp_path / picked
 
 
+@pytest.mark.unit
 def test_find_weights_none_and_locate(tmp_path):
     for name in ("config.json", "a.safetensors", "b.safetensors"):
         (tmp_path / name).write_bytes(b"")
@@ -215,6 +230,7 @@ def test_find_weights_none_and_locate(tmp_path):
         locate(tmp_path / "nope", "vae")
 
 
+@pytest.mark.unit
 def test_read_json(tmp_path):
     f = tmp_path / "c.json"
     f.write_text('{"a": 1}')
@@ -232,11 +248,12 @@ def _meta_state_dict(make):
         return make().state_dict()
 
 
+@pytest.mark.unit
 def test_sniff_tells_each_family():
     import diffusers
-    from fixtures_text import tiny_gemma_config
-    from fixtures_vae import diffusers_to_original as dcae_to_original
     from sana_comfy.sana_core.dcae import DCAE
+    from support.text import tiny_gemma_config
+    from support.vae import diffusers_to_original as dcae_to_original
     from transformers import Gemma2Model, LlamaConfig, LlamaModel
 
     sana = _meta_state_dict(lambda: SanaTransformer(PRESETS["Sana_600M_1024px"]))
@@ -274,6 +291,7 @@ def test_sniff_tells_each_family():
     assert sniff(dict.fromkeys(["model.layers.0.pre_feedforward_layernorm.weight", "lm_head.weight"])) is Family.GEMMA
 
 
+@pytest.mark.unit
 def test_each_loader_takes_its_part_of_one_repo_and_refuses_the_others(tiny_repo, tmp_path):
     from sana_comfy.sana_core.load.dcae import load_dcae
     from sana_comfy.sana_core.load.text_encoder import load_text_encoder
@@ -299,6 +317,7 @@ def test_each_loader_takes_its_part_of_one_repo_and_refuses_the_others(tiny_repo
         load_text_encoder(repo)
 
 
+@pytest.mark.unit
 def test_variant_names():
     from sana_comfy.sana_core.load.transformer import variant_name
 
@@ -314,6 +333,7 @@ def _rss_file() -> int:
     return int(line.split()[1]) * 1024
 
 
+@pytest.mark.unit
 def test_casting_load_hands_source_pages_back(tmp_path):
     """An fp32 file loaded as bf16 ends with bf16 copies only: each source tensor's file pages are dropped as soon
     as it is cast (peak ≈ 1× the bf16 bytes, not 3×), and the weights are exactly the cast file."""

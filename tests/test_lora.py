@@ -6,7 +6,12 @@ import logging
 
 import pytest
 import torch
-from fixtures_lora import (
+from safetensors.torch import save_file
+from sana_comfy.sana_core import caches, lora, speed
+from sana_comfy.sana_core.errors import SanaError
+from sana_comfy.sana_core.load.transformer import load_transformer
+from sana_comfy.sana_core.quant import QuantWeight
+from support.lora import (
     LAYOUTS,
     diffusers_lora_image,
     diffusers_lora_transformer,
@@ -16,12 +21,7 @@ from fixtures_lora import (
     peft_lora,
     save_layout,
 )
-from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
-from safetensors.torch import save_file
-from sana_comfy.sana_core import caches, lora, speed
-from sana_comfy.sana_core.errors import SanaError
-from sana_comfy.sana_core.load.transformer import load_transformer
-from sana_comfy.sana_core.quant import QuantWeight
+from support.models import TINY, save_layouts, tiny_diffusers_transformer
 
 RANK, ALPHA = 4, 8.0
 
@@ -52,6 +52,7 @@ def _call(m, inputs):
         return m(x, t, y, mask)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_layout_gives_diffusers_fused_weights(models, layout):
     ref, folder, sd, tmp = models
@@ -66,6 +67,7 @@ def test_every_layout_gives_diffusers_fused_weights(models, layout):
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6)
 
 
+@pytest.mark.unit
 def test_strength_stacking_and_the_untouched_base(models):
     ref, folder, sd, tmp = models
     ours = load_transformer(folder, "fp32")
@@ -88,6 +90,7 @@ def test_strength_stacking_and_the_untouched_base(models):
     assert torch.equal(_call(ours, inputs), plain)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("storage,bound", [("int8", 0.02), ("fp8_e4m3fn", 0.1)])
 def test_8bit_storage_takes_the_lora(models, storage, bound):
     """8-bit weights: dequantize, add the delta in the compute dtype, compute. The LoRA's effect on the output is
@@ -104,6 +107,7 @@ def test_8bit_storage_takes_the_lora(models, storage, bound):
     assert torch.equal(_call(int8, inputs), base8)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("int8", [False, True])
 def test_kept_caption_keys_values_see_a_lora_patched_in_after_a_run(models, int8):
     """As ComfyUI's patcher does it: after runs that kept the caption's keys and values, the same module's weights
@@ -129,6 +133,7 @@ def test_kept_caption_keys_values_see_a_lora_patched_in_after_a_run(models, int8
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind,looks", [("sdxl", "SDXL"), ("sd15", "Stable Diffusion 1.x"), ("flux", "Flux")])
 def test_another_familys_lora_is_refused_by_name(models, kind, looks):
     ref, folder, sd, tmp = models
@@ -139,6 +144,7 @@ def test_another_familys_lora_is_refused_by_name(models, kind, looks):
         lora.apply(ours, lora.read(path), "transformer", 1.0, path.name)
 
 
+@pytest.mark.unit
 def test_shape_mismatch_partial_match_and_bad_files(models, caplog):
     ref, folder, sd, tmp = models
     ours = load_transformer(folder, "fp32")
@@ -160,6 +166,7 @@ def test_shape_mismatch_partial_match_and_bad_files(models, caplog):
         lora.read(evil)
 
 
+@pytest.mark.unit
 def test_gemma_lora_on_the_text_encoder(tiny_repo):
     """Gemma parts (``text_encoder.…``, ``lora_te_…``) patch the text encoder; both layouts give the same weights;
     the base encoder is untouched."""
@@ -178,7 +185,8 @@ def test_gemma_lora_on_the_text_encoder(tiny_repo):
     assert all(torch.equal(v, before[k]) for k, v in enc.model.state_dict().items())
 
 
-def test_loader_nodes_in_process_match_diffusers(models_dir, tiny_repo, tmp_path):
+@pytest.mark.parity
+def test_loader_nodes_in_process_match_diffusers(models_dir, pipeline_nodes, tiny_repo):
     """SanaLoraLoaderModelOnly → SanaSample → SanaDecode equals diffusers' load_lora_weights + fuse_lora at the
     same strength within 2/255; the input model is unchanged (its image is the plain one, bit for bit)."""
     import diffusers
@@ -189,7 +197,7 @@ def test_loader_nodes_in_process_match_diffusers(models_dir, tiny_repo, tmp_path
     (models_dir / "loras").mkdir(exist_ok=True)
     path = save_layout(sd, models_dir / "loras" / "tiny_peft.safetensors", "peft", alpha=ALPHA)
     text, steps, seed, size = "a lighthouse on a cliff, lowercase", 6, 11, 256
-    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "fp32").result
+    model, te, vae = pipeline_nodes
 
     def image(m):
         pos = N["SanaEncodePrompt"].execute(te, text, True, 300)[0]
@@ -212,6 +220,7 @@ def test_loader_nodes_in_process_match_diffusers(models_dir, tiny_repo, tmp_path
     assert torch.equal(image(model2), got)
 
 
+@pytest.mark.unit
 def test_a_lora_on_a_3x3_conv(models):
     """kohya-style LoRA on the depthwise 3×3 conv of the Mix-FFN: a k×k down, a 1×1 up, alpha from the key."""
     ref, folder, sd, tmp = models

@@ -5,13 +5,15 @@ import re
 
 import pytest
 import torch
-from fixtures_lora import foreign_lora, peft_lora, save_layout
-from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core import lora, pipeline
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.guidance import TextCond
 from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.sampling import FiniteCheck, flow_dpm_schedule, flow_dpm_solver, sample_flow_dpm
+from support.lora import foreign_lora, peft_lora, save_layout
+from support.models import TINY, save_layouts, tiny_diffusers_transformer
+
+pytestmark = pytest.mark.unit
 
 RANK = 4
 BAD = {"nan": float("nan"), "inf": float("inf")}
@@ -83,12 +85,12 @@ def test_only_used_tensors_are_checked_and_the_first_are_named(models):
     assert keys[3] not in msg and "(and 2 more tensors)" in msg
 
 
-def test_the_lora_loader_node_refuses_a_nan_file_before_sampling(models_dir):
+def test_the_lora_loader_node_refuses_a_nan_file_before_sampling(models_dir, pipeline_nodes):
     """SanaLoraLoaderModelOnly (lora.read, then the host's add_lora → lora.prepare): the file and key, at load
     time."""
     from sana_comfy.nodes import NODES as N
 
-    model, _, _ = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "fp32").result
+    model, _, _ = pipeline_nodes
     (models_dir / "loras").mkdir(exist_ok=True)
     path = save_layout(_broken(peft_lora(model.module, rank=RANK, seed=2), "nan"),
                        models_dir / "loras" / "diverged_nan.safetensors", "kohya")

@@ -6,9 +6,10 @@ host's adapters; a Gemma part on the text encoder; 8-bit storage; bad files stop
 import numpy as np
 import pytest
 import torch
-from comfy_server import ComfyServer, comfy_dir
-from conftest import point_models
-from fixtures_lora import (
+from safetensors.torch import load_file
+from support.comfy_server import ComfyServer
+from support.inprocess import point_models
+from support.lora import (
     LAYOUTS,
     dense_lora,
     diffusers_lora_image,
@@ -22,24 +23,20 @@ from fixtures_lora import (
     save_layout,
     save_lora,
 )
-from fixtures_model import perturb
-from fixtures_pipeline import TINY_TRANSFORMER, install_model_folders
-from safetensors.torch import load_file
+from support.pipeline import wide_transformer
 
-pytestmark = pytest.mark.skipif(not (comfy_dir() / "main.py").exists(),
-                                reason="ComfyUI not installed: run scripts/setup_env.sh")
+pytestmark = pytest.mark.host
 NAME = "Sana_600M_1024px_diffusers"
 WIDE = "Sana_wide_int8_diffusers"  # wide enough that int8 storage takes the LoRA'd layers
 ALPHA, STEPS, SEED, SIZE, TEXT = 8.0, 4, 5, 256, "a lighthouse on a cliff at dusk"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_repo):
+def server(host_base, tiny_repo):
     import diffusers
 
-    base = tmp_path_factory.mktemp("lorahost")
+    base = host_base("lorahost")
     models = base / "models"
-    install_model_folders(tiny_repo, models)
     pipe = diffusers.SanaPipeline.from_pretrained(tiny_repo, torch_dtype=torch.float32)
     net = pipe.transformer
     loras = models / "loras"
@@ -58,15 +55,11 @@ def server(tmp_path_factory, tiny_repo):
               loras / "partly_sana.safetensors")
     (loras / "truncated.safetensors").write_bytes((loras / "tiny_kohya.safetensors").read_bytes()[:-64])
     # a wider transformer for 8-bit storage (layers ≥ 4096 weights), with its own LoRA
-    wide = perturb(diffusers.SanaTransformer2DModel(**{**TINY_TRANSFORMER, "num_layers": 2, "num_attention_heads": 4,
-                                                      "attention_head_dim": 32, "num_cross_attention_heads": 4,
-                                                      "cross_attention_head_dim": 32, "cross_attention_dim": 128}
-                                                   ).eval(), 7)
+    wide = wide_transformer()
     wide.save_pretrained(models / "diffusion_models" / WIDE)
     save_layout(peft_lora(wide, rank=4, seed=8), loras / "wide_peft.safetensors", "peft", alpha=ALPHA)
-    srv = ComfyServer(base)
-    yield srv
-    srv.stop()
+    with ComfyServer(base) as srv:
+        yield srv
 
 
 def _graph(loader=NAME, dtype="auto"):

@@ -12,6 +12,8 @@ from sana_comfy.sana_core import bins, pipeline
 from sana_comfy.sana_core.bins import plan as bin_plan
 from sana_comfy.sana_core.errors import SanaError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def models(models_dir):

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from fixtures_pipeline import build_tiny_repo
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.load.dcae import load_dcae
 from sana_comfy.sana_core.load.text_encoder import load_text_encoder
@@ -34,6 +33,7 @@ def _ref(repo, cls_name, **kw):
     return torch.from_numpy(np.asarray(out.images))
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("binning,size", [(True, (320, 200)), (False, (256, 192))])
 def test_text_to_image_matches_sana_pipeline(repo, ours, binning, size):
     h, w = size
@@ -47,6 +47,7 @@ def test_text_to_image_matches_sana_pipeline(repo, ours, binning, size):
     assert (got - want).abs().max().item() <= 1e-3
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("cfg", [4.5, 1.0])
 def test_pag_matches_sana_pag_pipeline(repo, ours, cfg):
     want = _ref(repo, "SanaPAGPipeline", seed=5, height=256, width=256, num_inference_steps=5, guidance_scale=cfg,
@@ -60,6 +61,7 @@ def test_pag_matches_sana_pag_pipeline(repo, ours, cfg):
     assert (got - plain).abs().max().item() > 1e-3  # PAG changes the image
 
 
+@pytest.mark.unit
 def test_batch_item_zero_equals_single(ours):
     model, te, vae = ours
     one = text_to_image(model, te, vae, PROMPT, height=256, width=256, seed=9, opts=SampleOptions(steps=3))
@@ -69,18 +71,20 @@ def test_batch_item_zero_equals_single(ours):
     assert not torch.allclose(two[0], two[1], atol=1e-3)
 
 
+@pytest.mark.unit
 def test_size_not_multiple_of_32(ours):
     model, te, vae = ours
     with pytest.raises(SanaError, match=r"1000x1000 must be positive multiples of 32"):
         text_to_image(model, te, vae, PROMPT, height=1000, width=1000, binning=False, opts=SampleOptions(steps=1))
 
 
-def test_sprint_matches_sana_sprint_pipeline(tmp_path):
-    repo = build_tiny_repo(tmp_path, sprint=True)
-    model, te, vae = load_transformer(repo, "fp32"), load_text_encoder(repo, torch.float32), load_dcae(repo)
+@pytest.mark.parity
+def test_sprint_matches_sana_sprint_pipeline(sprint_repo):
+    model, te = load_transformer(sprint_repo, "fp32"), load_text_encoder(sprint_repo, torch.float32)
+    vae = load_dcae(sprint_repo)
     assert model.cfg.guidance_embeds and model.cfg.qk_norm
     for steps in (2, 3):
-        want = _ref(repo, "SanaSprintPipeline", seed=11, height=256, width=320, num_inference_steps=steps,
+        want = _ref(sprint_repo, "SanaSprintPipeline", seed=11, height=256, width=320, num_inference_steps=steps,
                     guidance_scale=4.5, **({} if steps == 2 else {"intermediate_timesteps": None}))
         got = text_to_image(model, te, vae, PROMPT, height=256, width=320, seed=11,
                             opts=SampleOptions(steps=steps, cfg=4.5), lowercase=True)

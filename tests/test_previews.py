@@ -2,13 +2,16 @@
 
 import importlib.util
 
+import pytest
 import torch
-from comfy_server import ROOT
-from fixtures_model import perturb
-from fixtures_pipeline import TINY_DCAE32
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
 from sana_comfy.sana_core.load.taesana import load_taesana_decoder
 from sana_comfy.sana_core.taesana import taesana_decoder
+from support import ROOT
+from support.models import perturb
+from support.pipeline import TINY_DCAE32
+
+pytestmark = pytest.mark.unit
 
 
 def _fit_module():

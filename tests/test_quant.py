@@ -5,13 +5,15 @@ import math
 
 import pytest
 import torch
-from fixtures_model import resident_bytes, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core import speed
 from sana_comfy.sana_core.load.text_encoder import load_text_encoder
 from sana_comfy.sana_core.load.transformer import load_transformer
 from sana_comfy.sana_core.pipeline import SampleOptions, text_to_image
 from sana_comfy.sana_core.quant import QuantWeight, quantize
 from sana_comfy.sana_core.transformer import PRESETS, SanaTransformer
+from support.models import resident_bytes, save_layouts, tiny_diffusers_transformer
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("storage", ["int8", "fp8_e4m3fn", "fp8_e5m2"])

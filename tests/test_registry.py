@@ -6,10 +6,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from comfy_server import ROOT
+from support import ROOT
 
 COMFY = Path(os.environ.get("SANA_ENV", ROOT / ".sana-env")) / "cli" / "bin" / "comfy"
-pytestmark = pytest.mark.skipif(not COMFY.exists(), reason="comfy-cli not installed: run scripts/setup_env.sh")
+pytestmark = [pytest.mark.unit,
+              pytest.mark.skipif(not COMFY.exists(), reason="comfy-cli not installed: run scripts/setup_env.sh")]
 
 
 def _comfy(cwd, *args):

@@ -5,11 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import models_at
-from fixtures_model import tiny_diffusers_transformer
 from safetensors.torch import save_file
 from sana_comfy.nodes.host.routes import route_answer
 from sana_comfy.sana_core.load.transformer import load_transformer, peek_config, variant_name
+from support.inprocess import models_at
+from support.models import tiny_diffusers_transformer
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")

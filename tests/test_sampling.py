@@ -32,6 +32,7 @@ def _euler(shift):
     return FlowMatchEulerDiscreteScheduler(shift=shift)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("shift", SHIFTS)
 @pytest.mark.parametrize("kind", ["dpm", "euler"])
@@ -43,6 +44,7 @@ def test_schedule_identical(steps, shift, kind):
     assert torch.equal(ours.timesteps, ref.timesteps.float())  # dpm: the truncated integers; euler: floats
 
 
+@pytest.mark.unit
 def test_dpm_timesteps_published_values():
     want = [999, 982, 963, 944, 922, 899, 874, 847, 817, 785, 749, 710, 666, 617, 562, 499, 428, 345, 249, 136]
     assert flow_dpm_schedule(20, 3.0).timesteps.tolist() == want
@@ -53,6 +55,7 @@ def _toy_model(x, t):
     return torch.tanh(x * 1.3) * (t.view(-1, 1, 1, 1) / 1000) + 0.1 * x.roll(1, dims=-1)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("shift", SHIFTS)
 @pytest.mark.parametrize("kind", ["dpm", "euler"])
@@ -72,6 +75,7 @@ def test_full_loop_matches_scheduler_step(steps, shift, kind):
     assert (xo - xr).abs().max().item() <= 1e-6
 
 
+@pytest.mark.parity
 def test_noise_matches_comfy_and_diffusers_draws():
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -84,6 +88,7 @@ def test_noise_matches_comfy_and_diffusers_draws():
     assert torch.equal(noise_for_seed(2**64 - 1, (1, 2)), noise_for_seed(2**64 - 1, (1, 2)))
 
 
+@pytest.mark.unit
 def test_partial_schedule():
     full = flow_dpm_schedule(10, 3.0)
     part = partial_schedule("flow_dpm_solver", 6, 3.0, 0.6)
@@ -95,6 +100,7 @@ def test_partial_schedule():
         partial_schedule("flow_dpm_solver", 5, 3.0, 1.5)
 
 
+@pytest.mark.unit
 def test_nan_velocity_stops_with_step_and_hint():
     calls = []
 
@@ -106,6 +112,7 @@ def test_nan_velocity_stops_with_step_and_hint():
         sample_flow_dpm(bad, torch.zeros(1, 32, 2, 2), flow_dpm_schedule(5, 3.0))
 
 
+@pytest.mark.unit
 def test_pag_layer_parsing():
     assert parse_pag_layers("8", 20) == {8}
     assert parse_pag_layers("7, 9-11", 20) == {7, 9, 10, 11}
@@ -115,6 +122,7 @@ def test_pag_layer_parsing():
         parse_pag_layers("x", 20)
 
 
+@pytest.mark.parity
 def test_bins_match_diffusers_tables():
     from diffusers.image_processor import PixArtImageProcessor
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import ASPECT_RATIO_512_BIN, ASPECT_RATIO_1024_BIN

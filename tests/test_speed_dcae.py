@@ -3,13 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures_vae import tiny_diffusers_dcae
 from sana_comfy.sana_core import caches, speed
 from sana_comfy.sana_core.dcae import DCAE, DCAEConfig
 from sana_comfy.sana_core.dcae_blocks import DCDownBlock2d
 from sana_comfy.sana_core.load.tensors import load_into
 from sana_comfy.sana_core.speed import conv as speedconv
 from sana_comfy.sana_core.speed.dcae import FastDCDownBlock2d
+from support.vae import tiny_diffusers_dcae
 from torch import nn
 
 
@@ -22,6 +22,7 @@ def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("ci,co,h,w,bias", [(8, 4, 5, 7, True), (24, 16, 6, 3, False), (64, 32, 9, 9, True)])
 def test_upsample_conv_is_conv_of_nearest_upsample(ci, co, h, w, bias):
     conv = _conv(ci, co, bias)
@@ -34,6 +35,7 @@ def test_upsample_conv_is_conv_of_nearest_upsample(ci, co, h, w, bias):
     assert _rel(conv(F.interpolate(x, scale_factor=2, mode="nearest")), ref) <= 1e-5  # fp32 reference, same bound
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("ci,co", [(8, 4), (4, 4), (16, 4)])  # shortcut repeats 2, 4, 1
 def test_upsample_conv_with_the_up_block_shortcut(ci, co):
     conv = _conv(ci, co)
@@ -48,6 +50,7 @@ def test_upsample_conv_with_the_up_block_shortcut(ci, co):
 WINOGRAD_TOL = 3e-5
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("h,w,bias,tiles", [(8, 12, True, None), (4, 4, False, None), (12, 4, True, None),
                                             (36, 20, True, 256 * 5), (20, 8, False, 256 * 6)])
 def test_winograd_is_the_conv(h, w, bias, tiles, monkeypatch):
@@ -65,6 +68,7 @@ def test_winograd_is_the_conv(h, w, bias, tiles, monkeypatch):
     assert _rel(speedconv.conv3x3(conv, x[1:], silu=True), F.silu(ref[1:])) <= WINOGRAD_TOL
 
 
+@pytest.mark.unit
 def test_winograd_only_where_it_applies():
     conv = _conv(256, 8)
     assert not speedconv.winograd_ok(conv, torch.randn(1, 256, 6, 4))  # height not a multiple of the 4×4 tile
@@ -79,6 +83,7 @@ def test_winograd_only_where_it_applies():
     assert torch.equal(speedconv.conv3x3(conv.bfloat16(), x16), conv(x16))  # bf16: the module's own op
 
 
+@pytest.mark.unit
 def test_derived_weights_follow_weight_edits():
     conv = _conv(256, 8)
     x = torch.randn(1, 256, 4, 4)
@@ -91,6 +96,7 @@ def test_derived_weights_follow_weight_edits():
     assert caches.peek(conv, "fast_conv") and list(conv.state_dict()) == ["weight", "bias"]  # kept apart from it
 
 
+@pytest.mark.unit
 def test_weights_made_in_inference_mode():
     """ComfyUI loads and runs models under torch.inference_mode: such weights carry no version counter."""
     with torch.inference_mode():
@@ -101,6 +107,7 @@ def test_weights_made_in_inference_mode():
         assert _rel(speedconv.upsample_conv3x3(conv, x), conv(F.interpolate(x, scale_factor=2))) <= 1e-5
 
 
+@pytest.mark.parity
 def test_dcae_with_a_winograd_stage_matches_diffusers():
     """A 256-channel ResBlock stage (the published config's second stage width) takes the Winograd path."""
     widths = (64, 256, 256, 256)
@@ -128,6 +135,7 @@ def test_dcae_with_a_winograd_stage_matches_diffusers():
         assert _rel(ours.decode(z_ref, tiling="off"), out_ref) <= 1e-5
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("ci,co", [(8, 32), (8, 16), (16, 16), (32, 8), (12, 16)])  # groups of 1, 2, 4, 16; 3: plain
 def test_down_block_shortcut_channels_last(ci, co):
     """The encoder's down block adds its unshuffle-and-average shortcut over strided views of a channels-last input."""
@@ -142,6 +150,7 @@ def test_down_block_shortcut_channels_last(ci, co):
         assert _rel(y, y_ref) <= 1e-6 and _rel(block(x), y_ref) <= 1e-6
 
 
+@pytest.mark.parity
 def test_dcae_runs_channels_last_on_the_cpu():
     """CPU fp32: the ResBlock stages run channels-last, the attention stages and the results are plain NCHW."""
     ref = tiny_diffusers_dcae()

@@ -10,6 +10,8 @@ from sana_comfy.sana_core.speed import conv
 from sana_comfy.sana_core.speed.stamp import stamp
 from sana_comfy.sana_core.transformer import SanaConfig, SanaTransformer
 
+pytestmark = pytest.mark.unit
+
 EDITS = ["in place under inference_mode", "in place", "parameter replaced"]
 
 

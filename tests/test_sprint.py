@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from fixtures_pipeline import build_tiny_repo
 from sana_comfy.sana_core.guidance import TextCond
 from sana_comfy.sana_core.load.dcae import load_dcae
 from sana_comfy.sana_core.load.text_encoder import load_text_encoder
@@ -13,11 +12,6 @@ from sana_comfy.sana_core.sampling import sprint_trig_times
 
 PROMPT = "A small red house by a lake, watercolor"
 H, W = 256, 320
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return build_tiny_repo(tmp_path_factory.mktemp("sprint"), sprint=True)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +34,12 @@ def _ref(repo, image, seed, steps, strength):
     return torch.from_numpy(np.asarray(out.images))
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("steps,strength", [(2, 0.6), (4, 0.5), (3, 0.34)])
-def test_img2img_matches_sana_sprint_img2img_pipeline(repo, image, steps, strength):
-    model, te, vae = load_transformer(repo, "fp32"), load_text_encoder(repo, torch.float32), load_dcae(repo)
-    want = _ref(repo, image, 13, steps, strength)
+def test_img2img_matches_sana_sprint_img2img_pipeline(sprint_repo, image, steps, strength):
+    model, te = load_transformer(sprint_repo, "fp32"), load_text_encoder(sprint_repo, torch.float32)
+    vae = load_dcae(sprint_repo)
+    want = _ref(sprint_repo, image, 13, steps, strength)
     pos = TextCond(*te.encode([PROMPT], lowercase=True))
     opts = SampleOptions(steps=steps, cfg=4.5, denoise=strength)
     got = decode_images(vae, denoise(model, pos, None, encode_images(vae, image), 13, opts))
@@ -56,6 +52,7 @@ def test_img2img_matches_sana_sprint_img2img_pipeline(repo, image, steps, streng
         assert (got - full).abs().max().item() > 1e-2
 
 
+@pytest.mark.unit
 def test_trig_times_skip_like_strength():
     full = sprint_trig_times(4, intermediate=None)
     assert torch.equal(sprint_trig_times(4, intermediate=None, denoise=0.5), full[2:])

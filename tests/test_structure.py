@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 CORE = Path(__file__).resolve().parents[1] / "sana_core"
 MODEL_FILES = ("transformer", "controlnet", "dcae", "dcae_blocks", "text_encoder", "taesana")
 
@@ -87,3 +89,12 @@ def test_no_import_error_is_swallowed_and_no_host_import():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] in ("comfy", "folder_paths", "comfy_api", "nodes") for n in names), \
                     f"{module} imports the host: {names}"
+
+
+def test_every_test_is_of_exactly_one_kind(request):
+    """Each collected test carries exactly one of the kinds in pytest.ini (unit, parity, host, browser), so that
+    ``-m`` selects every test by what it needs; ``gpu`` comes on top where a test needs CUDA."""
+    from support.kinds import WRONG_KIND
+
+    wrong = request.config.stash[WRONG_KIND]
+    assert not wrong, "mark each with one of unit, parity, host, browser:\n" + "\n".join(wrong)

@@ -8,12 +8,12 @@ import hashlib
 import importlib.util
 import io
 import json
-import shutil
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from comfy_server import (
+from PIL import Image
+from support.comfy_server import (
     FRONTENDS,
     NEWEST_FRONTEND,
     PACKAGE_DIR_NAME,
@@ -23,13 +23,11 @@ from comfy_server import (
     comfy_dir,
     has_frontend,
 )
-from PIL import Image
 
 UI = sorted((ROOT / "example_workflows").glob("*.json"))
 SAVED_BY = ROOT / "tests" / "data" / f"frontend-{NEWEST_FRONTEND}"  # saved by the newest frontend's own export
 SAVED = sorted(p for p in SAVED_BY.glob("*.json") if not p.name.endswith(".api.json") and p.name != "EDITS.json")
 HAS_COMFY = (comfy_dir() / "main.py").exists()
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RESPONSES: list[tuple[int, str]] = []  # (status, url) of every response the page got
 CONSOLE: list[tuple[str, str, str]] = []  # (type, text, source url) of every console message and page error
 
@@ -53,6 +51,7 @@ def _api(name):
     return json.loads((ROOT / "example_workflows" / "api" / f"{API_NAME[name]}.json").read_text())
 
 
+@pytest.mark.unit
 def test_the_files_are_what_the_generator_writes():
     files = MW.render()
     assert sorted(files) == sorted(UI + list((ROOT / "example_workflows" / "api").glob("*.json")))
@@ -61,12 +60,14 @@ def test_the_files_are_what_the_generator_writes():
     assert len(UI) == 8
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", UI, ids=[p.stem for p in UI])
 def test_the_name_is_a_human_title(path):
     # The frontend shows the file name as the card's title and description and searches it: "Sana …", no snake_case.
     assert path.stem.startswith("Sana ") and "_" not in path.stem and path.stem in API_NAME
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", UI, ids=[p.stem for p in UI])
 def test_thumbnail_is_a_jpeg_of_the_graph(path):
     jpg = path.with_suffix(".jpg")  # the URL the frontend requests: /api/workflow_templates/<pack>/<name>.jpg
@@ -92,6 +93,7 @@ def _links_into(wf):
             if i.get("link") is not None}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", UI, ids=[p.stem for p in UI])
 def test_note_names_every_file_and_folder_and_prompts_are_titled(path):
     wf = _ui(path)
@@ -124,6 +126,7 @@ def test_note_names_every_file_and_folder_and_prompts_are_titled(path):
     assert {nodes[p].get("title") for p in prompts} == {"Positive prompt", "Negative prompt"}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", UI, ids=[p.stem for p in UI])
 def test_api_twin_is_the_graph_without_the_note(path):
     wf, api = _ui(path), _api(path.stem)
@@ -134,6 +137,7 @@ def test_api_twin_is_the_graph_without_the_note(path):
         assert api[nid]["_meta"]["title"] == n.get("title", n["type"])
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not HAS_COMFY, reason="ComfyUI not installed: run scripts/setup_env.sh")
 @pytest.mark.parametrize("path", UI, ids=[p.stem for p in UI])
 def test_inputs_are_what_a_fresh_comfyui_ships_in_multiples_of_32(path):
@@ -148,6 +152,7 @@ def _saved_api(path):
     return json.loads(path.with_name(path.stem + ".api.json").read_text())
 
 
+@pytest.mark.unit
 def test_the_saved_workflows_are_the_newest_frontends():
     assert [p.stem for p in SAVED] == ["Sana text to image, edited", "built in the frontend"]
     for path in SAVED:
@@ -164,19 +169,9 @@ def test_the_saved_workflows_are_the_newest_frontends():
 # --- in the real host and frontend ---
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, tiny_repo):
+def servers(host_base):
     """version -> the server serving that frontend; each starts once and runs to the end of the module."""
-    if not HAS_COMFY:
-        pytest.skip("ComfyUI not installed: run scripts/setup_env.sh")
-    from fixtures_pipeline import install_model_folders
-
-    def base(version):
-        folder = tmp_path_factory.mktemp(f"templates-{version}")
-        shutil.copytree(comfy_dir() / "input", folder / "input")
-        install_model_folders(tiny_repo, folder / "models")
-        return folder
-
-    pool = FrontendServers(base)
+    pool = FrontendServers(lambda version: host_base(f"templates-{version}", inputs=True))
     yield pool
     pool.close()
 
@@ -203,6 +198,7 @@ def _mask_of(server, image: str) -> np.ndarray:
     return img["31"][..., 0] > 127
 
 
+@pytest.mark.host
 def test_inpaint_mask_is_the_default_region_plus_what_the_user_paints(server):
     region = np.zeros((768, 768), bool)
     region[288:704, 224:544] = True  # x 256..512, y 320..672, grown 32 px
@@ -216,6 +212,7 @@ def test_inpaint_mask_is_the_default_region_plus_what_the_user_paints(server):
     assert (_mask_of(server, "painted.png") == painted).all()
 
 
+@pytest.mark.host
 def test_workflows_saved_by_the_newest_frontend_run_in_the_host(server):
     """The edited template gives the image of its API twin with the same edits; the graph built in the frontend
     (LoRA, Sana to MODEL, ComfyUI's KSampler) runs to an image that is not flat."""
@@ -228,18 +225,6 @@ def test_workflows_saved_by_the_newest_frontend_run_in_the_host(server):
     assert want["9"].shape == (256, 256, 3) and np.array_equal(got["9"], want["9"])
     _, built = server.results(server.run(_saved_api(SAVED[1])))
     assert built["11"].shape == (256, 256, 3) and built["11"].std() > 1
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if shutil.which("chromium") is None:
-        pytest.skip("chromium not installed: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module", params=FRONTENDS)
@@ -275,6 +260,7 @@ def _cards(page) -> list[tuple[str, str, bool]]:
     return page.evaluate(CARDS)
 
 
+@pytest.mark.browser
 def test_browser_shows_titles_and_thumbnails_and_finds_ours_first(page):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -303,6 +289,7 @@ def test_browser_shows_titles_and_thumbnails_and_finds_ours_first(page):
     assert not _errors_from_the_pack()
 
 
+@pytest.mark.browser
 def test_frontend_makes_the_api_twin_of_each_template(page):
     for path in UI:
         got = page.evaluate("""async ([m, n]) => {
@@ -318,6 +305,7 @@ def test_frontend_makes_the_api_twin_of_each_template(page):
     assert not _errors_from_the_pack()
 
 
+@pytest.mark.browser
 def test_frontend_loads_the_saved_workflows_as_they_were_saved(page):
     """Each frontend opens the workflows the newest one saved: every node known, and the prompt it queues is the
     one saved with them."""

@@ -13,10 +13,10 @@ import shutil
 
 import pytest
 import torch
-from fixtures_text import _CHI, SAMPLE_PROMPTS, TINY_GEMMA_HIDDEN, build_tiny_gemma, build_tokenizer
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.load.text_encoder import load_text_encoder
 from sana_comfy.sana_core.text_encoder import DEFAULT_CHI, SanaTextEncoder
+from support.text import _CHI, SAMPLE_PROMPTS, TINY_GEMMA_HIDDEN, build_tiny_gemma
 
 LOGGER = SanaTextEncoder.__module__  # the name the package was imported under
 # Unequal lengths, mixed case, one past the 299-token window (its truncation must match too).
@@ -24,19 +24,12 @@ PROMPTS = ["A Red Fox in the snow, golden hour", "", "  a cat  ", SAMPLE_PROMPTS
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("text")
-    tok_dir = build_tokenizer(root / "tokenizer")
-    return build_tiny_gemma(root / "gemma", tok_dir)
-
-
-@pytest.fixture(scope="module")
-def pipe_dir(tiny, tmp_path_factory):
+def pipe_dir(tiny_gemma, tmp_path_factory):
     from diffusers import SanaPipeline
     from transformers import Gemma2Model, GemmaTokenizerFast
 
-    pipe = SanaPipeline(tokenizer=GemmaTokenizerFast.from_pretrained(tiny.sana_repo / "tokenizer"),
-                        text_encoder=Gemma2Model.from_pretrained(tiny.sana_repo / "text_encoder"),
+    pipe = SanaPipeline(tokenizer=GemmaTokenizerFast.from_pretrained(tiny_gemma.sana_repo / "tokenizer"),
+                        text_encoder=Gemma2Model.from_pretrained(tiny_gemma.sana_repo / "text_encoder"),
                         vae=None, transformer=None, scheduler=None)
     out = tmp_path_factory.mktemp("pipe") / "sana"
     pipe.save_pretrained(out)
@@ -66,6 +59,7 @@ def _same(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-6) -> None:
     assert diff <= tol, f"max abs diff {diff}"
 
 
+@pytest.mark.parity
 def test_default_chi_is_diffusers_default():
     from diffusers import SanaPipeline
 
@@ -75,6 +69,7 @@ def test_default_chi_is_diffusers_default():
     assert _CHI == DEFAULT_CHI  # the tokenizer fixture was trained on the real text
 
 
+@pytest.mark.unit
 def test_fixture_tokenizer_merges_like_gemma(enc):
     # docs/model.md §3.3: encode(CHI) ends in a lone "▁" that merges into the first prompt word, so the kept window
     # (from index N_chi - 1) starts at the prompt. The tiny tokenizer must reproduce that for the parity to mean much.
@@ -87,11 +82,13 @@ def test_fixture_tokenizer_merges_like_gemma(enc):
     assert tok.encode("") == [2] and tok.eos_token_id not in tok.encode("a cat")
 
 
+@pytest.mark.parity
 def test_reference_uses_eager_attention(ref_pipe, enc):
     assert ref_pipe.text_encoder.config._attn_implementation == "eager"
     assert enc.model.config._attn_implementation == "eager"
 
 
+@pytest.mark.parity
 def test_parity_chi_on_with_negative(ref_pipe, enc):
     negative = "Blurry, Low quality"
     pe, pm, ne, nm = ref_pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=True, negative_prompt=negative,
@@ -108,6 +105,7 @@ def test_parity_chi_on_with_negative(ref_pipe, enc):
     assert torch.equal(mn, nm)
 
 
+@pytest.mark.parity
 def test_parity_chi_off(ref_pipe, enc):
     pe, pm, _, _ = ref_pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=False, device="cpu",
                                           complex_human_instruction=None)
@@ -117,6 +115,7 @@ def test_parity_chi_off(ref_pipe, enc):
         assert torch.equal(m, pm)
 
 
+@pytest.mark.parity
 def test_parity_empty_negative(ref_pipe, enc):
     _, _, ne, nm = ref_pipe.encode_prompt(["a cat", "a dog"], negative_prompt="", device="cpu",
                                           complex_human_instruction=DEFAULT_CHI)
@@ -126,6 +125,7 @@ def test_parity_empty_negative(ref_pipe, enc):
     assert mn.sum(1).tolist() == [1, 1]  # only the BOS is valid
 
 
+@pytest.mark.parity
 def test_parity_bf16(pipe_dir, enc):
     ref = _reload(pipe_dir, torch.bfloat16)
     ours = load_text_encoder(pipe_dir, dtype=torch.bfloat16)
@@ -155,6 +155,7 @@ MESSY = [
 ]
 
 
+@pytest.mark.parity
 def test_clean_caption_strings_equal_diffusers(ref_pipe):
     from sana_comfy.sana_core.captions import clean
 
@@ -163,6 +164,7 @@ def test_clean_caption_strings_equal_diffusers(ref_pipe):
     assert want[0] == "a photo of a cat - visit now" and want[1] == 'hello world friends "quoted"'
 
 
+@pytest.mark.parity
 def test_clean_caption_embeddings_equal_diffusers(ref_pipe, enc):
     """diffusers' encode_prompt(clean_caption=True) on the prompts and the negative, with and without the CHI."""
     negative = "<b>Blurry</b>, LOW quality, watermark www.stock.com"
@@ -180,6 +182,7 @@ def test_clean_caption_embeddings_equal_diffusers(ref_pipe, enc):
     assert (plain - cleaned).abs().max() > 1e-2  # the option changes the embedding
 
 
+@pytest.mark.unit
 def test_clean_caption_without_its_packages_stops_with_the_fix(enc, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "bs4", None)  # as if beautifulsoup4 were not installed
     with pytest.raises(SanaError, match=r"clean_caption needs the optional package 'bs4'.*pip install "
@@ -188,6 +191,7 @@ def test_clean_caption_without_its_packages_stops_with_the_fix(enc, monkeypatch)
     enc.encode(["a cat"])  # off: not needed
 
 
+@pytest.mark.unit
 def test_keeps_case_by_default(enc):
     cap, lower = "A Red Fox", "a red fox"
     assert enc.tokenizer.encode(cap) != enc.tokenizer.encode(lower)
@@ -199,27 +203,30 @@ def test_keeps_case_by_default(enc):
     assert torch.equal(enc.encode(["  a cat \n"])[0], enc.encode(["a cat"])[0])  # stripped
 
 
-def test_layouts_give_identical_outputs(tiny, pipe_dir, enc):
+@pytest.mark.unit
+def test_layouts_give_identical_outputs(tiny_gemma, pipe_dir, enc):
     e0, m0 = enc.encode(PROMPTS[:3])
-    for path in (tiny.sana_repo, tiny.gemma_dir):  # fixture repo; Gemma2ForCausalLM, sharded, model. + lm_head
+    for path in (tiny_gemma.sana_repo, tiny_gemma.gemma_dir):  # fixture repo; Gemma2ForCausalLM, sharded, model. + lm_head
         other = load_text_encoder(path)
         assert other.hidden_size == TINY_GEMMA_HIDDEN and other.dtype == torch.float32
         e, m = other.encode(PROMPTS[:3])
         assert torch.equal(e, e0) and torch.equal(m, m0)
-    assert json.loads((tiny.gemma_dir / "model.safetensors.index.json").read_text())["weight_map"]["lm_head.weight"]
+    assert json.loads((tiny_gemma.gemma_dir / "model.safetensors.index.json").read_text())["weight_map"]["lm_head.weight"]
 
 
-def test_dtype_rules(tiny, tmp_path):
+@pytest.mark.unit
+def test_dtype_rules(tiny_gemma, tmp_path):
     with pytest.raises(SanaError, match="fp16|float16"):
-        load_text_encoder(tiny.sana_repo, dtype=torch.float16)
+        load_text_encoder(tiny_gemma.sana_repo, dtype=torch.float16)
     with pytest.raises(SanaError, match="float64"):
-        load_text_encoder(tiny.sana_repo, dtype=torch.float64)
-    bf = build_tiny_gemma(tmp_path / "bf16", tiny.sana_repo / "tokenizer", dtype=torch.bfloat16)
+        load_text_encoder(tiny_gemma.sana_repo, dtype=torch.float64)
+    bf = build_tiny_gemma(tmp_path / "bf16", tiny_gemma.sana_repo / "tokenizer", dtype=torch.bfloat16)
     assert load_text_encoder(bf.sana_repo).dtype == torch.bfloat16  # None → the file's bf16
     assert load_text_encoder(bf.gemma_dir, dtype=torch.float32).dtype == torch.float32
-    assert load_text_encoder(tiny.sana_repo).dtype == torch.float32  # fp32 file → fp32
+    assert load_text_encoder(tiny_gemma.sana_repo).dtype == torch.float32  # fp32 file → fp32
 
 
+@pytest.mark.unit
 def test_properties_and_to(enc):
     assert enc.hidden_size == TINY_GEMMA_HIDDEN
     assert enc.device == torch.device("cpu")
@@ -228,6 +235,7 @@ def test_properties_and_to(enc):
         enc.to(torch.float16)
 
 
+@pytest.mark.unit
 def test_edge_prompts_encode(enc, caplog):
     edge = ["", "日本語のテキスト、中文提示词", "a cat 🐱🚀 with emoji 👍🏽", "שלום עולם مرحبا بالعالم",
             "nul\x00 and control \x01\x02\x1b[31m\x7f chars\t\r\n end", "\u200b\u200e\ufeff"]
@@ -241,6 +249,7 @@ def test_edge_prompts_encode(enc, caplog):
     assert not [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
 
 
+@pytest.mark.unit
 def test_long_prompt_truncated_with_one_log_line(enc, caplog):
     long = "a red fox in the snow " * 910  # 20,020 characters
     assert len(long) >= 20_000
@@ -263,6 +272,7 @@ def test_long_prompt_truncated_with_one_log_line(enc, caplog):
     assert m.sum(1).tolist()[0] == 300 and m.sum(1).tolist()[1] < 300
 
 
+@pytest.mark.unit
 def test_bad_inputs(enc):
     for bad in ([], [None], 3):
         with pytest.raises(SanaError):
@@ -273,9 +283,10 @@ def test_bad_inputs(enc):
         enc.encode(["a"], chi=5)
 
 
-def test_missing_tokenizer_files(tiny, tmp_path):
+@pytest.mark.unit
+def test_missing_tokenizer_files(tiny_gemma, tmp_path):
     folder = tmp_path / "gemma-no-tok"
-    shutil.copytree(tiny.gemma_dir, folder)
+    shutil.copytree(tiny_gemma.gemma_dir, folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).unlink()
     with pytest.raises(SanaError, match="no tokenizer files") as err:
@@ -283,16 +294,17 @@ def test_missing_tokenizer_files(tiny, tmp_path):
     assert str(folder) in str(err.value)
 
     repo = tmp_path / "sana-no-tok"
-    shutil.copytree(tiny.sana_repo, repo)
+    shutil.copytree(tiny_gemma.sana_repo, repo)
     shutil.rmtree(repo / "tokenizer")
     with pytest.raises(SanaError, match="tokenizer/") as err:
         load_text_encoder(repo)
     assert str(repo) in str(err.value)
 
 
-def test_missing_or_wrong_config(tiny, tmp_path):
+@pytest.mark.unit
+def test_missing_or_wrong_config(tiny_gemma, tmp_path):
     folder = tmp_path / "no-config"
-    shutil.copytree(tiny.gemma_dir, folder)
+    shutil.copytree(tiny_gemma.gemma_dir, folder)
     (folder / "config.json").unlink()
     with pytest.raises(SanaError, match="no config.json") as err:
         load_text_encoder(folder)
@@ -308,11 +320,12 @@ def test_missing_or_wrong_config(tiny, tmp_path):
         load_text_encoder(tmp_path / "nowhere")
 
 
-def test_loading_is_strict(tiny, tmp_path):
+@pytest.mark.unit
+def test_loading_is_strict(tiny_gemma, tmp_path):
     from safetensors.torch import load_file, save_file
 
     repo = tmp_path / "sana-partial"
-    shutil.copytree(tiny.sana_repo, repo)
+    shutil.copytree(tiny_gemma.sana_repo, repo)
     f = repo / "text_encoder" / "model.safetensors"
     sd = load_file(f)
     sd.pop("layers.1.mlp.up_proj.weight")
@@ -321,10 +334,11 @@ def test_loading_is_strict(tiny, tmp_path):
         load_text_encoder(repo)
 
 
-def test_diffusers_variant_file_is_found(tiny, tmp_path, enc):
+@pytest.mark.unit
+def test_diffusers_variant_file_is_found(tiny_gemma, tmp_path, enc):
     # Hub Sana repos ship the text encoder as a bf16 variant (model.bf16*.safetensors).
     repo = tmp_path / "sana-variant"
-    shutil.copytree(tiny.sana_repo, repo)
+    shutil.copytree(tiny_gemma.sana_repo, repo)
     (repo / "text_encoder" / "model.safetensors").rename(repo / "text_encoder" / "model.bf16.safetensors")
     e, m = load_text_encoder(repo).encode(["a cat"])
     e0, m0 = enc.encode(["a cat"])

@@ -2,35 +2,19 @@
 
 import pytest
 import torch
-from fixtures_model import TINY, save_layouts, tiny_diffusers_transformer
 from sana_comfy.sana_core.errors import SanaError
 from sana_comfy.sana_core.load.transformer import load_transformer
-
-VARIANTS = {
-    "base": {},
-    "qk_norm": dict(qk_norm="rms_norm_across_heads"),
-    "guidance": dict(qk_norm="rms_norm_across_heads", guidance_embeds=True),
-    "pos_embed": dict(interpolation_scale=1.0),
-}
+from support.models import VARIANTS, save_layouts, tiny_diffusers_transformer, transformer_inputs
 
 
-def _inputs(batch=2, h=6, w=10, seed=1, length=12):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 32, h, w, generator=g)
-    y = torch.randn(batch, length, TINY["caption_channels"], generator=g)
-    mask = torch.ones(batch, length, dtype=torch.int64)
-    mask[0, 5:] = 0  # padded caption for sample 0; sample 1 keeps its own (full) mask
-    t = torch.tensor([999.0, 417.0])[:batch]
-    return x, y, mask, t
-
-
+@pytest.mark.parity
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("hw", [(6, 10), (8, 8)])
 def test_forward_matches_diffusers(tmp_path, variant, hw):
     ref = tiny_diffusers_transformer(**VARIANTS[variant])
     paths = save_layouts(ref, tmp_path)
     ours = load_transformer(paths["folder"], "fp32")
-    x, y, mask, t = _inputs(h=hw[0], w=hw[1])
+    x, y, mask, t = transformer_inputs(h=hw[0], w=hw[1])
     kw = {}
     if variant == "guidance":
         kw["guidance"] = torch.tensor([0.45, 0.3])
@@ -51,14 +35,16 @@ def _bf16_calls(ref, ours, x, y, mask, t):
         return ours(x.bfloat16(), t, y.bfloat16(), mask), want
 
 
+@pytest.mark.parity
 def test_bf16_forward_close_to_diffusers(tmp_path):
     ref = tiny_diffusers_transformer()
     ours = load_transformer(save_layouts(ref, tmp_path)["folder"], "bf16")
-    got, want = _bf16_calls(ref, ours, *_inputs())
+    got, want = _bf16_calls(ref, ours, *transformer_inputs())
     assert got.dtype == torch.bfloat16
     assert (got.float() - want.float()).abs().max().item() <= 2e-2
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("layout", ["folder", "single_diffusers", "single_original", "pth"])
 def test_every_layout_loads_the_same_weights(tmp_path, layout):
     ref = tiny_diffusers_transformer(qk_norm="rms_norm_across_heads")
@@ -72,6 +58,7 @@ def test_every_layout_loads_the_same_weights(tmp_path, layout):
         assert torch.equal(got[k], want[k]), k
 
 
+@pytest.mark.unit
 def test_dtype_choice(tmp_path):
     ref = tiny_diffusers_transformer().to(torch.bfloat16)
     folder = save_layouts(ref, tmp_path)["folder"]
@@ -82,6 +69,7 @@ def test_dtype_choice(tmp_path):
         load_transformer(folder, "int4")
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("variant", ["base", "qk_norm"])
 def test_gpu_forms_match_diffusers(tmp_path, variant):
     """The fused-layout forms (token-layout linear attention and Mix-FFN, fused modulation; the GPU's in every dtype,
@@ -97,7 +85,7 @@ def _gpu_forms_match_diffusers(tmp_path, variant, speed):
     ref = tiny_diffusers_transformer(**VARIANTS[variant])
     folder = save_layouts(ref, tmp_path)["folder"]
     ours = load_transformer(folder, "fp32")
-    x, y, mask, t = _inputs(batch=2, h=6, w=10)
+    x, y, mask, t = transformer_inputs(batch=2, h=6, w=10)
     pag = dict(identity_blocks=frozenset({1}), n_identity=1)
     with torch.no_grad():
         want = ref(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t, return_dict=False)[0]
@@ -115,6 +103,7 @@ def _gpu_forms_match_diffusers(tmp_path, variant, speed):
     assert (got16.float() - want16.float()).abs().max().item() <= 2e-2
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("variant", ["base", "qk_norm"])
 def test_held_caption_is_the_same_call(tmp_path, variant):
     """A caption passed again (as a sampler's loop passes it every step, ComfyUI in a fresh tensor each time) gives
@@ -126,7 +115,7 @@ def test_held_caption_is_the_same_call(tmp_path, variant):
 
     ref = tiny_diffusers_transformer(**VARIANTS[variant])
     ours = load_transformer(save_layouts(ref, tmp_path)["folder"], "fp32")
-    x, y, mask, t = _inputs()
+    x, y, mask, t = transformer_inputs()
     calls = []
     ours.transformer_blocks[0].attn2.to_k.register_forward_hook(lambda *a: calls.append(1))
 
@@ -164,6 +153,7 @@ def test_held_caption_is_the_same_call(tmp_path, variant):
     assert caches.peek(ours, "captions") is None
 
 
+@pytest.mark.unit
 def test_speed_forms_where_they_apply():
     """The fused forms run on the CPU in fp32 and on CUDA; the CPU keeps diffusers' op order in bf16. The switch
     swaps every module back to its reference class."""
@@ -183,6 +173,7 @@ def test_speed_forms_where_they_apply():
                                                          "torch.nn.modules.conv", "torch.nn.modules.container"}
 
 
+@pytest.mark.unit
 def test_kept_keys_and_values_reach_reference_blocks(tmp_path):
     """The caption's kept keys and values reach the blocks through the reference's declared ``caption`` seam: a
     model whose trunk keeps them and whose blocks are partly the reference's gives the plain call's result."""
@@ -190,7 +181,7 @@ def test_kept_keys_and_values_reach_reference_blocks(tmp_path):
     from sana_comfy.sana_core.transformer import CrossAttention, SanaBlock
 
     ours = speed.apply(load_transformer(save_layouts(tiny_diffusers_transformer(), tmp_path)["folder"], "fp32"), True)
-    x, y, mask, t = _inputs()
+    x, y, mask, t = transformer_inputs()
     with torch.no_grad():
         want = ours(x, t, y, mask)
         for block in ours.transformer_blocks[::2]:  # reference blocks, with reference cross-attention

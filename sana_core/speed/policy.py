@@ -1,22 +1,28 @@
-"""Which speed forms run where: the one place that decides, per device and dtype (docs/architecture.md).
+"""Which speed forms run where: the one place that decides, per device, dtype and CPU kind (docs/architecture.md).
 
 Every faster form in this package computes the reference model's function; some round differently (fused sums,
-Winograd transforms), so each runs only where it was measured to pay and checked against the reference:
+Winograd transforms), so each runs only where the benchmarks measured it faster than the reference form, and is
+checked against the reference by the tests:
 
 | form | runs on |
 |---|---|
-| fused-layout transformer blocks (``speed/transformer.py``) | CUDA in every dtype; the CPU in fp32 |
-| DC-AE convolution forms, channels-last (``speed/dcae.py``, ``speed/conv.py``) | the CPU in fp32 (and fp64) |
+| fused-layout transformer blocks (``speed/transformer.py``) | CUDA in every dtype; the CPU in fp32 on ``FAST_CPU_KINDS`` |
+| DC-AE convolution forms, channels-last (``speed/dcae.py``, ``conv.py``) | the CPU in fp32, fp64 on ``FAST_CPU_KINDS`` |
 | CUDA-graph replay (``speed/cudagraph.py``) | CUDA, without autograd, outside another capture |
-| the caption's keys and values kept across sampling steps | everywhere, without autograd |
+| the caption's keys and values kept across sampling steps | everywhere, without autograd (bit-identical) |
 
-bf16 on the CPU keeps diffusers' op order. The switch that turns all of it off is ``speed.apply(module, False)``,
-or ``SANA_SPEED=0`` in the environment before loading.
+A CPU kind is its vendor as the kernel reports it. The CPU forms lean on the matmul and convolution kernels of the
+CPU they run on; where they were measured slower than the reference (the fused blocks on an AMD EPYC), or not
+measured, the reference forms run: the README's benchmark section lists the machines. bf16 on the CPU keeps
+diffusers' op order. The switch that turns all of it off is ``speed.apply(module, False)``, or ``SANA_SPEED=0`` in
+the environment before loading.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,6 +31,7 @@ import torch
 SWITCH = "SANA_SPEED"
 FUSED_CPU_DTYPES = {torch.float32}  # the CPU dtypes where the transformer's fused forms run (CUDA: every dtype)
 FAST_CONV_CPU_DTYPES = {torch.float32, torch.float64}
+FAST_CPU_KINDS = {"GenuineIntel"}  # CPU kinds where the benchmarks measured the CPU forms faster
 _FORCED: dict[str, bool] = {}  # form → runs wherever it can (True) or nowhere (False), inside ``forced``
 
 
@@ -50,18 +57,34 @@ def forced(**forms: bool) -> Iterator[None]:
         _FORCED.update(before)
 
 
+@functools.cache
+def cpu_kind() -> str:
+    """This machine's CPU vendor ("GenuineIntel", "AuthenticAMD", …), or its architecture where the kernel does not
+    name one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine() or "unknown"
+
+
 def fused_blocks(x: torch.Tensor) -> bool:
     forced_to = _FORCED.get("fused_blocks")
     if forced_to is not None:
         return forced_to
-    return x.device.type == "cuda" or (x.device.type == "cpu" and x.dtype in FUSED_CPU_DTYPES)
+    if x.device.type == "cuda":
+        return True
+    return x.device.type == "cpu" and x.dtype in FUSED_CPU_DTYPES and cpu_kind() in FAST_CPU_KINDS
 
 
 def fast_convs(x: torch.Tensor) -> bool:
     forced_to = _FORCED.get("fast_convs")
     if forced_to is not None:
         return forced_to
-    return x.device.type == "cpu" and x.dtype in FAST_CONV_CPU_DTYPES
+    return x.device.type == "cpu" and x.dtype in FAST_CONV_CPU_DTYPES and cpu_kind() in FAST_CPU_KINDS
 
 
 def cuda_graphs(x: torch.Tensor) -> bool:

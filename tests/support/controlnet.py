@@ -29,13 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from fixtures_model import diffusers_to_original, perturb
 from safetensors.torch import save_file
+
+from .models import diffusers_to_original, perturb
 
 LAYOUTS = ("folder", "single", "nvlabs")
 FOREIGN_KINDS = ("sd15", "sdxl", "flux")
 
-# The diffusers reference call (as fixtures_lora.REFERENCE_CALL, minus height/width: the control image sets them);
+# The diffusers reference call (as REFERENCE_CALL in lora.py, minus height/width: the control image sets them);
 # every entry can be overridden. CHI, max_sequence_length 300 and clean_caption False are the pipeline defaults.
 REFERENCE_CALL = dict(prompt="a small red house by a lake, watercolor", negative_prompt="", seed=0,
                       num_inference_steps=3, guidance_scale=4.5, use_resolution_binning=False)

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 import torch
-from fixtures_model import perturb
 from safetensors.torch import save_file
+
+from .models import perturb
 
 _TYPES = ("ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock")
 # 4 stages → spatial compression 8; head dim 8 so 2×2 maps (16 px images) take diffusers' quadratic branch.

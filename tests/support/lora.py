@@ -17,8 +17,9 @@ import json
 from pathlib import Path
 
 import torch
-from fixtures_model import TINY
 from safetensors.torch import save_file
+
+from .models import TINY
 
 # The LoRA'd modules in each ``transformer_blocks.N``. ff.conv_* are 1×1 Conv2d: lora_A (r, in, 1, 1), lora_B
 # (out, r, 1, 1). PEFT wraps them and diffusers loads and fuses them (checked by the fixture's own tests).

@@ -7,7 +7,7 @@ imported as ComfyUI would, the tiny models loaded through the pack's nodes. It m
   call to the layers left off the device), and with fp8 storage;
 - VAEDecode through SanaToVAE fully against partly loaded.
 
-    python tests/host_memory_probe.py MODELS_DIR OUT.json
+    python tests/support/host_memory_probe.py MODELS_DIR OUT.json
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMFY = Path(sys.argv[3]) if len(sys.argv) > 3 else ROOT / ".sana-env" / "ComfyUI"
 sys.path.insert(0, str(COMFY))
 from comfy.cli_args import args  # noqa: E402

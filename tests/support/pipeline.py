@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from fixtures_model import TINY, perturb
-from fixtures_text import TINY_GEMMA_HIDDEN, build_tiny_gemma, build_tokenizer
+
+from .models import TINY, perturb
+from .text import TINY_GEMMA_HIDDEN, build_tiny_gemma, build_tokenizer
 
 # A 6-stage DC-AE: the real 32× compression with tiny widths, so latents are [B, 32, H/32, W/32] as in production.
 TINY_DCAE32 = dict(in_channels=3, latent_channels=32, attention_head_dim=8,
@@ -21,6 +22,9 @@ TINY_DCAE32 = dict(in_channels=3, latent_channels=32, attention_head_dim=8,
                    downsample_block_type="Conv", decoder_norm_types="rms_norm", decoder_act_fns="silu",
                    scaling_factor=0.41407)
 TINY_TRANSFORMER = {**TINY, "caption_channels": TINY_GEMMA_HIDDEN, "sample_size": 32, "num_layers": 10}
+# 2 blocks wide enough (layers of at least 4096 weights) that 8-bit storage takes the attention and FFN layers
+WIDE_TRANSFORMER = {**TINY_TRANSFORMER, "num_layers": 2, "num_attention_heads": 4, "attention_head_dim": 32,
+                    "num_cross_attention_heads": 4, "cross_attention_head_dim": 32, "cross_attention_dim": 128}
 
 
 def build_tiny_repo(root: Path, seed: int = 0, sprint: bool = False) -> Path:
@@ -50,6 +54,13 @@ def build_tiny_repo(root: Path, seed: int = 0, sprint: bool = False) -> Path:
     return root / "repo"
 
 
+def wide_transformer(seed: int = 7):
+    """A diffusers SanaTransformer2DModel of WIDE_TRANSFORMER's config, its random weights perturbed with ``seed``."""
+    from diffusers import SanaTransformer2DModel
+
+    return perturb(SanaTransformer2DModel(**WIDE_TRANSFORMER).eval(), seed)
+
+
 def install_model_folders(repo: Path, models: Path, name: str = "Sana_600M_1024px_diffusers",
                           gemma: str = "gemma-2-2b-it", dcae: str = "dc-ae-f32c32-sana-1.1-diffusers") -> None:
     """Lay the tiny repo out as a ComfyUI user would: the whole repo in diffusers/ and diffusion_models/, a plain
@@ -71,7 +82,8 @@ def install_example_loras(repo: Path, folder: Path) -> None:
     """Two tiny random LoRAs for the repo's transformer (PEFT layout, alpha in the metadata), under the names the
     LoRA example workflow loads."""
     from diffusers import SanaTransformer2DModel
-    from fixtures_lora import peft_lora, save_layout
+
+    from .lora import peft_lora, save_layout
 
     folder.mkdir(parents=True, exist_ok=True)
     if all((folder / n).exists() for n in EXAMPLE_LORAS):
@@ -88,7 +100,8 @@ def install_example_controlnet(repo: Path, folder: Path) -> None:
     """A tiny random 2-block ControlNet for the repo's transformer (diffusers folder), under the name the ControlNet
     example workflow loads."""
     from diffusers import SanaTransformer2DModel
-    from fixtures_controlnet import tiny_controlnet
+
+    from .controlnet import tiny_controlnet
 
     if (folder / EXAMPLE_CONTROLNET / "config.json").exists():
         return

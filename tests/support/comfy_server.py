@@ -20,7 +20,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from . import ROOT
+
 PACKAGE_DIR_NAME = "comfyui-sana"
 PINNED_FRONTEND = "1.32.9"  # ComfyUI 0.3.75's requirements.txt, installed in the venv
 NEWEST_FRONTEND = "1.58.1"  # installed apart, in .sana-env/frontend-1.58.1
@@ -94,6 +95,12 @@ class ComfyServer:
         """The version the server's log says it serves ("ComfyUI frontend version: X")."""
         found = re.search(r"frontend version: (\S+)", self.log())
         return found and found.group(1)
+
+    def __enter__(self) -> ComfyServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -13,6 +13,26 @@ TINY = dict(num_attention_heads=2, attention_head_dim=8, num_layers=3, num_cross
             in_channels=32, out_channels=32)
 
 
+# The transformer variants the tests build, as diffusers SanaTransformer2DModel arguments over TINY.
+VARIANTS = {
+    "base": {},
+    "qk_norm": dict(qk_norm="rms_norm_across_heads"),
+    "guidance": dict(qk_norm="rms_norm_across_heads", guidance_embeds=True),
+    "pos_embed": dict(interpolation_scale=1.0),
+}
+
+
+def transformer_inputs(batch=2, h=6, w=10, seed=1, length=12):
+    """(x, caption, caption mask, timesteps) for a TINY transformer."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 32, h, w, generator=g)
+    y = torch.randn(batch, length, TINY["caption_channels"], generator=g)
+    mask = torch.ones(batch, length, dtype=torch.int64)
+    mask[0, 5:] = 0  # padded caption for sample 0; sample 1 keeps its own (full) mask
+    t = torch.tensor([999.0, 417.0])[:batch]
+    return x, y, mask, t
+
+
 def count_params(cfg) -> int:
     """Parameters of a sana_core transformer config, counted on the meta device."""
     from sana_comfy.sana_core.transformer import SanaTransformer
