@@ -90,3 +90,19 @@ def test_sprint_matches_sana_sprint_pipeline(sprint_repo):
                             opts=SampleOptions(steps=steps, cfg=4.5), lowercase=True)
         assert want.std() > 0.02
         assert (got - want).abs().max().item() <= 1e-3
+
+
+@pytest.mark.unit
+def test_the_readmes_script_example_runs(tiny_repo):
+    """README, "Using sana_core without ComfyUI": its code, on the tiny repo, makes an image of the asked size."""
+    from support import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    code = text.split("## Using `sana_core` without ComfyUI", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"models/diffusers/Sana_600M_1024px_diffusers"' in code and "text_to_image" in code
+    code = code.replace('"models/diffusers/Sana_600M_1024px_diffusers"', repr(str(tiny_repo)))
+    code = code.replace("sana_core", "sana_comfy.sana_core").replace("torch.bfloat16", "torch.float32")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    image = scope["image"]
+    assert image.shape == (1, 1024, 1024, 3) and 0 <= image.min() and image.max() <= 1 and image.std() > 0.01

@@ -154,16 +154,30 @@ def test_held_caption_is_the_same_call(tmp_path, variant):
 
 
 @pytest.mark.unit
-def test_speed_forms_where_they_apply():
-    """The fused forms run on the CPU in fp32 and on CUDA; the CPU keeps diffusers' op order in bf16. The switch
-    swaps every module back to its reference class."""
+def test_speed_forms_where_they_apply(monkeypatch):
+    """The CPU forms run in fp32 on the CPU kinds where they were measured faster, nowhere else on a CPU (bf16 keeps
+    diffusers' op order); ``forced`` overrides the table inside its block only. The switch swaps every module back
+    to its reference class."""
     from sana_comfy.sana_core import layers, speed
     from sana_comfy.sana_core import transformer as tr
 
     p = speed.policy
-    assert p.fused_blocks(torch.zeros(1)) and not p.fused_blocks(torch.zeros(1, dtype=torch.bfloat16))
-    assert p.fast_convs(torch.zeros(1)) and not p.fast_convs(torch.zeros(1, dtype=torch.bfloat16))
-    assert not p.cuda_graphs(torch.zeros(1))
+    fp32, bf16 = torch.zeros(1), torch.zeros(1, dtype=torch.bfloat16)
+    vendor, _, width = p.cpu_kind().partition(" ")  # this machine's: "<vendor> <avx512|avx2|other>", or its arch
+    assert width in ("avx512", "avx2", "other") or not width, p.cpu_kind()
+    for kind in ("GenuineIntel avx512", "AuthenticAMD avx2", "AuthenticAMD avx512", "GenuineIntel avx2", "aarch64"):
+        monkeypatch.setattr(p, "cpu_kind", lambda kind=kind: kind)
+        fast = kind in p.FAST_CPU_KINDS
+        assert (p.fused_blocks(fp32), p.fast_convs(fp32)) == (fast, fast), kind
+        assert not p.fused_blocks(bf16) and not p.fast_convs(bf16)
+        with p.forced(fused_blocks=True, fast_convs=False):
+            assert p.fused_blocks(bf16) and not p.fast_convs(fp32)
+        assert (p.fused_blocks(fp32), p.fast_convs(fp32)) == (fast, fast), kind
+    assert p.FAST_CPU_KINDS == {"GenuineIntel avx512", "AuthenticAMD avx2"}  # measured: README, "Benchmarks"
+    assert not p.cuda_graphs(fp32)
+    with pytest.raises(ValueError, match="cuda_graphs=True"):
+        with p.forced(cuda_graphs=True):
+            pass
     m = tr.SanaTransformer(tr.SanaConfig(num_layers=1, num_heads=2, head_dim=8, cross_heads=2, cross_head_dim=8),
                            device="meta")
     speed.apply(m, True)

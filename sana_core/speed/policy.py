@@ -11,9 +11,10 @@ checked against the reference by the tests:
 | CUDA-graph replay (``speed/cudagraph.py``) | CUDA, without autograd, outside another capture |
 | the caption's keys and values kept across sampling steps | everywhere, without autograd (bit-identical) |
 
-A CPU kind is its vendor as the kernel reports it. The CPU forms lean on the matmul and convolution kernels of the
-CPU they run on; where they were measured slower than the reference (the fused blocks on an AMD EPYC), or not
-measured, the reference forms run: the README's benchmark section lists the machines. bf16 on the CPU keeps
+A CPU kind is its vendor and its widest vector instructions ("GenuineIntel avx512", "AuthenticAMD avx2"). The CPU
+forms lean on the matmul and convolution kernels of the CPU they run on; where they were measured slower than the
+reference (the fused blocks on AMD with AVX-512), or not measured, the reference forms run. The README's benchmark
+section lists the machines and their figures. bf16 on the CPU keeps
 diffusers' op order. The switch that turns all of it off is ``speed.apply(module, False)``, or ``SANA_SPEED=0`` in
 the environment before loading.
 """
@@ -31,7 +32,7 @@ import torch
 SWITCH = "SANA_SPEED"
 FUSED_CPU_DTYPES = {torch.float32}  # the CPU dtypes where the transformer's fused forms run (CUDA: every dtype)
 FAST_CONV_CPU_DTYPES = {torch.float32, torch.float64}
-FAST_CPU_KINDS = {"GenuineIntel"}  # CPU kinds where the benchmarks measured the CPU forms faster
+FAST_CPU_KINDS = {"GenuineIntel avx512", "AuthenticAMD avx2"}  # where the benchmarks measured the CPU forms faster
 _FORCED: dict[str, bool] = {}  # form → runs wherever it can (True) or nowhere (False), inside ``forced``
 
 
@@ -59,16 +60,23 @@ def forced(**forms: bool) -> Iterator[None]:
 
 @functools.cache
 def cpu_kind() -> str:
-    """This machine's CPU vendor ("GenuineIntel", "AuthenticAMD", …), or its architecture where the kernel does not
-    name one."""
+    """This machine's CPU vendor and widest vector instructions ("GenuineIntel avx512", "AuthenticAMD avx2", …), or
+    its architecture where the kernel does not say."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if "vendor_id" in fields and "flags" in fields:
+                    break
     except OSError:
         pass
-    return platform.machine() or "unknown"
+    if "vendor_id" not in fields:
+        return platform.machine() or "unknown"
+    flags = set(fields.get("flags", "").split())
+    width = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    return f"{fields['vendor_id']} {width}"
 
 
 def fused_blocks(x: torch.Tensor) -> bool:
