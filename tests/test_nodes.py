@@ -1,6 +1,7 @@
 """Every node called directly, in-process against ComfyUI's own modules (no server): models in ComfyUI's model
 folders, in the published layouts."""
 
+import inspect
 from types import SimpleNamespace
 
 import pytest
@@ -216,6 +217,9 @@ def test_a_missing_model_file_names_its_folder_and_where_to_get_it(models_dir, n
     assert f"models/{key}" in message and str(models_dir / key) in message
     repo = FOLDERS[key][1]
     assert repo is None or repo in message
+    # the host passes inputs by the names the signature declares and checks every other combo against its list
+    spec = inspect.getfullargspec(cls.validate_inputs)
+    assert spec.args == ["cls", arg] and spec.varkw is None
 
 
 def test_encode_prompt_clean_caption(models_dir, monkeypatch):

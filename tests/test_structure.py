@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 CORE = Path(__file__).resolve().parents[1] / "sana_core"
-MODEL_FILES = ("transformer", "controlnet", "dcae", "dcae_blocks", "text_encoder", "taesana")
+MODEL_FILES = ("transformer", "controlnet", "dcae", "dcae_blocks", "text_encoder", "taesana", "video_transformer")
 
 
 def _name(path: Path) -> str:

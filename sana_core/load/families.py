@@ -19,6 +19,10 @@ class Family(Enum):
 
     SANA_DIFFUSERS = ("a Sana transformer", "load it with Sana Load Transformer", "diffusers")
     SANA_NVLABS = ("a Sana transformer", "load it with Sana Load Transformer", "NVlabs")
+    SANA_VIDEO = ("a SANA-Video transformer", "load it with the SANA-Video loader", "diffusers")
+    SANA_VIDEO_NVLABS = ("a SANA-Video transformer in NVlabs keys",
+                         "convert it with diffusers' convert_sana_video_to_diffusers.py, then load it with the "
+                         "SANA-Video loader", "NVlabs")
     SANA_CONTROLNET = ("a Sana ControlNet", "load it with Sana Load ControlNet", "diffusers")
     SANA_CONTROLNET_NVLABS = ("a Sana ControlNet", "load it with Sana Load ControlNet", "NVlabs")
     CONTROLNET_SD = ("a Stable Diffusion / SDXL ControlNet", None, "")
@@ -67,9 +71,13 @@ def sniff(sd: Mapping[str, object]) -> Family:
     if "input_block.weight" in keys and has(r"controlnet_blocks\.\d+\.weight"):
         return Family.SANA_CONTROLNET
     if has(r"transformer_blocks\.\d+\.attn1\.to_q\.weight") and "caption_projection.linear_1.weight" in keys:
+        # SANA-Video has the image model's names too, plus a 3-D patch embed (Wan's name) and a temporal conv in
+        # each Mix-FFN
+        if "patch_embedding.weight" in keys or has(r"transformer_blocks\.\d+\.ff\.conv_temp\."):
+            return Family.SANA_VIDEO
         return Family.SANA_DIFFUSERS
     if has(r"blocks\.\d+\.attn\.qkv\.weight") and has(r"blocks\.\d+\.cross_attn\.kv_linear\.weight"):
-        return Family.SANA_NVLABS
+        return Family.SANA_VIDEO_NVLABS if has(r"blocks\.\d+\.mlp\.t_conv\.") else Family.SANA_NVLABS
     if "encoder.project_in.conv.bias" in keys:
         return Family.DCAE_ORIGINAL
     if any(k.startswith(_KL_PREFIXES) for k in keys) or has(r"(encoder|decoder)\.(down|up)_blocks\.\d+\.resnets\."):

@@ -1,0 +1,139 @@
+"""The SANA-Video transformer's part in loading: the config and ``load_video_transformer``.
+
+Layouts: a whole diffusers repo (``transformer/``), a transformer folder (``config.json`` +
+``diffusion_pytorch_model[.bf16|.fp16|.fp32].safetensors`` or a sharded index), or a single file in diffusers keys.
+The tensors give the depth, widths, channels, patch and flags; the attention heads (how the hidden size splits into
+heads, which sets the rotary embedding) only ``config.json`` gives: the folder's, else one beside a single file, else
+the caller's ``config``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import torch
+
+from .. import speed
+from ..errors import SanaError
+from ..layers import Operations
+from ..video_transformer import SanaVideoConfig, SanaVideoTransformer
+from .families import Family, key_summary
+from .files import read_json
+from .steps import Component, build, read_checkpoint
+from .tensors import dominant_dtype
+from .transformer import DTYPES
+
+log = logging.getLogger(__name__)
+
+CLASS_NAME = "SanaVideoTransformer3DModel"
+
+# diffusers' config.json field → ours; absent fields take diffusers' defaults (SanaVideoConfig's own)
+_CONFIG_FIELDS = {
+    "num_layers": "num_layers", "num_attention_heads": "num_heads", "attention_head_dim": "head_dim",
+    "num_cross_attention_heads": "cross_heads", "cross_attention_head_dim": "cross_head_dim",
+    "caption_channels": "caption_channels", "in_channels": "in_channels", "out_channels": "out_channels",
+    "mlp_ratio": "mlp_ratio", "attention_bias": "attention_bias", "guidance_embeds": "guidance_embeds",
+    "norm_eps": "norm_eps", "rope_max_seq_len": "rope_max_seq_len", "sample_size": "sample_size",
+    "guidance_embeds_scale": "guidance_embeds_scale",
+}
+
+
+def _from_config(config: dict, source: str) -> SanaVideoConfig:
+    """Our config from a diffusers config dict; a SanaError for what the model does not implement."""
+    if config.get("norm_elementwise_affine"):
+        raise SanaError(f"{source}: norm_elementwise_affine=true is not supported (published SANA-Video models "
+                        "have no affine norms)")
+    qk_norm = config.get("qk_norm", "rms_norm_across_heads")
+    if qk_norm not in (None, "rms_norm_across_heads"):
+        raise SanaError(f"{source}: qk_norm {qk_norm!r} is not supported (expected 'rms_norm_across_heads' or none)")
+    kw = {ours: config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if config.get(theirs) is not None}
+    kw["out_channels"] = config.get("out_channels") or kw.get("in_channels", SanaVideoConfig.in_channels)
+    if "patch_size" in config:
+        kw["patch_size"] = tuple(config["patch_size"])
+    cfg = SanaVideoConfig(**kw, qk_norm=qk_norm is not None)
+    cross = config.get("cross_attention_dim", cfg.dim)
+    if cross != cfg.dim or cfg.cross_heads * cfg.cross_head_dim != cfg.dim:
+        raise SanaError(f"{source}: cross-attention width {cfg.cross_heads}×{cfg.cross_head_dim} (input {cross}) "
+                        f"differs from the hidden size {cfg.dim} ({cfg.num_heads}×{cfg.head_dim}); not supported")
+    return cfg
+
+
+def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str) -> SanaVideoConfig:
+    """The config from ``config`` (diffusers' config.json), checked against what the tensors (diffusers names)
+    say; without ``config`` a SanaError naming what only it can give."""
+    try:
+        w = sd["patch_embedding.weight"]  # (D, C_in, pt, ph, pw)
+        caption = sd["caption_projection.linear_1.weight"].shape[1]
+        proj = sd["proj_out.weight"].shape[0]
+        hidden = sd["transformer_blocks.0.ff.conv_point.weight"].shape[1]
+    except KeyError as e:
+        raise SanaError(f"{source}: a SANA-Video transformer needs tensor {e.args[0]!r}, which is missing") from None
+    if w.ndim != 5:
+        raise SanaError(f"{source}: 'patch_embedding.weight' has shape {tuple(w.shape)}; a SANA-Video transformer's "
+                        "is 5-D (hidden, channels, frames, height, width)")
+    dim, in_ch, patch = w.shape[0], w.shape[1], tuple(w.shape[2:])
+    layers = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"transformer_blocks\.(\d+)\.", k)))
+    found = dict(num_layers=layers, in_channels=in_ch, out_channels=proj // math.prod(patch), patch_size=patch,
+                 caption_channels=caption, mlp_hidden=hidden, dim=dim,
+                 qk_norm="transformer_blocks.0.attn1.norm_q.weight" in sd,
+                 attention_bias="transformer_blocks.0.attn1.to_q.bias" in sd,
+                 guidance_embeds="time_embed.guidance_embedder.linear_1.weight" in sd)
+    if config is None:
+        raise SanaError(f"{source}: no config.json for this SANA-Video transformer (hidden size {dim}, {layers} "
+                        f"layers, patch {patch}): its attention heads (num_attention_heads, attention_head_dim, "
+                        "num_cross_attention_heads, cross_attention_head_dim) cannot be read off the weights; load "
+                        "its diffusers folder, or put its config.json beside the file")
+    cfg = _from_config(config, source)
+    mismatch = {k: (getattr(cfg, k), v) for k, v in found.items() if getattr(cfg, k) != v}
+    if mismatch:
+        raise SanaError(f"{source}: config.json disagrees with the weights: "
+                        + ", ".join(f"{k}: config {a} vs weights {b}" for k, (a, b) in mismatch.items()))
+    return cfg
+
+
+def _wrong_family(source: str, sd: dict, family: Family) -> SanaError:
+    return SanaError(f"{source}: not a SANA-Video transformer checkpoint: this is {family.describe()}. Found "
+                     f"{key_summary(sd)}; expected SANA-Video keys such as 'patch_embedding.weight' and "
+                     "'transformer_blocks.0.ff.conv_temp.weight' (diffusers)")
+
+
+VIDEO_TRANSFORMER = Component(
+    name="SANA-Video transformer", folder="transformer", stems=("diffusion_pytorch_model",),
+    prefixes=("model.diffusion_model.", "transformer.", "model.", "module.", "net."),
+    layouts={Family.SANA_VIDEO: None}, wrong_family=_wrong_family)
+
+
+def _config_beside(weights: Path) -> dict | None:
+    """A single file's neighbouring config.json when it describes a SANA-Video transformer (or names no class)."""
+    f = weights.parent / "config.json"
+    if not f.is_file():
+        return None
+    cfg = read_json(f)
+    return cfg if cfg.get("_class_name", CLASS_NAME) == CLASS_NAME else None
+
+
+def load_video_transformer(path: str | Path, dtype: torch.dtype | str | None = None,
+                           device: str | torch.device = "cpu", *, config: dict | None = None,
+                           operations=None) -> SanaVideoTransformer:
+    """Load a SANA-Video transformer: a diffusers repo, its ``transformer/`` folder, or a single safetensors file in
+    diffusers keys. ``dtype`` None/"auto" keeps the file's own. ``config``: a diffusers-style config dict for a
+    single file with no config.json beside it. ``operations``: the layer classes (``layers.py``; None: the
+    reference)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
+        dtype = DTYPES[dtype]
+    ckpt = read_checkpoint(VIDEO_TRANSFORMER, path)
+    where = ckpt.where
+    file_config = read_json(where.config) if where.config else (_config_beside(where.path) if where.is_file else None)
+    cfg = detect_config(ckpt.state_dict, config or file_config, ckpt.source)
+    dtype = dtype or dominant_dtype(ckpt.state_dict)
+    operations = operations or Operations
+    model, n = build(lambda: SanaVideoTransformer(cfg, dtype=dtype, operations=operations), ckpt, dtype, device)
+    model.source = ckpt.source
+    log.info("SANA-Video transformer: %d layers · hidden %d · %s · %.0fM params · %s", cfg.num_layers, cfg.dim,
+             str(dtype).removeprefix("torch."), n / 1e6, ckpt.source)
+    return speed.apply(model)
