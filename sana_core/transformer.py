@@ -15,8 +15,23 @@ from .latent import SANA
 from .layers import Operations
 
 
+class TrunkSizes:
+    """What a config's heads and MLP ratio give (the image and the video configs share it)."""
+
+    @property
+    def dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.mlp_ratio * self.dim)
+
+    def replace(self, **kw):
+        return replace(self, **kw)
+
+
 @dataclass(frozen=True)
-class SanaConfig:
+class SanaConfig(TrunkSizes):
     num_layers: int = 28
     num_heads: int = 36
     head_dim: int = 32
@@ -37,19 +52,8 @@ class SanaConfig:
     flow_shift: float = 3.0  # scheduler default for this model (6.0 for 4K)
 
     @property
-    def dim(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.mlp_ratio * self.dim)
-
-    @property
     def resolution(self) -> int:
         return self.sample_size * SANA.compression  # sample_size counts latent cells
-
-    def replace(self, **kw) -> SanaConfig:
-        return replace(self, **kw)
 
 
 _600M = SanaConfig(num_layers=28, num_heads=36, cross_heads=16, cross_head_dim=72)

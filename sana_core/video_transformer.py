@@ -6,46 +6,38 @@ height, width) inside the linear self-attention, and the temporal convolution af
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import Operations
-from .transformer import CaptionProjection, CrossAttention, MixFFN, Projections, TimeEmbed, caption_bias
+from .transformer import CaptionProjection, CrossAttention, MixFFN, Projections, TimeEmbed, TrunkSizes, caption_bias
 
 
 @dataclass(frozen=True)
-class SanaVideoConfig:
-    num_layers: int = 20
-    num_heads: int = 20
-    head_dim: int = 112
-    cross_heads: int = 20
-    cross_head_dim: int = 112
-    caption_channels: int = 2304
-    in_channels: int = 16
-    out_channels: int = 16
-    mlp_ratio: float = 2.5
-    patch_size: tuple[int, int, int] = (1, 2, 2)  # (frames, height, width)
-    attention_bias: bool = False  # q/k/v biases of the self-attention
-    qk_norm: bool = True  # "rms_norm_across_heads"
-    guidance_embeds: bool = False
-    norm_eps: float = 1e-6
-    rope_max_seq_len: int = 1024  # the most patches along any one axis
-    sample_size: int = 30
-    guidance_embeds_scale: float = 0.1
+class SanaVideoConfig(TrunkSizes):
+    """A SANA-Video transformer's sizes and flags; every published model states them in its config.json (the loader
+    fills what one leaves out with diffusers' defaults)."""
 
-    @property
-    def dim(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.mlp_ratio * self.dim)
-
-    def replace(self, **kw) -> SanaVideoConfig:
-        return replace(self, **kw)
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    cross_heads: int
+    cross_head_dim: int
+    caption_channels: int
+    in_channels: int
+    out_channels: int
+    mlp_ratio: float
+    patch_size: tuple[int, int, int]  # (frames, height, width)
+    attention_bias: bool  # q/k/v biases of the self-attention
+    qk_norm: bool  # "rms_norm_across_heads"
+    guidance_embeds: bool
+    norm_eps: float
+    rope_max_seq_len: int  # the most patches along any one axis
+    sample_size: int
+    guidance_embeds_scale: float
 
 
 # --- rotary embedding ----------------------------------------------------------------------------------------------

@@ -125,28 +125,32 @@ def test_every_layout_loads_the_same_weights(tmp_path, layout):
     assert ours.cfg.patch_size == (1, 2, 2) and ours.cfg.attention_bias
 
 
-@pytest.mark.unit
-def test_single_file_without_config_names_what_is_missing(tmp_path):
-    single = save_video_layouts(tiny_video(), tmp_path)["single"]
-    with pytest.raises(SanaError, match=r"sana_video\.safetensors: no config\.json for this SANA-Video transformer "
-                                        r"\(hidden size 24, 3 layers, patch \(1, 2, 2\)\): its attention heads"):
-        load_video_transformer(single)
+def _without_config(tmp_path):
+    return save_video_layouts(tiny_video(), tmp_path)["single"], {}
 
 
-@pytest.mark.unit
-def test_config_that_disagrees_with_the_weights(tmp_path):
+def _disagreeing_config(tmp_path):
     ref = tiny_video()
     cfg = {**{k: v for k, v in ref.config.items() if not k.startswith("_")}, "num_layers": 4}
-    with pytest.raises(SanaError, match=r"config\.json disagrees with the weights: num_layers: config 4 vs weights 3"):
-        load_video_transformer(save_video_layouts(ref, tmp_path)["single"], config=cfg)
+    return save_video_layouts(ref, tmp_path)["single"], {"config": cfg}
+
+
+def _image_checkpoint(tmp_path):
+    return save_layouts(tiny_diffusers_transformer(), tmp_path)["single_diffusers"], {}
 
 
 @pytest.mark.unit
-def test_image_checkpoint_given_to_the_video_loader(tmp_path):
-    image = save_layouts(tiny_diffusers_transformer(), tmp_path)["single_diffusers"]
-    with pytest.raises(SanaError, match=r"single_diffusers\.safetensors: not a SANA-Video transformer checkpoint: "
-                                        r"this is a Sana transformer, load it with Sana Load Transformer"):
-        load_video_transformer(image)
+@pytest.mark.parametrize("given,message", [
+    (_without_config, r"sana_video\.safetensors: no config\.json for this SANA-Video transformer \(hidden size 24, 3 "
+                      r"layers, patch \(1, 2, 2\)\): its attention heads"),
+    (_disagreeing_config, r"config\.json disagrees with the weights: num_layers: config 4 vs weights 3"),
+    (_image_checkpoint, r"single_diffusers\.safetensors: this looks like a Sana transformer, load it with Sana Load "
+                        r"Transformer\. Found .*; expected SANA-Video keys"),
+], ids=["single file without config", "config disagrees", "an image checkpoint"])
+def test_the_video_loader_refuses_with_one_clear_error(tmp_path, given, message):
+    path, kw = given(tmp_path)
+    with pytest.raises(SanaError, match=message):
+        load_video_transformer(path, **kw)
 
 
 @pytest.mark.unit
@@ -175,9 +179,9 @@ def test_nvlabs_video_checkpoint_is_refused_by_both_loaders(tmp_path):
           "blocks.0.mlp.t_conv.weight": torch.zeros(2, 2, 3, 1), "x_embedder.proj.weight": torch.zeros(2, 4, 1, 2, 2)}
     path = tmp_path / "SANA_Video_2B_480p.safetensors"
     save_file(sd, path)
-    what = r"this is a SANA-Video transformer in NVlabs keys, convert it with diffusers' convert_sana_video_to_diffusers"
-    with pytest.raises(SanaError, match=r"SANA_Video_2B_480p\.safetensors: not a SANA-Video transformer checkpoint: "
-                                        + what):
+    what = r"a SANA-Video transformer in NVlabs keys, convert it with diffusers' convert_sana_video_to_diffusers"
+    with pytest.raises(SanaError, match=r"SANA_Video_2B_480p\.safetensors: this looks like " + what):
         load_video_transformer(path)
-    with pytest.raises(SanaError, match=r"SANA_Video_2B_480p\.safetensors: not a Sana transformer checkpoint: " + what):
+    with pytest.raises(SanaError, match=r"SANA_Video_2B_480p\.safetensors: not a Sana transformer checkpoint: this is "
+                                        + what):
         load_transformer(path)

@@ -12,6 +12,7 @@ only; they import nothing from here or from ``speed``.
 
 from .controlnet import load_controlnet
 from .dcae import load_dcae
-from .transformer import DTYPES, load_transformer, peek_config, variant_name
+from .steps import DTYPES
+from .transformer import load_transformer, peek_config, variant_name
 
 __all__ = ["DTYPES", "load_controlnet", "load_dcae", "load_transformer", "peek_config", "variant_name"]

@@ -15,9 +15,9 @@ from ..errors import SanaError
 from ..layers import Operations
 from .families import Family, key_summary
 from .files import read_json
-from .steps import Component, build, read_checkpoint
+from .steps import Component, build, parse_dtype, read_checkpoint
 from .tensors import dominant_dtype
-from .transformer import DTYPES, detect_config, original_to_diffusers
+from .transformer import detect_config, original_to_diffusers
 
 log = logging.getLogger("sana")
 
@@ -61,8 +61,7 @@ def load_controlnet(path: str | Path, dtype: torch.dtype | str | None = None, de
     """Load a Sana ControlNet: a diffusers folder (config.json), a single safetensors file, or an NVlabs ``.pth``.
     The variant is read off the weights (hidden size, number of blocks) as for the transformer. ``operations``: the
     layer classes (``layers.py``; None: the reference)."""
-    if isinstance(dtype, str):
-        dtype = DTYPES[dtype]
+    dtype = parse_dtype(dtype)
     ckpt = read_checkpoint(CONTROLNET, path)
     file_config = read_json(ckpt.where.config) if ckpt.where.config else None
     cfg = detect_config(ckpt.state_dict, config or file_config, ckpt.source)

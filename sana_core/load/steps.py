@@ -29,6 +29,16 @@ from .files import Located, locate
 from .tensors import load_into, read_weights, strip_prefix
 
 KeyMap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A dtype given as a ``torch.dtype`` or by name (``DTYPES``); None for "auto" (the file's own)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
+        return DTYPES[dtype]
+    return dtype
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from ..layers import Operations
 from ..transformer import DEFAULT_FLOW_SHIFT, INTERPOLATION_SCALE, PRESETS, SanaConfig, SanaTransformer
 from .families import Family, key_summary
 from .files import Located, locate, read_json
-from .steps import Checkpoint, Component, build, read_checkpoint
+from .steps import Checkpoint, Component, build, parse_dtype, read_checkpoint
 from .tensors import WEIGHT_SUFFIXES, dominant_dtype
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def read_scheduler_shift(repo: Path | None) -> float | None:
@@ -102,7 +101,7 @@ def original_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 # --- the variant ---------------------------------------------------------------------------------------------------
 
-_CONFIG_FIELDS = {
+CONFIG_FIELDS = {  # diffusers' config.json field → ours
     "num_layers": "num_layers", "num_attention_heads": "num_heads", "attention_head_dim": "head_dim",
     "num_cross_attention_heads": "cross_heads", "cross_attention_head_dim": "cross_head_dim",
     "caption_channels": "caption_channels", "in_channels": "in_channels", "out_channels": "out_channels",
@@ -137,7 +136,7 @@ def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str,
                  mlp_ratio=hidden / dim, qk_norm=qk_norm, guidance_embeds=guidance)
 
     if config is not None:
-        kw = {ours: config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if theirs in config}
+        kw = {ours: config[theirs] for theirs, ours in CONFIG_FIELDS.items() if theirs in config}
         if kw.get("out_channels") is None:
             kw["out_channels"] = kw.get("in_channels", in_ch)
         kw["qk_norm"] = config.get("qk_norm") is not None
@@ -237,10 +236,7 @@ def load_transformer(path: str | Path, dtype: torch.dtype | str | None = None, d
     diffusers-style config dict for a single file whose variant the tensors cannot tell. ``operations``: the layer
     classes (``layers.py``; None: the reference), which a host passes to manage the layers itself.
     """
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
-        dtype = DTYPES[dtype]
+    dtype = parse_dtype(dtype)
     ckpt, file_config, pos_embed = _read(path)
     cfg = detect_config(ckpt.state_dict, config or file_config, ckpt.source, sample_size=sample_size,
                         pos_embed=pos_embed)

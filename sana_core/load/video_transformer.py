@@ -20,25 +20,25 @@ from .. import speed
 from ..errors import SanaError
 from ..layers import Operations
 from ..video_transformer import SanaVideoConfig, SanaVideoTransformer
-from .families import Family, key_summary
+from .families import Family, wrong_family
 from .files import read_json
-from .steps import Component, build, read_checkpoint
+from .steps import Component, build, parse_dtype, read_checkpoint
 from .tensors import dominant_dtype
-from .transformer import DTYPES
+from .transformer import CONFIG_FIELDS, TRANSFORMER
 
 log = logging.getLogger(__name__)
 
 CLASS_NAME = "SanaVideoTransformer3DModel"
 
-# diffusers' config.json field → ours; absent fields take diffusers' defaults (SanaVideoConfig's own)
-_CONFIG_FIELDS = {
-    "num_layers": "num_layers", "num_attention_heads": "num_heads", "attention_head_dim": "head_dim",
-    "num_cross_attention_heads": "cross_heads", "cross_attention_head_dim": "cross_head_dim",
-    "caption_channels": "caption_channels", "in_channels": "in_channels", "out_channels": "out_channels",
-    "mlp_ratio": "mlp_ratio", "attention_bias": "attention_bias", "guidance_embeds": "guidance_embeds",
-    "norm_eps": "norm_eps", "rope_max_seq_len": "rope_max_seq_len", "sample_size": "sample_size",
-    "guidance_embeds_scale": "guidance_embeds_scale",
-}
+# diffusers' config.json field → ours: the image model's (but its patch and positional embedding) and the video's own
+_CONFIG_FIELDS = {**{k: v for k, v in CONFIG_FIELDS.items()
+                     if k not in ("patch_size", "interpolation_scale", "timestep_scale")},
+                  "attention_bias": "attention_bias", "rope_max_seq_len": "rope_max_seq_len"}
+# diffusers' SanaVideoTransformer3DModel defaults, for fields a config.json leaves out
+DIFFUSERS_DEFAULTS = dict(num_layers=20, num_heads=20, head_dim=112, cross_heads=20, cross_head_dim=112,
+                          caption_channels=2304, in_channels=16, out_channels=16, mlp_ratio=2.5, patch_size=(1, 2, 2),
+                          attention_bias=False, guidance_embeds=False, norm_eps=1e-6, rope_max_seq_len=1024,
+                          sample_size=30, guidance_embeds_scale=0.1)
 
 
 def _from_config(config: dict, source: str) -> SanaVideoConfig:
@@ -49,8 +49,9 @@ def _from_config(config: dict, source: str) -> SanaVideoConfig:
     qk_norm = config.get("qk_norm", "rms_norm_across_heads")
     if qk_norm not in (None, "rms_norm_across_heads"):
         raise SanaError(f"{source}: qk_norm {qk_norm!r} is not supported (expected 'rms_norm_across_heads' or none)")
-    kw = {ours: config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if config.get(theirs) is not None}
-    kw["out_channels"] = config.get("out_channels") or kw.get("in_channels", SanaVideoConfig.in_channels)
+    kw = {**DIFFUSERS_DEFAULTS,
+          **{ours: config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if config.get(theirs) is not None}}
+    kw["out_channels"] = config.get("out_channels") or kw["in_channels"]
     if "patch_size" in config:
         kw["patch_size"] = tuple(config["patch_size"])
     cfg = SanaVideoConfig(**kw, qk_norm=qk_norm is not None)
@@ -94,16 +95,12 @@ def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str)
     return cfg
 
 
-def _wrong_family(source: str, sd: dict, family: Family) -> SanaError:
-    return SanaError(f"{source}: not a SANA-Video transformer checkpoint: this is {family.describe()}. Found "
-                     f"{key_summary(sd)}; expected SANA-Video keys such as 'patch_embedding.weight' and "
-                     "'transformer_blocks.0.ff.conv_temp.weight' (diffusers)")
-
-
 VIDEO_TRANSFORMER = Component(
-    name="SANA-Video transformer", folder="transformer", stems=("diffusion_pytorch_model",),
-    prefixes=("model.diffusion_model.", "transformer.", "model.", "module.", "net."),
-    layouts={Family.SANA_VIDEO: None}, wrong_family=_wrong_family)
+    name="SANA-Video transformer", folder=TRANSFORMER.folder, stems=TRANSFORMER.stems, prefixes=TRANSFORMER.prefixes,
+    layouts={Family.SANA_VIDEO: None},
+    wrong_family=lambda source, sd, family: wrong_family(
+        source, sd, family, "a SANA-Video transformer",
+        "SANA-Video keys such as 'patch_embedding.weight' and 'transformer_blocks.0.ff.conv_temp.weight' (diffusers)"))
 
 
 def _config_beside(weights: Path) -> dict | None:
@@ -122,10 +119,7 @@ def load_video_transformer(path: str | Path, dtype: torch.dtype | str | None = N
     diffusers keys. ``dtype`` None/"auto" keeps the file's own. ``config``: a diffusers-style config dict for a
     single file with no config.json beside it. ``operations``: the layer classes (``layers.py``; None: the
     reference)."""
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise SanaError(f"weight dtype {dtype!r} is not one of {list(DTYPES)}")
-        dtype = DTYPES[dtype]
+    dtype = parse_dtype(dtype)
     ckpt = read_checkpoint(VIDEO_TRANSFORMER, path)
     where = ckpt.where
     file_config = read_json(where.config) if where.config else (_config_beside(where.path) if where.is_file else None)
