@@ -3,16 +3,18 @@
 - ``files``: where a component's files are; ``tensors``: reading weights (memory-mapped, safe); ``families``: which
   model a checkpoint holds; ``steps``: the order every loader follows and what a component contributes.
 - One module per component, holding only what is its own (key maps, config detection): ``transformer``,
-  ``controlnet``, ``dcae``, and ``text_encoder`` (needs transformers, so it is imported from its module:
-  ``from sana_core.load.text_encoder import load_text_encoder``).
+  ``video_transformer`` (SANA-Video), ``controlnet``, ``dcae``, and ``text_encoder`` (needs transformers, so it is
+  imported from its module: ``from sana_core.load.text_encoder import load_text_encoder``).
 
-The model files (``sana_core/transformer.py``, ``controlnet.py``, ``dcae.py``, ``text_encoder.py``) hold the models
-only; they import nothing from here or from ``speed``.
+The model files (``sana_core/transformer.py``, ``video_transformer.py``, ``controlnet.py``, ``dcae.py``,
+``text_encoder.py``) hold the models only; they import nothing from here or from ``speed``.
 """
 
 from .controlnet import load_controlnet
 from .dcae import load_dcae
 from .steps import DTYPES
 from .transformer import load_transformer, peek_config, variant_name
+from .video_transformer import load_video_transformer
 
-__all__ = ["DTYPES", "load_controlnet", "load_dcae", "load_transformer", "peek_config", "variant_name"]
+__all__ = ["DTYPES", "load_controlnet", "load_dcae", "load_transformer", "load_video_transformer", "peek_config",
+           "variant_name"]
