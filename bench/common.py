@@ -1,8 +1,8 @@
 """What the benchmark scripts share.
 
-Importing this module registers the package under the tests' stable name ``sana_comfy`` whatever the checkout folder
-is called (as tests/support/inprocess.py does, without ComfyUI until a script calls ``comfy_in_process()``) and
-puts tests/ on the path, so that the scripts import ``sana_comfy.sana_core``, ``sana_comfy.nodes`` and the tests'
+Importing this module puts tests/ on the path and registers the package under the tests' stable name ``sana_comfy``
+whatever the checkout folder is called (tests/support/inprocess.py, without ComfyUI until a script calls
+``comfy_in_process()``), so that the scripts import ``sana_comfy.sana_core``, ``sana_comfy.nodes`` and the tests'
 helpers (``support.text``, ``support.models``) alike. Then: ComfyUI's modules in this process, the machine's
 description, the resident set, timing of runs alternated in rounds, random models (weights at a trained-like scale;
 the published configs for the whole pipeline), diffusers' arguments for our configs, the inputs of a transformer
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import importlib.util
 import os
 import platform
 import statistics
@@ -28,11 +27,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-if "sana_comfy" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location("sana_comfy", ROOT / "__init__.py",
-                                                   submodule_search_locations=[str(ROOT)])
-    sys.modules["sana_comfy"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["sana_comfy"])
+from support import inprocess  # noqa: E402
+
+inprocess.register_package()
 
 if TYPE_CHECKING:
     from sana_comfy.sana_core.transformer import SanaConfig
@@ -59,25 +56,16 @@ DIFFUSERS_DCAE = dict(encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBloc
 
 def comfy_in_process() -> Path:
     """ComfyUI's own modules (``$SANA_ENV/ComfyUI``, by default .sana-env/ComfyUI) importable in this process, on the
-    CPU, as the tests import them (tests/support/inprocess.py): its folder after the path's own entries (its
-    ``nodes``, ``utils`` and ``tests`` must not shadow ours), ``--cpu`` set before ``comfy.model_management`` is
-    imported, the package's root ``__init__`` run again now that it exposes the nodes (``comfy_api`` imports), and
-    the host extended as the extension does. Call it before importing ``sana_comfy.nodes`` or ``comfy.*``; safe to
-    call again. Returns ComfyUI's folder."""
-    comfy = Path(os.environ.get("SANA_ENV", ROOT / ".sana-env")) / "ComfyUI"
+    CPU, through the tests' own set-up (tests/support/inprocess.py: ComfyUI after the path's own entries, ``--cpu``,
+    the package imported again so that it exposes the nodes, the host extended). Call it before importing
+    ``sana_comfy.nodes`` or ``comfy.*``; safe to call again. Returns ComfyUI's folder."""
+    comfy = inprocess.comfy_dir()
     if not (comfy / "main.py").is_file():
         raise FileNotFoundError(f"no ComfyUI at {comfy} (its main.py is missing): set SANA_ENV to the folder that "
                                 "holds ComfyUI/")
     if str(comfy) not in sys.path:
         assert "comfy.model_management" not in sys.modules, "comfy.model_management was imported before --cpu was set"
-        sys.path.append(str(comfy))
-        from comfy.cli_args import args
-
-        args.cpu = True  # read when comfy.model_management is imported: these benchmarks time the CPU
-    package = sys.modules["sana_comfy"]
-    if not hasattr(package, "comfy_entrypoint"):
-        package.__spec__.loader.exec_module(package)  # registered before ComfyUI was importable: now with the nodes
-    package.nodes.host.extend_host()
+    inprocess.setup()
     return comfy
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import caches
 from .latent import SANA
 from .layers import Operations
 
@@ -309,7 +310,6 @@ class SanaTrunk(nn.Module):
         self.caption_norm = operations.RMSNorm(d, 1e-5, device=device, dtype=dtype)
         self.transformer_blocks = nn.ModuleList(SanaBlock(cfg, device, dtype, operations)
                                                 for _ in range(cfg.num_layers))
-        self._pe_cache: dict[tuple, torch.Tensor] = {}
 
     @property
     def device(self) -> torch.device:
@@ -317,12 +317,13 @@ class SanaTrunk(nn.Module):
         return self.compute_device or self.patch_embed.proj.weight.device
 
     def _pos_embed(self, h: int, w: int, device) -> torch.Tensor:
+        kept = caches.kept(self, "pos_embed", dict)  # (h, w, device) → the embedding
         key = (h, w, str(device))
-        if key not in self._pe_cache:
+        if key not in kept:
             cfg = self.cfg
-            self._pe_cache[key] = sincos_pos_embed(cfg.dim, h, w, cfg.sample_size // cfg.patch_size,
+            kept[key] = sincos_pos_embed(cfg.dim, h, w, cfg.sample_size // cfg.patch_size,
                                                    cfg.interpolation_scale, device)
-        return self._pe_cache[key]
+        return kept[key]
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Latents (B, C, H, W) → patch tokens (B, N, D), row-major, with the positional embedding if any."""

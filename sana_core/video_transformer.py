@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import caches
 from .layers import Operations
 from .transformer import CaptionProjection, CrossAttention, MixFFN, Projections, TimeEmbed, TrunkSizes, caption_bias
 
@@ -168,7 +169,6 @@ class SanaVideoTransformer(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.empty(2, d, device=device, dtype=dtype))
         self.proj_out = operations.Linear(d, math.prod(cfg.patch_size) * cfg.out_channels, device=device,
                                           dtype=dtype)
-        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -183,10 +183,11 @@ class SanaVideoTransformer(nn.Module):
         if max(grid) > self.cfg.rope_max_seq_len:
             raise ValueError(f"patch grid {grid} exceeds the rotary embedding's {self.cfg.rope_max_seq_len} "
                              "positions per axis")
+        kept = caches.kept(self, "rope", dict)
         key = (*grid, str(device))
-        if key not in self._rope_cache:
-            self._rope_cache[key] = rope_tables(self.cfg.head_dim, grid, device=device)
-        return self._rope_cache[key]
+        if key not in kept:
+            kept[key] = rope_tables(self.cfg.head_dim, grid, device=device)
+        return kept[key]
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor | None = None, guidance: torch.Tensor | None = None) -> torch.Tensor:

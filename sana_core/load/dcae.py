@@ -23,7 +23,6 @@ from .tensors import dominant_dtype
 log = logging.getLogger(__name__)
 
 
-
 def convert_original_dcae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """mit-han-lab ``model.safetensors`` keys → diffusers keys (docs/model.md §7.3), substitutions applied in order
     to every key."""

@@ -18,6 +18,7 @@ import torch
 
 from .. import speed
 from ..errors import SanaError
+from ..latent import SANA
 from ..layers import Operations
 from ..transformer import DEFAULT_FLOW_SHIFT, INTERPOLATION_SCALE, PRESETS, SanaConfig, SanaTransformer
 from .families import Family, key_summary
@@ -26,7 +27,6 @@ from .steps import Checkpoint, Component, build, parse_dtype, read_checkpoint
 from .tensors import WEIGHT_SUFFIXES, dominant_dtype
 
 log = logging.getLogger(__name__)
-
 
 
 def read_scheduler_shift(repo: Path | None) -> float | None:
@@ -164,11 +164,11 @@ def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str,
         sample_size = sample_size or int(round(pos_embed.shape[-2] ** 0.5))
     if sample_size is None:
         res = _resolution_from_name(source)
-        sample_size = res // 32 if res else 32
-        log.info("%s: no config.json; training resolution %d px %s", source, sample_size * 32,
+        sample_size = SANA.cells(res or 1024)
+        log.info("%s: no config.json; training resolution %d px %s", source, sample_size * SANA.compression,
                  "from the file name" if res else "assumed (the default)")
-    if sample_size * 32 not in (512, 1024, 2048, 4096):
-        raise SanaError(f"{source}: sample_size {sample_size} ({sample_size * 32} px) is not a published Sana "
+    if sample_size * SANA.compression not in (512, 1024, 2048, 4096):
+        raise SanaError(f"{source}: sample_size {sample_size} ({sample_size * SANA.compression} px) is not a published Sana "
                         "resolution (512, 1024, 2048, 4096)")
     return base.replace(num_layers=layers, qk_norm=qk_norm, guidance_embeds=guidance, sample_size=sample_size,
                         interpolation_scale=INTERPOLATION_SCALE[sample_size],

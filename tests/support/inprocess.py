@@ -9,6 +9,7 @@ import contextlib
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from . import ROOT
 from .comfy_server import comfy_dir
@@ -16,23 +17,33 @@ from .comfy_server import comfy_dir
 MODEL_KEYS = ("diffusers", "diffusion_models", "text_encoders", "vae", "loras", "controlnet")
 
 
-def setup() -> None:
-    """ComfyUI's folder on ``sys.path`` (CPU only) where it is installed, and the package imported as
-    ``sana_comfy`` with the host extended, as the extension does when ComfyUI loads it. Safe to call again."""
-    if (comfy_dir() / "main.py").exists() and str(comfy_dir()) not in sys.path:
-        sys.path.append(str(comfy_dir()))
-        from comfy.cli_args import args
-
-        args.cpu = True
-
-    if "sana_comfy" not in sys.modules:
+def register_package() -> ModuleType:
+    """The repo root imported as ``sana_comfy``; imported again when it was first imported before ComfyUI was
+    importable, so that it exposes the nodes now. Safe to call again."""
+    module = sys.modules.get("sana_comfy")
+    if module is None:
         spec = importlib.util.spec_from_file_location("sana_comfy", ROOT / "__init__.py",
                                                       submodule_search_locations=[str(ROOT)])
         module = importlib.util.module_from_spec(spec)
         sys.modules["sana_comfy"] = module
         spec.loader.exec_module(module)
-        if hasattr(module, "comfy_entrypoint"):
-            module.nodes.host.extend_host()
+    elif not hasattr(module, "comfy_entrypoint") and importlib.util.find_spec("comfy_api") is not None:
+        module.__spec__.loader.exec_module(module)
+    return module
+
+
+def setup() -> None:
+    """ComfyUI's folder on ``sys.path`` after the path's own entries (CPU only; ``--cpu`` is read when
+    ``comfy.model_management`` is first imported) where it is installed, and the package imported as ``sana_comfy``
+    with the host extended, as the extension does when ComfyUI loads it. Safe to call again."""
+    if (comfy_dir() / "main.py").exists() and str(comfy_dir()) not in sys.path:
+        sys.path.append(str(comfy_dir()))
+        from comfy.cli_args import args
+
+        args.cpu = True
+    module = register_package()
+    if hasattr(module, "comfy_entrypoint"):
+        module.nodes.host.extend_host()
 
 
 @contextlib.contextmanager
