@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import host, lora_nodes, native_nodes, sana_nodes
+from . import host, lora_nodes, native_nodes, sana_nodes, video_nodes
 
 NODES: dict[str, type[io.ComfyNode]] = {c.__name__: c for c in (*sana_nodes.NODES, *lora_nodes.NODES,
-                                                                 *native_nodes.NODES)}
+                                                                 *native_nodes.NODES, *video_nodes.NODES)}
 
 
 class SanaExtension(ComfyExtension):

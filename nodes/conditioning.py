@@ -40,3 +40,8 @@ def single(conditioning, what: str, sampler: str) -> TextCond:
         raise SanaError(f"{what} conditioning uses {host_only or ['strength']}, which {sampler} does not apply; "
                         "those need ComfyUI's sampling, which Sana Sample takes with a flow model")
     return entries[0]
+
+
+def with_values(conditioning, values: dict) -> list:
+    """A copy of ``conditioning`` with ``values`` set on every entry (the input is not changed)."""
+    return [[emb, {**extra, **values}] for emb, extra in conditioning]

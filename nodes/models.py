@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..sana_core.load import variant_name
+from ..sana_core.errors import SanaError
+from ..sana_core.load import variant_name, video_variant_name
+from ..sana_core.video import is_video
 from . import host
 
 
@@ -42,13 +44,15 @@ class SanaModel(_Handle):
     def summary(self) -> dict:
         """What the frontend reads of a loaded model (the loaders' ``sana_model`` UI output)."""
         m = self.module
-        return {"variant": variant_name(m.cfg), "resolution": m.cfg.resolution,
+        name = video_variant_name(m.cfg) if is_video(m.cfg) else variant_name(m.cfg)
+        return {"variant": name, "resolution": m.cfg.resolution, "video": is_video(m.cfg),
                 "dtype": str(m.dtype).removeprefix("torch."), "params": sum(p.numel() for p in m.parameters())}
 
     @property
     def info(self) -> str:
         s = self.summary
-        return f"{s['variant']} · {s['resolution']} px · {s['dtype']} · {_params(self.module)}"
+        size = f"{s['resolution']}p" if s["video"] else f"{s['resolution']} px"
+        return f"{s['variant']} · {size} · {s['dtype']} · {_params(self.module)}"
 
 
 @dataclass(frozen=True)
@@ -73,3 +77,19 @@ class SanaVAE(_Handle):
     @property
     def info(self) -> str:
         return f"DC-AE f32c32 · {str(self.module.dtype).removeprefix('torch.')} · {_params(self.module)}"
+
+    def check_dcae(self, node: str, instead: str) -> None:
+        """Nothing for the DC-AE; for a SANA-Video repo's Wan VAE, the error naming the nodes to use."""
+
+
+class SanaWanVAE(SanaVAE):
+    """A SANA-Video repo's Wan 2.1 VAE on Sana Load Pipeline's SANA_VAE output; ``handle`` is ComfyUI's VAE (the
+    loader's VAE output). The DC-AE nodes refuse it by name."""
+
+    @property
+    def info(self) -> str:
+        return f"Wan 2.1 VAE · {str(self.handle.vae_dtype).removeprefix('torch.')}"
+
+    def check_dcae(self, node: str, instead: str) -> None:
+        raise SanaError(f"{node} takes the DC-AE of a Sana image repo; this is a SANA-Video repo's Wan 2.1 VAE: "
+                        f"connect Sana Load Pipeline's VAE output to {instead}")

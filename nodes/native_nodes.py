@@ -8,9 +8,10 @@ from comfy_api.latest import io
 from ..sana_core.errors import SanaError
 from ..sana_core.guidance import parse_pag_layers
 from ..sana_core.sampling import SAMPLERS, partial_schedule
+from ..sana_core.video import is_video
 from . import host
 from . import widgets as w
-from .models import SanaModel, SanaVAE
+from .models import SanaModel, SanaVAE, SanaWanVAE
 
 CATEGORY = "Sana/native"
 
@@ -41,6 +42,8 @@ class SanaToVAE(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae: SanaVAE) -> io.NodeOutput:
+        if isinstance(vae, SanaWanVAE):  # a SANA-Video repo's: already ComfyUI's VAE
+            return io.NodeOutput(vae.handle)
         return io.NodeOutput(host.vae_adapter(vae.handle))
 
 
@@ -82,6 +85,8 @@ class SanaPAG(io.ComfyNode):
         net = model.model.diffusion_model
         if not hasattr(net, "net") or not hasattr(net.net, "cfg"):
             raise SanaError("Sana PAG needs a Sana MODEL (from Sana to MODEL)")
+        if is_video(net.net.cfg):
+            raise SanaError("PAG is not available for SANA-Video models (their reference pipeline has none)")
         if pag_scale <= 0:
             return io.NodeOutput(model.clone())
         blocks = parse_pag_layers(pag_layers, net.net.cfg.num_layers)

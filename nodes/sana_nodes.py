@@ -8,12 +8,21 @@ from comfy_api.latest import io
 from ..sana_core import bins, pipeline
 from ..sana_core.errors import SanaError
 from ..sana_core.latent import SANA
-from ..sana_core.load import DTYPES, load_controlnet, load_dcae, load_transformer
+from ..sana_core.load import (
+    DTYPES,
+    is_video_transformer,
+    load_controlnet,
+    load_dcae,
+    load_transformer,
+    load_video_transformer,
+)
+from ..sana_core.load.wan_vae import read_wan_vae
 from ..sana_core.quant import STORAGE
 from ..sana_core.sampling import SAMPLERS, noise_for_seed
+from ..sana_core.video import VIDEO_CHI, is_video, with_motion_score
 from . import conditioning, host
 from . import widgets as w
-from .models import SanaModel, SanaTextEncoderHandle, SanaVAE
+from .models import SanaModel, SanaTextEncoderHandle, SanaVAE, SanaWanVAE
 
 CATEGORY = "Sana"
 BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w]} recorded at binning time
@@ -22,9 +31,11 @@ WEIGHT_DTYPES = ["auto", "bf16", "fp16", "fp32", "int8", "fp8_e4m3fn", "fp8_e5m2
 
 
 def _transformer(path, weight_dtype: str) -> SanaModel:
+    """A Sana or SANA-Video transformer, whichever the weights hold."""
     fp8 = weight_dtype.startswith("fp8")  # fp8 storage computes in bf16; int8 in the file's dtype
-    model = load_transformer(path, torch.bfloat16 if fp8 else DTYPES.get(weight_dtype), device="cpu",
-                             storage=weight_dtype if weight_dtype in STORAGE else None, operations=host.operations())
+    load = load_video_transformer if is_video_transformer(path) else load_transformer
+    model = load(path, torch.bfloat16 if fp8 else DTYPES.get(weight_dtype), device="cpu",
+                 storage=weight_dtype if weight_dtype in STORAGE else None, operations=host.operations())
     return SanaModel(host.wrap(model, "diffusion"), str(path))
 
 
@@ -88,20 +99,28 @@ class SanaEncodePrompt(io.ComfyNode):
              io.Boolean.Input("clean_caption", default=False, optional=True, tooltip=(
                  "clean the prompt as Sana's training captions were: lowercased, URLs, HTML, @handles, hashtags, "
                  "dates and ids, file names, CJK ideographs, 'free shipping'-style boilerplate and stray punctuation "
-                 "removed (needs beautifulsoup4 and ftfy). Off: the prompt is used as written, case kept"))],
+                 "removed (needs beautifulsoup4 and ftfy). Off: the prompt is used as written, case kept")),
+             io.Combo.Input("instruction", options=["image", "video"], default="image", optional=True, tooltip=(
+                 "which built-in instruction use_chi prepends: the image models' or SANA-Video's (it asks for "
+                 "motion and temporal detail)")),
+             io.Int.Input("motion_score", default=-1, min=-1, max=100, optional=True, tooltip=(
+                 "SANA-Video: appends ' motion score: N.' to the prompt as the published examples do (about 30; "
+                 "higher asks for more motion); -1: nothing appended"))],
             [io.Conditioning.Output()],
             aliases=("text encode", "prompt", "CLIP text encode", "CHI"))
 
     @classmethod
     def execute(cls, text_encoder: SanaTextEncoderHandle, text, use_chi, max_length, chi="",
-                clean_caption=False) -> io.NodeOutput:
+                clean_caption=False, instruction="image", motion_score=-1) -> io.NodeOutput:
+        text = with_motion_score(text, motion_score)
         if clean_caption:  # a missing optional package is named before Gemma-2 is loaded
             from ..sana_core.captions import clean
 
             text = clean(text)
         enc = text_encoder.get()
-        instruction = (chi.split("\n") if chi.strip() else _text_encoder_module()[0].DEFAULT_CHI) if use_chi else None
-        emb, mask = enc.encode([text], chi=instruction, max_length=max_length)
+        default = VIDEO_CHI if instruction == "video" else _text_encoder_module()[0].DEFAULT_CHI
+        lines = (chi.split("\n") if chi.strip() else default) if use_chi else None
+        emb, mask = enc.encode([text], chi=lines, max_length=max_length)
         text_encoder.release()
         dev = host.intermediate_device()
         return io.NodeOutput([[emb.to(dev), {"attention_mask": mask.to(dev)}]])
@@ -128,6 +147,9 @@ class SanaEmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, width, height, batch_size, resolution_binning, model: SanaModel | None = None) -> io.NodeOutput:
+        if model is not None and is_video(model.cfg):
+            raise SanaError("the connected model is a SANA-Video model, which samples video latents: use Sana Empty "
+                            "Video Latent (or Sana Image to Video) instead of Sana Empty Latent")
         plan = bins.plan(width, height, resolution_binning, model.cfg.resolution if model is not None else None)
         samples = torch.zeros(batch_size, SANA.channels, *plan["latent"], device=host.intermediate_device())
         out = {"samples": samples}
@@ -169,7 +191,7 @@ class SanaSample(io.ComfyNode):
         opts = pipeline.SampleOptions(steps=steps, cfg=cfg, sampler=sampler, flow_shift=flow_shift,
                                       pag_scale=pag_scale, pag_adaptive_scale=pag_adaptive_scale,
                                       pag_layers=pag_layers, denoise=denoise)
-        progress = host.Progress(steps)
+        progress = host.Progress(steps, video=is_video(model.cfg))
         if host.native_sampling(model.cfg):  # flow models: the host's own sampling, as KSampler
             out = host.sample_native(model.handle, positive, negative, latent, seed, opts, progress, patched_model)
         else:  # Sana-Sprint: its own SCM sampler, one prompt, no negative
@@ -201,6 +223,7 @@ class SanaDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae: SanaVAE, samples, tiling) -> io.NodeOutput:
+        vae.check_dcae("Sana Decode", "Sana Decode Video or VAE Decode")
         raw = samples["samples"]
         size = None
         record = samples.get(BINNING_KEY)
@@ -221,6 +244,7 @@ class SanaEncodeImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae: SanaVAE, image) -> io.NodeOutput:
+        vae.check_dcae("Sana Encode Image", "VAE Encode or Sana Image to Video")
         latent = pipeline.encode_images(vae.get(), image, space=SANA)
         return io.NodeOutput({"samples": latent.to(host.intermediate_device())})
 
@@ -232,7 +256,7 @@ _WEIGHT_DTYPE_TIP = "int8 and fp8 store weights in 8 bits (about half of bf16); 
 class SanaLoadTransformer(io.ComfyNode):
     define_schema = w.node_schema(
             "SanaLoadTransformer", "Sana Load Transformer", CATEGORY,
-            "Loads a Sana transformer: a single file, a transformer folder or a whole Sana repo from "
+            "Loads a Sana or SANA-Video transformer: a single file, a transformer folder or a whole repo from "
             "models/diffusion_models. The variant is detected from the weights.",
             [w.model_input("model_name", "diffusion_models"),
              io.Combo.Input("weight_dtype", options=WEIGHT_DTYPES, default="auto", tooltip=_WEIGHT_DTYPE_TIP)],
@@ -268,13 +292,14 @@ class SanaLoadDCAE(io.ComfyNode):
 class SanaLoadPipeline(io.ComfyNode):
     define_schema = w.node_schema(
             "SanaLoadPipeline", "Sana Load Pipeline (diffusers repo)", CATEGORY,
-            "Loads transformer, text encoder and DC-AE from one Sana diffusers repo in models/diffusers.",
+            "Loads transformer, text encoder and autoencoder from one Sana or SANA-Video diffusers repo in "
+            "models/diffusers. VAE: the autoencoder as ComfyUI's VAE (for a SANA-Video repo, its Wan 2.1 VAE).",
             [w.model_input("pipeline", "diffusers", files=False),
              io.Combo.Input("weight_dtype", options=WEIGHT_DTYPES, default="auto", tooltip=(
                  "for the transformer; the text encoder and DC-AE stay in bf16/fp32 (int8 also stores the text "
                  "encoder in 8 bits)"))],
-            [w.SanaModelType.Output(), w.SanaTextEncoderType.Output(), w.SanaVAEType.Output()],
-            aliases=("load checkpoint", "diffusers", "text to image", "DiT", "DC-AE", "Gemma"))
+            [w.SanaModelType.Output(), w.SanaTextEncoderType.Output(), w.SanaVAEType.Output(), io.Vae.Output()],
+            aliases=("load checkpoint", "diffusers", "text to image", "DiT", "DC-AE", "Gemma", "SANA-Video"))
 
     validate_inputs = w.model_check("diffusers", "pipeline", files=False)
 
@@ -284,8 +309,13 @@ class SanaLoadPipeline(io.ComfyNode):
         side = "fp32" if weight_dtype == "fp32" else "auto"
         m = _transformer(root, weight_dtype)
         te = _text_encoder(root, "int8" if weight_dtype == "int8" else side)
-        v = _vae(root, side)
-        return io.NodeOutput(m, te, v, ui={"text": [m.info, te.info, v.info], "sana_model": [m.summary]})
+        if is_video(m.cfg):
+            v = SanaWanVAE(host.wan_vae(read_wan_vae(root)), str(root / "vae"))
+            native = v.handle
+        else:
+            v = _vae(root, side)
+            native = host.vae_adapter(v.handle)
+        return io.NodeOutput(m, te, v, native, ui={"text": [m.info, te.info, v.info], "sana_model": [m.summary]})
 
 
 class SanaLoadControlNet(io.ComfyNode):

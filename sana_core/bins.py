@@ -53,11 +53,12 @@ def table_for_size(height: int, width: int) -> int:
     return min(BIN_TABLES, key=lambda r: abs(r - side))
 
 
-def nearest_bin(height: int, width: int, table: int) -> tuple[int, int]:
-    """(bin height, bin width) whose ratio is nearest height/width; ties go to the first (smaller) key."""
+def nearest_bin(height: int, width: int, table: int | dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(bin height, bin width) whose ratio is nearest height/width in ``table`` (a resolution of ``BIN_TABLES`` or a
+    table itself); ties go to the first (smaller) key."""
     if height <= 0 or width <= 0:
         raise SanaError(f"height and width must be positive, got {height}x{width}")
-    bins = BIN_TABLES[table]
+    bins = BIN_TABLES[table] if isinstance(table, int) else table
     ar = float(height / width)
     key = min(bins, key=lambda k: abs(float(k) - ar))
     h, w = bins[key]
@@ -65,7 +66,8 @@ def nearest_bin(height: int, width: int, table: int) -> tuple[int, int]:
 
 
 def resize_and_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, C, h, w) → (B, C, height, width): bilinear resize to cover, then centre crop (diffusers' back-mapping)."""
+    """(B, C, h, w) → (B, C, height, width), video frames as a batch too: bilinear resize to cover, then centre crop
+    (diffusers' back-mapping)."""
     h0, w0 = images.shape[-2:]
     if (h0, w0) == (height, width):
         return images
@@ -106,3 +108,45 @@ def aspect_size(aspect: str, width: int, height: int, resolution: int | None = N
     table = resolution or table_for_size(height, width)
     bh, bw = nearest_bin(b, a, table)
     return {"width": bw, "height": bh, "table": table}
+
+
+# --- SANA-Video -------------------------------------------------------------------------------------------------------
+
+# ratio → (height, width) of the SANA-Video tables; a model's table is picked by its sample_size (30: 480p, 22: 720p)
+VIDEO_BIN_TABLES: dict[int, dict[str, tuple[int, int]]] = {
+    480: {"0.5": (448, 896), "0.57": (480, 832), "0.68": (528, 768), "0.78": (560, 720), "1.0": (624, 624),
+          "1.13": (672, 592), "1.29": (720, 560), "1.46": (768, 528), "1.67": (816, 496), "1.75": (832, 480),
+          "2.0": (896, 448)},
+    720: {"0.5": (672, 1344), "0.57": (704, 1280), "0.68": (800, 1152), "0.78": (832, 1088), "1.0": (960, 960),
+          "1.13": (1024, 896), "1.29": (1088, 832), "1.46": (1152, 800), "1.67": (1248, 736), "1.75": (1280, 704),
+          "2.0": (1344, 672)},
+}
+VIDEO_SPATIAL, VIDEO_TEMPORAL, VIDEO_PATCH = 8, 4, 2  # the Wan 2.1 VAE's compression; the transformer's patch
+
+
+def video_frames(length: int) -> int:
+    """Latent frames for ``length`` video frames: the Wan VAE keeps the first frame and packs each next 4 into one
+    latent frame, so it represents 1, 5, 9, … frames only."""
+    if length < 1 or (length - 1) % VIDEO_TEMPORAL:
+        lo = max(1, (length - 1) // VIDEO_TEMPORAL * VIDEO_TEMPORAL + 1)
+        raise SanaError(f"{length} frames: the Wan VAE represents 4k+1 frames (1, 5, 9, …, 81); use {lo} or "
+                        f"{lo + VIDEO_TEMPORAL}")
+    return (length - 1) // VIDEO_TEMPORAL + 1
+
+
+def video_plan(width: int, height: int, length: int, binning: bool, resolution: int | None = None) -> dict:
+    """What a SANA-Video latent for a request is, as ``plan`` gives it for images: ``latent`` is
+    [frames, H/8, W/8]; ``table`` is the model's (``resolution`` 480 or 720) or the one nearest the requested area."""
+    frames = video_frames(length)
+    step = VIDEO_SPATIAL * VIDEO_PATCH
+    if binning:
+        table = resolution or min(VIDEO_BIN_TABLES, key=lambda r: abs(r * r * 16 / 9 - height * width))
+        bh, bw = nearest_bin(height, width, VIDEO_BIN_TABLES[table])
+    else:
+        if height % step or width % step or height <= 0 or width <= 0:
+            raise SanaError(f"video size {width}x{height} must be positive multiples of {step} (the Wan VAE's 8× "
+                            f"and the transformer's 2× patch); e.g. {max(step, round(width / step) * step)}x"
+                            f"{max(step, round(height / step) * step)}")
+        table, bh, bw = None, height, width
+    return {"table": table, "bin": [bh, bw], "latent": [frames, bh // VIDEO_SPATIAL, bw // VIDEO_SPATIAL],
+            "crop": None if (bh, bw) == (height, width) else [height, width]}

@@ -31,6 +31,10 @@ class LatentSpace:
         return pixels // self.compression
 
     def check(self, latent: torch.Tensor, what: str = "latent") -> None:
+        if latent.ndim == 5:
+            raise SanaError(f"{what} has shape {tuple(latent.shape)}: a video latent; Sana image models take "
+                            f"[B, {self.channels}, H/{self.compression}, W/{self.compression}] DC-AE latents (video "
+                            "latents take a SANA-Video model and the Wan VAE)")
         if latent.ndim != 4 or latent.shape[1] != self.channels:
             shape = tuple(latent.shape)
             c = self.compression

@@ -39,6 +39,12 @@ class SanaVideoConfig(TrunkSizes):
     rope_max_seq_len: int  # the most patches along any one axis
     sample_size: int
     guidance_embeds_scale: float
+    flow_shift: float = 8.0  # the scheduler's, from a repo's scheduler_config.json (8.0 in the published ones)
+
+    @property
+    def resolution(self) -> int | None:
+        """The training resolution a sample_size stands for (diffusers' bin tables: 30 → 480p, 22 → 720p)."""
+        return {30: 480, 22: 720}.get(self.sample_size)
 
 
 # --- rotary embedding ----------------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ def test_text_encoder_part_and_int8_match_the_packs_own_path(server, monkeypatch
     assert torch.equal(lat8b["int8_after"], lat8["int8_plain"])
 
     point_models(monkeypatch, server.base / "models")
-    model, te, _ = N["SanaLoadPipeline"].execute(NAME, "auto").result
+    model, te, _, _ = N["SanaLoadPipeline"].execute(NAME, "auto").result
 
     def sample(m, enc):
         pos = N["SanaEncodePrompt"].execute(enc, TEXT, True, 300)[0]

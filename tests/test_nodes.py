@@ -82,7 +82,8 @@ def test_image_to_image_and_denoise_zero(loaded):
 
 
 def test_pipeline_loader_and_pag(models):
-    model, te, vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "auto").result
+    model, te, vae, native_vae = N["SanaLoadPipeline"].execute("Sana_600M_1024px_diffusers", "auto").result
+    assert native_vae.first_stage_model is vae.module  # the VAE output: the same DC-AE as ComfyUI's VAE
     pos = N["SanaEncodePrompt"].execute(te, "a red fox", True, 300)[0]
     neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
     latent = N["SanaEmptyLatent"].execute(256, 256, 1, False)[0]
@@ -228,7 +229,7 @@ def test_encode_prompt_clean_caption(models_dir, monkeypatch):
     from sana_comfy.sana_core.captions import clean
 
     inputs = N["SanaEncodePrompt"].INPUT_TYPES()
-    assert list(inputs["optional"]) == ["chi", "clean_caption"] and inputs["optional"]["clean_caption"][1][
+    assert list(inputs["optional"])[:2] == ["chi", "clean_caption"] and inputs["optional"]["clean_caption"][1][
         "default"] is False
     te = N["SanaLoadTextEncoder"].execute("gemma-2-2b-it", "auto").result[0]
     messy = "<b>A Red Fox</b> in the snow https://example.com/fox.jpg #wildlife @someone"
@@ -240,3 +241,20 @@ def test_encode_prompt_clean_caption(models_dir, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "ftfy", None)
     with pytest.raises(SanaError, match=r"optional package 'ftfy'.*pip install beautifulsoup4 ftfy"):
         N["SanaEncodePrompt"].execute(te, messy, True, 300, "", True)
+
+
+def test_encode_prompt_video_instruction_and_motion_score(models_dir):
+    """instruction "video" prepends SANA-Video's instruction, motion_score appends " motion score: N." as the
+    reference's examples do; the defaults (image, -1) encode as before the inputs existed."""
+    from sana_comfy.sana_core.video import VIDEO_CHI
+
+    inputs = N["SanaEncodePrompt"].INPUT_TYPES()["optional"]
+    assert list(inputs)[2:] == ["instruction", "motion_score"]
+    assert inputs["instruction"][1]["default"] == "image" and inputs["motion_score"][1]["default"] == -1
+    te = N["SanaLoadTextEncoder"].execute("gemma-2-2b-it", "auto").result[0]
+    got = N["SanaEncodePrompt"].execute(te, "a fox runs", True, 300, "", False, "video", 30)[0][0]
+    emb, mask = te.get().encode(["a fox runs motion score: 30."], chi=VIDEO_CHI, max_length=300)
+    assert torch.equal(got[0], emb) and torch.equal(got[1]["attention_mask"], mask)
+    plain = N["SanaEncodePrompt"].execute(te, "a fox runs", True, 300)[0][0]
+    default = N["SanaEncodePrompt"].execute(te, "a fox runs", True, 300, "", False, "image", -1)[0][0]
+    assert torch.equal(plain[0], default[0]) and not torch.equal(plain[1]["attention_mask"], got[1]["attention_mask"])

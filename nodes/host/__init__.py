@@ -6,6 +6,7 @@ interface; each function's contract is its signature and docstring.
   classes the loaders build from;
 - ``sampling``: progress and previews, Sana as a MODEL, SanaSample on KSampler's path, the Flow-DPM-Solver
   SAMPLER, PAG as a model patch;
+- ``video``: SANA-Video's VAE, decode and image fitting on the host's Wan machinery;
 - ``lora``, ``controlnet``: LoRA as the host's weight patches, a ControlNet as the host's CONTROL_NET;
 - ``routes``: the frontend's HTTP routes;
 - ``comfy_classes``, ``comfy_layers``: the pack's subclasses of the host's model, VAE, ControlNet and layer classes.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from . import routes
 from .comfy_classes import SanaVAEAdapter
-from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, SAMPLER_NAME
+from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, SAMPLER_NAME, START_KEY
 from .controlnet import control_net
 from .folders import list_models, resolve_model, roots
 from .lora import add_lora, extend_key_map
@@ -31,6 +32,7 @@ from .sampling import (
     sample_native,
     sampler_object,
 )
+from .video import decode_video, fit_image, wan_vae
 
 
 def model_folders(key: str) -> list[str]:
@@ -63,8 +65,8 @@ def extend_host() -> None:
 
 
 __all__ = [
-    "LATENT_RGB_BIAS", "LATENT_RGB_FACTORS", "PAG_KEY", "SAMPLER_NAME", "Handle", "Progress", "add_lora",
-    "control_net", "extend_host", "intermediate_device", "list_models", "load", "model_folders", "native_model",
-    "native_sampling", "operations", "pag_model", "release", "resolve_model", "sample_native", "sampler_object",
-    "unwrap", "vae_adapter", "wrap",
+    "LATENT_RGB_BIAS", "LATENT_RGB_FACTORS", "PAG_KEY", "SAMPLER_NAME", "START_KEY", "Handle", "Progress", "add_lora",
+    "control_net", "decode_video", "extend_host", "fit_image", "intermediate_device", "list_models", "load",
+    "model_folders", "native_model", "native_sampling", "operations", "pag_model", "release", "resolve_model",
+    "sample_native", "sampler_object", "unwrap", "vae_adapter", "wan_vae", "wrap",
 ]

@@ -1,5 +1,5 @@
-"""The pack's ComfyUI subclasses: Sana as a native MODEL (latent format, flow sampling, model config, the
-transformer behind ComfyUI's calling convention) and the DC-AE as a native VAE. Imported only inside ComfyUI."""
+"""The pack's ComfyUI subclasses: Sana and SANA-Video as native MODELs (latent format, flow sampling, model config,
+the transformer behind ComfyUI's calling convention) and the DC-AE as a native VAE. Imported only inside ComfyUI."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ...sana_core.guidance import TextCond
 from ...sana_core.latent import SANA
 from ...sana_core.pipeline import check_cond, decode_images, encode_images
 from . import comfy_layers
-from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY
+from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, START_KEY
 
 
 class SanaLatentFormat(comfy.latent_formats.LatentFormat):
@@ -80,6 +80,9 @@ class SanaNet(_Around):
 
     def forward(self, x, timesteps, context=None, attention_mask=None, control=None, transformer_options=None,
                 **kwargs):
+        if x.ndim != 4:
+            raise SanaError(f"a Sana image model got a {x.ndim}-D latent {tuple(x.shape)}: video latents take a "
+                            "SANA-Video model; make image latents with Sana Empty Latent")
         blocks = (transformer_options or {}).get(PAG_KEY, frozenset())
         samples = (control or {}).get("input") or None  # a Sana ControlNet's, through ComfyUI's ControlNet
         if samples is not None:
@@ -89,6 +92,30 @@ class SanaNet(_Around):
             samples = [s.to(x.dtype) for s in samples]
         return self.net(x, timesteps, context, attention_mask, identity_blocks=blocks,
                         n_identity=x.shape[0] if blocks else 0, control=samples)
+
+
+class SanaVideoNet(_Around):
+    """ComfyUI's calling convention around the SANA-Video transformer. ``sana_start`` (from Sana Image to Video):
+    the normalised latent frames that are held: they replace the first frames of ``x`` and their tokens get
+    timestep 0, as the reference image-to-video pipeline holds its start frame."""
+
+    def forward(self, x, timesteps, context=None, attention_mask=None, control=None, transformer_options=None,
+                sana_start=None, **kwargs):
+        if x.ndim != 5:
+            raise SanaError(f"a SANA-Video model got a {x.ndim}-D latent {tuple(x.shape)}; it samples video latents "
+                            "[B, 16, frames, H/8, W/8] (Sana Empty Video Latent, EmptyHunyuanLatentVideo)")
+        if control:
+            raise SanaError("ControlNet is not available for SANA-Video models (no SANA-Video ControlNet exists)")
+        if (transformer_options or {}).get(PAG_KEY):
+            raise SanaError("PAG is not available for SANA-Video models (their reference pipeline has none)")
+        if sana_start is not None:
+            held = sana_start.shape[2]
+            x = torch.cat([sana_start.to(x), x[:, :, held:]], dim=2)
+            pt, ph, pw = self.net.cfg.patch_size
+            grid = (x.shape[2] // pt, x.shape[3] // ph, x.shape[4] // pw)
+            timesteps = timesteps.reshape(-1, 1, 1, 1).expand(x.shape[0], *grid).clone()
+            timesteps[:, :held // pt] = 0
+        return self.net(x, timesteps, context, attention_mask)
 
 
 class SanaControlModel(_Around):
@@ -116,12 +143,15 @@ class SanaControlNetPatch(comfy.controlnet.ControlNet):
 
 
 class SanaBaseModel(comfy.model_base.BaseModel):
+    supported = SanaSupported
+    net = SanaNet
+
     def __init__(self, net, device):
-        config = SanaSupported({"disable_unet_model_creation": True})
+        config = self.supported({"disable_unet_model_creation": True})
         config.sampling_settings = {"shift": net.cfg.flow_shift}
         super().__init__(config, comfy.model_base.ModelType.FLOW, device=device)
         self.model_sampling = SanaModelSampling(config)
-        self.diffusion_model = SanaNet(net)
+        self.diffusion_model = self.net(net)
 
     @property
     def inner(self):
@@ -140,6 +170,26 @@ class SanaBaseModel(comfy.model_base.BaseModel):
             if mask is None:
                 mask = torch.ones(cross.shape[:2])
             out["attention_mask"] = comfy.conds.CONDRegular(mask.reshape(cross.shape[:2]).float())
+        return out
+
+
+class SanaVideoSupported(SanaSupported):
+    latent_format = comfy.latent_formats.Wan21  # the Wan 2.1 VAE's normalisation, previews and TAEHV name
+    sampling_settings = {"shift": 8.0}
+
+
+class SanaVideoBaseModel(SanaBaseModel):
+    """A SANA-Video transformer as a ComfyUI model: flow sampling as the image models, Wan 2.1 latents, and the
+    held start frames of image-to-video as the ``sana_start`` condition."""
+
+    supported = SanaVideoSupported
+    net = SanaVideoNet
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        start = kwargs.get(START_KEY)
+        if start is not None:
+            out["sana_start"] = comfy.conds.CONDRegular(self.process_latent_in(start))
         return out
 
 

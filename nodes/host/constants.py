@@ -2,6 +2,7 @@
 
 SAMPLER_NAME = "sana_flow_dpm_solver"  # the Flow-DPM-Solver's name in KSampler's list
 PAG_KEY = "sana_pag_blocks"  # transformer_options entry: blocks whose self-attention is the identity
+START_KEY = "sana_video_start"  # conditioning entry: image-to-video's raw start latent (B, 16, 1, h, w)
 
 # Latent → RGB factors for the DC-AE f32c32 space (rows: the 32 channels of the scaled latent; columns R, G, B): the
 # table other Sana integrations ship for previews. scripts/fit_latent_rgb.py refits them from a DC-AE.

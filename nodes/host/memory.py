@@ -6,8 +6,9 @@ from __future__ import annotations
 import comfy.model_management as mm
 import torch
 
+from ...sana_core.video_transformer import SanaVideoTransformer
 from . import comfy_layers
-from .comfy_classes import SanaBaseModel, new_patcher
+from .comfy_classes import SanaBaseModel, SanaVideoBaseModel, new_patcher
 
 Handle = object  # a ModelPatcher (or the host's subclass of it) around one of the pack's modules
 
@@ -42,11 +43,16 @@ _HOLDERS = {"text_encoder": SanaTextEncoderModel, "vae": SanaDCAEModel}
 
 
 def wrap(module: torch.nn.Module, kind: str) -> Handle:
-    """A patcher the host can evict, for ``kind`` 'diffusion' | 'text_encoder' | 'vae'. A Sana transformer is a native
-    ComfyUI model from the start, so SANA_MODEL and MODEL share one patcher and one copy of the weights."""
+    """A patcher the host can evict, for ``kind`` 'diffusion' | 'text_encoder' | 'vae'. A Sana or SANA-Video
+    transformer is a native ComfyUI model from the start, so SANA_MODEL and MODEL share one patcher and one copy of
+    the weights."""
     load_device, offload = devices(kind)
     size = sum(p.numel() * p.element_size() for p in module.parameters())
-    inner = SanaBaseModel(module, offload) if kind == "diffusion" else _HOLDERS[kind](module, offload)
+    if kind == "diffusion":
+        model_class = SanaVideoBaseModel if isinstance(module, SanaVideoTransformer) else SanaBaseModel
+        inner = model_class(module, offload)
+    else:
+        inner = _HOLDERS[kind](module, offload)
     return new_patcher(inner, load_device, offload, size)
 
 

@@ -17,6 +17,7 @@ from ...sana_core.errors import SanaError
 from ...sana_core.guidance import pag_guide, pag_scale_at, parse_pag_layers
 from ...sana_core.pipeline import SampleOptions, check_cond, check_latent
 from ...sana_core.sampling import flow_dpm_solver, partial_schedule
+from ...sana_core.video import check_video_latent, is_video
 from .. import conditioning
 from .comfy_classes import SanaModelSampling
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, SAMPLER_NAME
@@ -31,10 +32,10 @@ class Progress:
     """One ProgressBar update per step, with a live preview when the host asks for previews; each update is also
     an interruption point."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, video: bool = False):
         self.total = total
         self.bar = comfy.utils.ProgressBar(total)
-        self.preview = previewer()
+        self.preview = video_previewer() if video else previewer()
 
     def step(self, done: int, x0: torch.Tensor | None = None) -> None:
         mm.throw_exception_if_processing_interrupted()
@@ -73,6 +74,15 @@ def previewer():
                                                                      mm.get_torch_device()))
         log.warning("TAESD previews asked for, but models/vae_approx has no taesana_decoder file: using latent2rgb")
     return latent_preview.Latent2RGBPreviewer(LATENT_RGB_FACTORS, LATENT_RGB_BIAS)
+
+
+def video_previewer():
+    """SANA-Video's previews are the host's own for Wan 2.1 latents (its latent→RGB factors, or TAEHV when asked
+    for TAESD and models/vae_approx has it); None when previews are off."""
+    import comfy.latent_formats
+    import latent_preview
+
+    return latent_preview.get_previewer(mm.get_torch_device(), comfy.latent_formats.Wan21())
 
 
 # --- Sana as a MODEL, SanaSample on the host's path ------------------------------------------------------------------
@@ -124,7 +134,13 @@ def sample_native(handle: Handle, positive: list, negative: list, latent: dict, 
         raise SanaError(f"patched_model is {_describe_model(patched)}, not Sana to MODEL's MODEL of this Sana model "
                         "(connect the MODEL that Sana to MODEL made from the same SANA_MODEL, after its patches)")
     samples = latent["samples"]
-    check_latent(samples)
+    if is_video(net.cfg):
+        check_video_latent(samples, net.cfg)
+        if opts.pag_scale > 0:
+            raise SanaError("PAG is not available for SANA-Video models (their reference pipeline has none): set "
+                            "pag_scale to 0")
+    else:
+        check_latent(samples)
     sides = ((positive, "positive"), (negative, "negative")) if opts.cfg > 1 else ((positive, "positive"),)
     for cond, what in sides:  # the negative counts only with CFG
         for c in conditioning.side(cond, what):

@@ -19,16 +19,17 @@ class Family(Enum):
 
     SANA_DIFFUSERS = ("a Sana transformer", "load it with Sana Load Transformer", "diffusers")
     SANA_NVLABS = ("a Sana transformer", "load it with Sana Load Transformer", "NVlabs")
-    SANA_VIDEO = ("a SANA-Video transformer", "load it with the SANA-Video loader", "diffusers")
-    SANA_VIDEO_NVLABS = ("a SANA-Video transformer in NVlabs keys",
-                         "convert it with diffusers' convert_sana_video_to_diffusers.py, then load it with the "
-                         "SANA-Video loader", "NVlabs")
+    SANA_VIDEO = ("a SANA-Video transformer", "load it with Sana Load Transformer (load_video_transformer)",
+                  "diffusers")
+    SANA_VIDEO_NVLABS = ("a SANA-Video transformer", "load it with Sana Load Transformer (load_video_transformer)",
+                         "NVlabs")
     SANA_CONTROLNET = ("a Sana ControlNet", "load it with Sana Load ControlNet", "diffusers")
     SANA_CONTROLNET_NVLABS = ("a Sana ControlNet", "load it with Sana Load ControlNet", "NVlabs")
     CONTROLNET_SD = ("a Stable Diffusion / SDXL ControlNet", None, "")
     CONTROLNET_FLUX = ("a Flux ControlNet", None, "")
     DCAE_DIFFUSERS = ("a DC-AE autoencoder", "load it with Sana Load DC-AE", "diffusers")
     DCAE_ORIGINAL = ("a DC-AE autoencoder", "load it with Sana Load DC-AE", "original mit-han-lab")
+    WAN_VAE = ("a Wan video VAE", "load it with ComfyUI's Load VAE (or a whole SANA-Video repo)", "")
     DCAE_OTHER = ("an original DC-AE of a non-Sana variant (f32c32-in, f64, f128)",
                   "but only the f32c32 Sana DC-AE is supported", "original mit-han-lab")
     KL_VAE = ("an SD/Flux-style KL VAE (AutoencoderKL)", None, "")
@@ -80,6 +81,9 @@ def sniff(sd: Mapping[str, object]) -> Family:
         return Family.SANA_VIDEO_NVLABS if has(r"blocks\.\d+\.mlp\.t_conv\.") else Family.SANA_NVLABS
     if "encoder.project_in.conv.bias" in keys:
         return Family.DCAE_ORIGINAL
+    # Wan's causal 3-D VAE: RMS norms with a 'gamma' in each residual block (its own names, and diffusers')
+    if "decoder.middle.0.residual.0.gamma" in keys or "decoder.mid_block.resnets.0.norm1.gamma" in keys:
+        return Family.WAN_VAE
     if any(k.startswith(_KL_PREFIXES) for k in keys) or has(r"(encoder|decoder)\.(down|up)_blocks\.\d+\.resnets\."):
         return Family.KL_VAE
     if "encoder.conv_in.weight" in keys and "decoder.conv_in.weight" in keys:

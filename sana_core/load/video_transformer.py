@@ -1,10 +1,10 @@
 """The SANA-Video transformer's part in loading: the config and ``load_video_transformer``.
 
 Layouts: a whole diffusers repo (``transformer/``), a transformer folder (``config.json`` +
-``diffusion_pytorch_model[.bf16|.fp16|.fp32].safetensors`` or a sharded index), or a single file in diffusers keys.
-The tensors give the depth, widths, channels, patch and flags; the attention heads (how the hidden size splits into
-heads, which sets the rotary embedding) only ``config.json`` gives: the folder's, else one beside a single file, else
-the caller's ``config``.
+``diffusion_pytorch_model[.bf16|.fp16|.fp32].safetensors`` or a sharded index), a single file in diffusers keys, or
+NVlabs' ``.pth`` (``video_nvlabs.py``). The tensors give the depth, widths, channels, patch and flags; the attention
+heads (how the hidden size splits into heads, which sets the rotary embedding) only ``config.json`` gives: the
+folder's, else one beside a single file, else the caller's ``config``; without any, the published models' head width.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from .. import speed
 from ..errors import SanaError
 from ..layers import Operations
 from ..video_transformer import SanaVideoConfig, SanaVideoTransformer
-from .families import Family, wrong_family
-from .files import read_json
+from .families import Family, sniff, wrong_family
+from .files import locate, read_json
 from .steps import Component, build, parse_dtype, read_checkpoint
-from .tensors import dominant_dtype
-from .transformer import CONFIG_FIELDS, TRANSFORMER
+from .tensors import dominant_dtype, read_weights, strip_prefix
+from .transformer import CONFIG_FIELDS, TRANSFORMER, read_scheduler_shift
+from .video_nvlabs import nvlabs_video_to_diffusers
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,10 @@ def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str)
                  qk_norm="transformer_blocks.0.attn1.norm_q.weight" in sd,
                  attention_bias="transformer_blocks.0.attn1.to_q.bias" in sd,
                  guidance_embeds="time_embed.guidance_embedder.linear_1.weight" in sd)
+    if config is None and dim % PUBLISHED_HEAD_DIM == 0:
+        config = published_config(found, source)
+        log.info("%s: no config.json; heads of %d channels as in every published SANA-Video model, %dp bins",
+                 source, PUBLISHED_HEAD_DIM, 720 if config["sample_size"] == 22 else 480)
     if config is None:
         raise SanaError(f"{source}: no config.json for this SANA-Video transformer (hidden size {dim}, {layers} "
                         f"layers, patch {patch}): its attention heads (num_attention_heads, attention_head_dim, "
@@ -95,9 +100,25 @@ def detect_config(sd: dict[str, torch.Tensor], config: dict | None, source: str)
     return cfg
 
 
+PUBLISHED_HEAD_DIM = 112  # the attention head width of every published SANA-Video model
+
+
+def published_config(found: dict, source: str) -> dict:
+    """A config.json for weights that come without one (an NVlabs .pth): the sizes the tensors give, heads of
+    ``PUBLISHED_HEAD_DIM`` channels, and the 720p bin table when the file name says 720p (else 480p)."""
+    heads = found["dim"] // PUBLISHED_HEAD_DIM
+    return {"num_layers": found["num_layers"], "num_attention_heads": heads, "attention_head_dim": PUBLISHED_HEAD_DIM,
+            "num_cross_attention_heads": heads, "cross_attention_head_dim": PUBLISHED_HEAD_DIM,
+            "in_channels": found["in_channels"], "out_channels": found["out_channels"],
+            "patch_size": list(found["patch_size"]), "caption_channels": found["caption_channels"],
+            "mlp_ratio": found["mlp_hidden"] / found["dim"], "attention_bias": found["attention_bias"],
+            "qk_norm": "rms_norm_across_heads" if found["qk_norm"] else None,
+            "guidance_embeds": found["guidance_embeds"], "sample_size": 22 if "720" in Path(source).name else 30}
+
+
 VIDEO_TRANSFORMER = Component(
     name="SANA-Video transformer", folder=TRANSFORMER.folder, stems=TRANSFORMER.stems, prefixes=TRANSFORMER.prefixes,
-    layouts={Family.SANA_VIDEO: None},
+    layouts={Family.SANA_VIDEO: None, Family.SANA_VIDEO_NVLABS: nvlabs_video_to_diffusers},
     wrong_family=lambda source, sd, family: wrong_family(
         source, sd, family, "a SANA-Video transformer",
         "SANA-Video keys such as 'patch_embedding.weight' and 'transformer_blocks.0.ff.conv_temp.weight' (diffusers)"))
@@ -112,22 +133,42 @@ def _config_beside(weights: Path) -> dict | None:
     return cfg if cfg.get("_class_name", CLASS_NAME) == CLASS_NAME else None
 
 
+def is_video_transformer(path: str | Path) -> bool:
+    """Whether the transformer at ``path`` (any layout the two loaders take) is a SANA-Video one, from its key names
+    (the weights are memory-mapped, not read)."""
+    where = locate(path, TRANSFORMER.folder)
+    sd = strip_prefix(read_weights(where.weights(TRANSFORMER.stems, TRANSFORMER.name)), TRANSFORMER.prefixes)
+    return sniff(sd) in (Family.SANA_VIDEO, Family.SANA_VIDEO_NVLABS)
+
+
 def load_video_transformer(path: str | Path, dtype: torch.dtype | str | None = None,
                            device: str | torch.device = "cpu", *, config: dict | None = None,
+                           flow_shift: float | None = None, storage: str | None = None,
                            operations=None) -> SanaVideoTransformer:
     """Load a SANA-Video transformer: a diffusers repo, its ``transformer/`` folder, or a single safetensors file in
     diffusers keys. ``dtype`` None/"auto" keeps the file's own. ``config``: a diffusers-style config dict for a
-    single file with no config.json beside it. ``operations``: the layer classes (``layers.py``; None: the
-    reference)."""
+    single file with no config.json beside it. ``flow_shift`` overrides a repo's scheduler's. ``storage`` ("int8",
+    "fp8_e4m3fn", "fp8_e5m2") keeps the large weights in 8 bits (``quant.py``). ``operations``: the layer classes
+    (``layers.py``; None: the reference)."""
     dtype = parse_dtype(dtype)
     ckpt = read_checkpoint(VIDEO_TRANSFORMER, path)
     where = ckpt.where
     file_config = read_json(where.config) if where.config else (_config_beside(where.path) if where.is_file else None)
     cfg = detect_config(ckpt.state_dict, config or file_config, ckpt.source)
+    shift = flow_shift or read_scheduler_shift(where.repo)
+    if shift:
+        cfg = cfg.replace(flow_shift=float(shift))
     dtype = dtype or dominant_dtype(ckpt.state_dict)
     operations = operations or Operations
-    model, n = build(lambda: SanaVideoTransformer(cfg, dtype=dtype, operations=operations), ckpt, dtype, device)
+    model, n = build(lambda: SanaVideoTransformer(cfg, dtype=dtype, operations=operations), ckpt, dtype, device,
+                     storage=storage, operations=operations)
     model.source = ckpt.source
-    log.info("SANA-Video transformer: %d layers · hidden %d · %s · %.0fM params · %s", cfg.num_layers, cfg.dim,
-             str(dtype).removeprefix("torch."), n / 1e6, ckpt.source)
+    log.info("SANA-Video transformer: %d layers · hidden %d · %s%s · %.0fM params · %s", cfg.num_layers, cfg.dim,
+             str(dtype).removeprefix("torch."), f" ({storage} storage)" if storage else "", n / 1e6, ckpt.source)
     return speed.apply(model)
+
+
+def video_variant_name(cfg: SanaVideoConfig) -> str:
+    """'SANA-Video 2B 480p' for the published sizes; else its depth and width."""
+    size = "2B" if (cfg.num_layers, cfg.dim) == (20, 2240) else f"{cfg.num_layers}×{cfg.dim}"
+    return f"SANA-Video {size}" + (f" {cfg.resolution}p" if cfg.resolution else "")

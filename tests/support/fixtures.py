@@ -23,6 +23,14 @@ def tiny_repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def video_repo(tmp_path_factory) -> Path:
+    """One tiny SANA-Video pipeline saved by diffusers (read-only)."""
+    from .video import build_tiny_video_repo
+
+    return build_tiny_video_repo(tmp_path_factory.mktemp("video"))
+
+
+@pytest.fixture(scope="session")
 def sprint_repo(tmp_path_factory) -> Path:
     """One tiny Sana-Sprint pipeline saved by diffusers (qk-norm, guidance embedding, SCM scheduler; read-only)."""
     return build_tiny_repo(tmp_path_factory.mktemp("sprint"), sprint=True)
@@ -50,7 +58,7 @@ def pipeline_nodes(models_dir):
     """(model, text encoder, DC-AE) of the tiny pipeline as SanaLoadPipeline gives them in fp32, one per module."""
     from sana_comfy.nodes import NODES
 
-    return NODES["SanaLoadPipeline"].execute(PIPELINE, "fp32").result
+    return NODES["SanaLoadPipeline"].execute(PIPELINE, "fp32").result[:3]
 
 
 @pytest.fixture(scope="session")

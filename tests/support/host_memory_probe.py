@@ -115,7 +115,7 @@ def main(models: Path, out_path: Path) -> None:
         report["ops_dcae_encode"] = (v_ref.encode(img) - v_host.encode(img)).abs().max().item()
 
     # 2. KSampler on SanaToModel's MODEL, fully and partly loaded
-    sana, te, vae = N["SanaLoadPipeline"].execute(NAME, "fp32").result
+    sana, te, vae, _ = N["SanaLoadPipeline"].execute(NAME, "fp32").result
     pos = N["SanaEncodePrompt"].execute(te, TEXT, True, 300)[0]
     neg = N["SanaEncodePrompt"].execute(te, "", False, 300)[0]
     latent = N["SanaEmptyLatent"].execute(SIZE, SIZE, 1, False)[0]["samples"]
