@@ -26,6 +26,14 @@ PROMPT = "a cyberpunk cat with a neon sign that says \"Sana\""
 DRAWING = "a watercolor painting of a girl with yellow hair in a pink dress on a green hill, blue sky, white clouds"
 RED_DRESS = "a child's drawing of a girl in a red dress with white polka dots"
 NEG = ""
+VIDEO_MODEL = "SANA-Video_2B_480p_diffusers"
+WAN_VAE = "wan_2.1_vae.safetensors"
+VIDEO_PROMPT = ("a red fox trots through fresh snow in a quiet birch forest at sunrise, its breath steaming, the camera "
+                "following it slowly from the side")
+# the published SANA-Video examples' negative prompt (sana_core/video.py DEFAULT_NEGATIVE)
+VIDEO_NEG = ("A chaotic sequence with misshapen, deformed limbs in heavy motion blur, sudden disappearance, jump cuts, "
+             "jerky movements, rapid shot changes, frames out of sync, inconsistent character shapes, temporal "
+             "artifacts, jitter, and ghosting effects, creating a disorienting visual experience.")
 NOTE_ID = "50"  # UI-only; ids below it are the public contract of each template
 
 # Widget order per node type (input names, in INPUT_TYPES order; a seed with control_after_generate adds a slot).
@@ -34,7 +42,7 @@ WIDGETS = {
     "SanaLoadTextEncoder": ["text_encoder", "dtype"],
     "SanaLoadDCAE": ["vae_name", "dtype"],
     "SanaLoadPipeline": ["pipeline", "weight_dtype"],
-    "SanaEncodePrompt": ["text", "use_chi", "max_length", "chi", "clean_caption"],
+    "SanaEncodePrompt": ["text", "use_chi", "max_length", "chi", "clean_caption", "instruction", "motion_score"],
     "SanaEmptyLatent": ["width", "height", "batch_size", "resolution_binning"],
     "SanaSample": ["seed", "steps", "cfg", "sampler", "flow_shift", "pag_scale", "pag_adaptive_scale", "pag_layers",
                    "denoise"],
@@ -53,17 +61,24 @@ WIDGETS = {
     "SanaToVAE": [],
     "Canny": ["low_threshold", "high_threshold"],
     "ControlNetApplyAdvanced": ["strength", "start_percent", "end_percent"],
+    "SanaEmptyVideoLatent": ["width", "height", "length", "batch_size", "resolution_binning"],
+    "SanaImageToVideo": ["width", "height", "length", "batch_size", "resolution_binning"],
+    "SanaDecodeVideo": ["tiled"],
+    "CreateVideo": ["fps"],
+    "SaveVideo": ["filename_prefix", "format", "codec"],
     "Note": ["text"],
 }
 OUTPUTS = {
     "SanaLoadTransformer": ["SANA_MODEL"], "SanaLoadTextEncoder": ["SANA_TEXT_ENCODER"], "SanaLoadDCAE": ["SANA_VAE"],
-    "SanaLoadPipeline": ["SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE"], "SanaEncodePrompt": ["CONDITIONING"],
+    "SanaLoadPipeline": ["SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE", "VAE"], "SanaEncodePrompt": ["CONDITIONING"],
     "SanaEmptyLatent": ["LATENT"], "SanaSample": ["LATENT"], "SanaDecode": ["IMAGE"], "SanaEncodeImage": ["LATENT"],
     "SaveImage": [], "LoadImage": ["IMAGE", "MASK"], "GrowMask": ["MASK"], "ImagePadForOutpaint": ["IMAGE", "MASK"],
     "SolidMask": ["MASK"], "MaskComposite": ["MASK"],
     "SetLatentNoiseMask": ["LATENT"], "SanaLoraLoader": ["SANA_MODEL", "SANA_TEXT_ENCODER"],
     "SanaLoraLoaderModelOnly": ["SANA_MODEL"], "SanaLoadControlNet": ["CONTROL_NET"], "SanaToVAE": ["VAE"],
     "Canny": ["IMAGE"], "ControlNetApplyAdvanced": ["CONDITIONING", "CONDITIONING"], "Note": [],
+    "SanaEmptyVideoLatent": ["LATENT"], "SanaImageToVideo": ["CONDITIONING", "CONDITIONING", "LATENT"],
+    "SanaDecodeVideo": ["IMAGE"], "CreateVideo": ["VIDEO"], "SaveVideo": [],
 }
 # UI layout: the column of each node type (empty columns are closed up), and the height of the taller ones (the rest
 # are sized by their widgets and sockets).
@@ -71,8 +86,10 @@ COLUMN = {"Note": 0, "SanaLoadTransformer": 0, "SanaLoadTextEncoder": 0, "SanaLo
           "LoadImage": 0, "SanaLoadControlNet": 0, "SanaLoraLoader": 1, "SanaLoraLoaderModelOnly": 1,
           "SanaEncodePrompt": 1, "SanaEmptyLatent": 1, "SanaEncodeImage": 1, "SanaToVAE": 1, "Canny": 1,
           "ImagePadForOutpaint": 2, "SolidMask": 2, "MaskComposite": 2, "GrowMask": 2, "ControlNetApplyAdvanced": 3,
-          "SetLatentNoiseMask": 3, "SanaSample": 3, "SanaDecode": 4, "SaveImage": 4}
-HEIGHT = {"Note": 440, "SanaEncodePrompt": 270, "SanaEmptyLatent": 200, "LoadImage": 400, "SaveImage": 400}
+          "SetLatentNoiseMask": 3, "SanaSample": 3, "SanaDecode": 4, "SaveImage": 4, "SanaEmptyVideoLatent": 1,
+          "SanaImageToVideo": 2, "SanaDecodeVideo": 4, "CreateVideo": 4, "SaveVideo": 5}
+HEIGHT = {"Note": 440, "SanaEncodePrompt": 320, "SanaEmptyLatent": 200, "LoadImage": 400, "SaveImage": 400,
+          "SaveVideo": 400}
 
 
 def node(kind: str, widgets: dict | None = None, links: dict | None = None, title: str | None = None) -> tuple:
@@ -92,12 +109,16 @@ def loaders():
     }
 
 
-def prompts(te=("2", 0), text=PROMPT):
+def prompts(te=("2", 0), text=PROMPT, negative=NEG, video=False):
+    """The positive (with the instruction; SANA-Video's and a motion score of 30 for ``video``) and the negative."""
+    kind, score = ("video", 30) if video else ("image", -1)
     return {
-        "4": node("SanaEncodePrompt", dict(text=text, use_chi=True, max_length=300, chi="", clean_caption=False),
-                  {"text_encoder": te}, "Positive prompt"),
-        "5": node("SanaEncodePrompt", dict(text=NEG, use_chi=False, max_length=300, chi="", clean_caption=False),
-                  {"text_encoder": te}, "Negative prompt"),
+        "4": node("SanaEncodePrompt", dict(text=text, use_chi=True, max_length=300, chi="", clean_caption=False,
+                                           instruction=kind, motion_score=score), {"text_encoder": te},
+                  "Positive prompt"),
+        "5": node("SanaEncodePrompt", dict(text=negative, use_chi=False, max_length=300, chi="", clean_caption=False,
+                                           instruction=kind, motion_score=-1), {"text_encoder": te},
+                  "Negative prompt"),
     }
 
 
@@ -206,6 +227,41 @@ def one_node():
             "9": node("SaveImage", dict(filename_prefix="sana/pipeline"), {"images": ("8", 0)})}
 
 
+VIDEO_SIZE = dict(width=832, height=480, length=81, batch_size=1, resolution_binning=True)
+
+
+def video_output(graph: dict, prefix: str) -> dict:
+    """Sana Decode Video (the repo's Wan VAE) → Create Video (16 fps, as the published examples) → Save Video (MP4)."""
+    return {**graph,
+            "8": node("SanaDecodeVideo", dict(tiled=False), {"vae": ("1", 3), "samples": ("7", 0)}),
+            "9": node("CreateVideo", dict(fps=16.0), {"images": ("8", 0)}),
+            "10": node("SaveVideo", dict(filename_prefix=prefix, format="mp4", codec="h264"), {"video": ("9", 0)})}
+
+
+def t2v():
+    return video_output({
+        "1": node("SanaLoadPipeline", dict(pipeline=VIDEO_MODEL, weight_dtype="auto")),
+        **prompts(te=("1", 1), text=VIDEO_PROMPT, negative=VIDEO_NEG, video=True),
+        "6": node("SanaEmptyVideoLatent", VIDEO_SIZE, {"model": ("1", 0)}),
+        "7": node("SanaSample", sample(steps=50, cfg=6.0),
+                  {"model": ("1", 0), "positive": ("4", 0), "negative": ("5", 0), "latent": ("6", 0)})},
+        "sana/t2v")
+
+
+def i2v():
+    """The start image (example.png, square) is centre-cropped to the video's 832:480, then held as frame 1."""
+    return video_output({
+        "1": node("SanaLoadPipeline", dict(pipeline=VIDEO_MODEL, weight_dtype="auto")),
+        **prompts(te=("1", 1), text=DRAWING + ", the girl turns and waves, clouds drift across the sky",
+                  negative=VIDEO_NEG, video=True),
+        **load_example("11", "Start image"),
+        "6": node("SanaImageToVideo", VIDEO_SIZE, {"positive": ("4", 0), "negative": ("5", 0), "vae": ("1", 3),
+                                                    "start_image": ("11", 0), "model": ("1", 0)}),
+        "7": node("SanaSample", sample(steps=50, cfg=6.0),
+                  {"model": ("1", 0), "positive": ("6", 0), "negative": ("6", 1), "latent": ("6", 2)})},
+        "sana/i2v")
+
+
 # --- the Note each template carries: which files go where, then what is particular to it ---
 SPLIT_FILES = (
     f"• Efficient-Large-Model/{MODEL} → models/diffusion_models/{MODEL}/ (the whole repository folder)",
@@ -214,6 +270,12 @@ SPLIT_FILES = (
 )
 PIPELINE_FILES = (f"• Efficient-Large-Model/{MODEL} → models/diffusers/{MODEL}/ (the whole repository: transformer, "
                   "Gemma-2 text encoder and DC-AE in one folder)",)
+VIDEO_FILES = (f"• Efficient-Large-Model/{VIDEO_MODEL} → models/diffusers/{VIDEO_MODEL}/ (the whole repository: "
+               "transformer, Gemma-2 text encoder and Wan 2.1 VAE in one folder; Sana Load Pipeline's VAE output is "
+               f"its Wan VAE; Comfy-Org's {WAN_VAE} in models/vae/ through Load VAE works the same)",)
+VIDEO_LINE = ("81 frames (the Wan VAE takes 4k+1), 832 x 480 snapped to the model's 480p bins, 50 steps, cfg 6 (the "
+              "reference's defaults); motion_score on the positive prompt appends ' motion score: 30.'. Save Video "
+              "writes an MP4 to output/sana/.")
 PROMPT_LINE = "Positive prompt: what the image shows. Negative prompt: what to steer away from (used when cfg > 1)."
 EXAMPLE_LINE = (f"Input: input/{EXAMPLE_IMAGE}, which ComfyUI ships. Upload your own picture in the Load image node; "
                 "sizes are cropped to multiples of 32.")
@@ -264,6 +326,12 @@ TEMPLATES = {
             "(or its single .safetensors, or the NVlabs .pth, in models/controlnet/)",),
         EXAMPLE_LINE,
         "Canny stands in for an HED edge preprocessor (the released Sana ControlNets were trained on HED edges).")),
+    "sana_text_to_video": ("Sana text to video", t2v(), note(
+        "SANA-Video text to video, 480p.", VIDEO_FILES, VIDEO_LINE)),
+    "sana_image_to_video": ("Sana image to video", i2v(), note(
+        "SANA-Video image to video: the video starts from your picture.", VIDEO_FILES, EXAMPLE_LINE.replace(
+            "sizes are cropped to multiples of 32", "it is centre-cropped to the video's aspect ratio and resized"),
+        VIDEO_LINE)),
 }
 
 

@@ -1,5 +1,5 @@
-"""The main job: start a real headless ComfyUI with this package, run the text-to-image example workflow, save the
-PNG and print its path. Real weights are used when present under $SANA_MODELS_DIR (ComfyUI's models layout, with
+"""The main job: start a real headless ComfyUI with this package, run the text-to-image example workflow (or another,
+``--workflow``: e.g. example_workflows/api/sana_text_to_video.json), save the PNG (or MP4) and print its path. Real weights are used when present under $SANA_MODELS_DIR (ComfyUI's models layout, with
 the names the example uses); otherwise tiny random offline weights are built first (the image is then noise-like,
 but every step of the real pipeline runs)."""
 
@@ -38,9 +38,11 @@ def main() -> int:
         print(f"using real weights from {models}")
     else:
         from support.pipeline import build_tiny_repo, install_model_folders
+        from support.video import build_tiny_video_repo
 
         print("no real weights in $SANA_MODELS_DIR: building tiny offline weights")
-        install_model_folders(build_tiny_repo(base / "tiny"), base / "models")
+        install_model_folders(build_tiny_repo(base / "tiny"), base / "models",
+                              video=build_tiny_video_repo(base / "tiny-video"))
     shutil.copytree(comfy_dir() / "input", base / "input", dirs_exist_ok=True)  # as a fresh install has (example.png)
     server = ComfyServer(base)
     try:
@@ -54,7 +56,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for node in hist["outputs"].values():
-        for im in node.get("images", []):
+        for im in node.get("images", []):  # images, and the video nodes' files
             src = base / "output" / im["subfolder"] / im["filename"]
             dst = out / im["filename"]
             dst.write_bytes(src.read_bytes())

@@ -23,7 +23,7 @@ NODES = {
     "SanaEncodePrompt": (["text_encoder", "text", "use_chi", "max_length"], ["CONDITIONING"]),
     "SanaLoadTransformer": (["model_name", "weight_dtype"], ["SANA_MODEL"]),
     "SanaLoadDCAE": (["vae_name", "dtype"], ["SANA_VAE"]),
-    "SanaLoadPipeline": (["pipeline", "weight_dtype"], ["SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE"]),
+    "SanaLoadPipeline": (["pipeline", "weight_dtype"], ["SANA_MODEL", "SANA_TEXT_ENCODER", "SANA_VAE", "VAE"]),
     "SanaEmptyLatent": (["width", "height", "batch_size", "resolution_binning"], ["LATENT"]),
     "SanaSample": (["model", "positive", "negative", "latent", "seed", "steps", "cfg", "sampler", "flow_shift",
                     "pag_scale", "pag_adaptive_scale", "pag_layers", "denoise"], ["LATENT"]),
@@ -72,16 +72,31 @@ def test_object_info_lists_every_node(server):
         assert kind == "COMBO", kind  # the node API's combo form, which every frontend reads
         return spec["options"]
 
-    assert options("SanaLoadTransformer", "model_name") == ["Sana_600M_1024px_diffusers"]
+    assert options("SanaLoadTransformer", "model_name") == ["SANA-Video_2B_480p_diffusers", "Sana_600M_1024px_diffusers"]
     assert options("SanaLoadTextEncoder", "text_encoder") == ["gemma-2-2b-it"]
     assert "dc-ae-f32c32-sana-1.1-diffusers" in options("SanaLoadDCAE", "vae_name")
     assert info["SanaSample"]["python_module"].endswith("comfyui-sana") and info["SanaSample"]["description"]
 
 
+def _video_frames(server, hist: dict) -> list[np.ndarray]:
+    """The frames of the one video a workflow saved (an MP4 through ComfyUI's Save Video)."""
+    import av
+
+    (node,) = [o for o in hist["outputs"].values() if o.get("animated")]
+    (v,) = node["images"]
+    with av.open(str(server.base / "output" / v["subfolder"] / v["filename"])) as f:
+        return [frame.to_ndarray(format="rgb24") for frame in f.decode(video=0)]
+
+
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=[w.stem for w in WORKFLOWS])
 def test_example_workflow_runs(server, wf):
-    hist = server.run(_load(wf))
+    hist = server.run(_load(wf), timeout=900)
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000] + server.log()[-3000:]
+    if "video" in wf.stem:  # 81 frames of 832 x 480: the bin of 832 x 480 is itself
+        frames = _video_frames(server, hist)
+        assert len(frames) == 81 and all(f.shape == (480, 832, 3) for f in frames)
+        assert all(f.std() > 2 for f in frames)
+        return
     imgs = _images(server, hist)
     want = {"sana_image_to_image": (768, 768), "sana_inpaint": (768, 768), "sana_outpaint": (768, 1024)}.get(
         wf.stem, (1024, 1024))  # example.png is 768 x 768; outpaint adds 128 px left and right

@@ -182,3 +182,23 @@ def test_nvlabs_video_checkpoint_is_refused_by_the_image_loader(tmp_path):
     with pytest.raises(SanaError, match=r"SANA_Video_2B_480p\.safetensors: not a Sana transformer checkpoint: this is "
                                         r"a SANA-Video transformer, load it with Sana Load Transformer"):
         load_transformer(path)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("storage, tol", [("int8", 0.02), ("fp8_e4m3fn", 0.1)])
+def test_8_bit_storage_stays_close(tmp_path, storage, tol):
+    """Layers of at least 4096 weights are stored in 8 bits with per-row scales; the output stays within ``tol``
+    (relative) of the full-precision model's."""
+    from sana_comfy.sana_core.quant import QuantWeight
+
+    wide = dict(num_attention_heads=4, attention_head_dim=24, num_cross_attention_heads=4, cross_attention_head_dim=24,
+                cross_attention_dim=96, caption_channels=64)
+    folder = save_video_layouts(tiny_video(**wide), tmp_path)["folder"]
+    full = load_video_transformer(folder, "fp32")
+    quant = load_video_transformer(folder, "fp32" if storage == "int8" else "bf16", storage=storage)
+    assert sum(isinstance(m, QuantWeight) for m in quant.modules()) >= 3 * 4  # attention and FFN layers of each block
+    x, y, mask, t = video_inputs(caption=64)
+    with torch.no_grad():
+        want = full(x, t, y, mask)
+        got = quant(x.to(quant.dtype), t, y.to(quant.dtype), mask).float()
+    assert (got - want).norm() / want.norm() < tol

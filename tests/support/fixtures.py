@@ -62,13 +62,13 @@ def pipeline_nodes(models_dir):
 
 
 @pytest.fixture(scope="session")
-def host_base(tiny_repo, tmp_path_factory) -> Callable[..., Path]:
-    """``host_base(name, inputs=False)``: a fresh base directory for a ComfyUI server, the tiny pipeline in its
-    models/ under the example workflows' names; with ``inputs``, its input/ holds what a fresh ComfyUI ships there
-    (example.png) and nothing else."""
+def host_base(tiny_repo, video_repo, tmp_path_factory) -> Callable[..., Path]:
+    """``host_base(name, inputs=False)``: a fresh base directory for a ComfyUI server, the tiny image and video
+    pipelines in its models/ under the example workflows' names; with ``inputs``, its input/ holds what a fresh
+    ComfyUI ships there (example.png) and nothing else."""
     def make(name: str, inputs: bool = False) -> Path:
         base = tmp_path_factory.mktemp(name)
-        install_model_folders(tiny_repo, base / "models")
+        install_model_folders(tiny_repo, base / "models", video=video_repo)
         if inputs:
             (base / "input").mkdir()
             for f in (comfy_dir() / "input").iterdir():

@@ -62,9 +62,11 @@ def wide_transformer(seed: int = 7):
 
 
 def install_model_folders(repo: Path, models: Path, name: str = "Sana_600M_1024px_diffusers",
-                          gemma: str = "gemma-2-2b-it", dcae: str = "dc-ae-f32c32-sana-1.1-diffusers") -> None:
+                          gemma: str = "gemma-2-2b-it", dcae: str = "dc-ae-f32c32-sana-1.1-diffusers",
+                          video: Path | None = None) -> None:
     """Lay the tiny repo out as a ComfyUI user would: the whole repo in diffusers/ and diffusion_models/, a plain
-    gemma folder in text_encoders/, the vae folder in vae/ — under the names the example workflows use."""
+    gemma folder in text_encoders/, the vae folder in vae/ — under the names the example workflows use; ``video``, a
+    tiny SANA-Video repo, as the video examples load it (``video.install_video_folders``)."""
     for sub, src in (("diffusers", repo), ("diffusion_models", repo), ("text_encoders", repo.parent / "gemma-plain"),
                      ("vae", repo / "vae")):
         dst = models / sub / {"diffusers": name, "diffusion_models": name, "text_encoders": gemma, "vae": dcae}[sub]
@@ -73,6 +75,10 @@ def install_model_folders(repo: Path, models: Path, name: str = "Sana_600M_1024p
             shutil.copytree(src, dst)
     install_example_loras(repo, models / "loras")
     install_example_controlnet(repo, models / "controlnet")
+    if video is not None:
+        from .video import install_video_folders
+
+        install_video_folders(video, models)
 
 
 EXAMPLE_LORAS = ("sana_lora_style.safetensors", "sana_lora_detail.safetensors")  # the LoRA example's file names

@@ -52,7 +52,12 @@ def build_tiny_video_repo(root: Path, seed: int = 0) -> Path:
 
 def install_video_folders(repo: Path, models: Path) -> None:
     """The whole repo in diffusers/ and diffusion_models/, and its VAE in Wan's names as vae/wan_2.1_vae."""
-    from sana_comfy.sana_core.load.wan_vae import read_wan_vae
+    import importlib
+
+    from .inprocess import register_package
+
+    register_package()
+    read_wan_vae = importlib.import_module("sana_comfy.sana_core.load.wan_vae").read_wan_vae
 
     for sub in ("diffusers", "diffusion_models"):
         dst = models / sub / VIDEO_REPO
