@@ -161,13 +161,15 @@ class SanaEmptyLatent(io.ComfyNode):
 class SanaSample(io.ComfyNode):
     define_schema = w.node_schema(
             "SanaSample", "Sana Sample", CATEGORY,
-            "Samples a Sana latent with Flow-DPM-Solver or Flow-Euler, CFG and optional PAG. Flow models ride "
-            "ComfyUI's own sampling (as KSampler: masks, regional prompts, ControlNet, model patches); Sana-Sprint "
-            "runs its own SCM sampler.",
+            "Samples a Sana or SANA-Video latent with Flow-DPM-Solver or Flow-Euler, CFG and optional PAG (images). "
+            "Flow models ride ComfyUI's own sampling (as KSampler: masks, regional prompts, ControlNet, model "
+            "patches); Sana-Sprint runs its own SCM sampler.",
             [w.sana_model(),
              io.Conditioning.Input("positive", tooltip="what the image shows (Sana Encode Prompt with use_chi on)"),
              io.Conditioning.Input("negative", tooltip="what to steer away from (used when cfg > 1)"),
-             io.Latent.Input("latent", tooltip="Sana Empty Latent, or an encoded image for image-to-image"),
+             io.Latent.Input("latent", tooltip=(
+                 "Sana Empty Latent, or an encoded image for image-to-image; for SANA-Video, Sana Empty Video Latent "
+                 "or Sana Image to Video")),
              io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                           tooltip="the noise seed"),
              w.steps(),

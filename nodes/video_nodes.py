@@ -13,9 +13,9 @@ from ..sana_core.video import LATENT_CHANNELS, is_video
 from . import conditioning, host
 from . import widgets as w
 from .models import SanaModel
+from .sana_nodes import BINNING_KEY  # the same LATENT extra as Sana Empty Latent's
 
 CATEGORY = "Sana/video"
-BINNING_KEY = "sana_binning"  # the same LATENT extra as Sana Empty Latent's: {"target": [H, W], "latent": [h, w]}
 
 
 def _video_model(model: SanaModel | None, node: str) -> int | None:

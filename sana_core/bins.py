@@ -72,7 +72,7 @@ def resize_and_crop(images: torch.Tensor, height: int, width: int) -> torch.Tens
     if (h0, w0) == (height, width):
         return images
     ratio = max(height / h0, width / w0)
-    nh, nw = int(h0 * ratio), int(w0 * ratio)
+    nh, nw = max(height, int(h0 * ratio)), max(width, int(w0 * ratio))  # a product just under a whole number
     images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False)
     top, left = (nh - height) // 2, (nw - width) // 2
     return images[:, :, top:top + height, left:left + width]

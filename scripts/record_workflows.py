@@ -26,9 +26,11 @@ SCHEMA_KEYS = ("input", "input_order", "output", "output_name", "output_is_list"
 def record() -> dict[str, np.ndarray]:
     from support.comfy_server import ComfyServer, comfy_dir
     from support.pipeline import build_tiny_repo, install_model_folders
+    from support.video import build_tiny_video_repo
 
     base = Path(tempfile.mkdtemp(prefix="sana-record-"))
-    install_model_folders(build_tiny_repo(base / "tiny"), base / "models")
+    install_model_folders(build_tiny_repo(base / "tiny"), base / "models",
+                          video=build_tiny_video_repo(base / "tiny-video"))
     (base / "input").mkdir()
     for f in (comfy_dir() / "input").iterdir():
         if f.is_file():
@@ -45,13 +47,25 @@ def record() -> dict[str, np.ndarray]:
             hist = server.run(json.loads(wf.read_text()), timeout=900)
             if hist["status"]["status_str"] != "success":
                 raise SystemExit(f"{wf.name} failed: {json.dumps(hist['status'])[:2000]}\n{server.log()[-2000:]}")
-            _, images = server.results(hist)
             name = f"{wf.parent.name}/{wf.name.removesuffix('.api.json')}" if wf in saved else wf.stem
+            videos = {n: o for n, o in hist["outputs"].items() if o.get("animated")}
+            for tag, o in videos.items():  # a saved video: its frames
+                out[f"{name}/{tag}"] = _frames(base / "output" / o["images"][0]["subfolder"] / o["images"][0]["filename"])
+            if videos:
+                continue
+            _, images = server.results(hist)
             for tag, img in sorted(images.items()):
                 out[f"{name}/{tag}"] = img.astype(np.uint8)
     finally:
         server.stop()
     return out
+
+
+def _frames(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as f:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in f.decode(video=0)])
 
 
 def _combo_form(schemas: dict) -> dict:
@@ -72,12 +86,11 @@ def _combo_form(schemas: dict) -> dict:
 
 def compare(now: dict[str, np.ndarray], before: dict[str, np.ndarray]) -> list[str]:
     diffs = [f"{k}: missing now" for k in before if k not in now]
-    diffs += [f"{k}: new" for k in now if k not in before]
     for k in sorted(set(now) & set(before)):
         if k == "object_info":
             a, b = (_combo_form(json.loads(r[k].tobytes())) for r in (now, before))
             diffs += [f"object_info {n}: {json.dumps(b.get(n))[:400]} → {json.dumps(a.get(n))[:400]}"
-                      for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+                      for n in sorted(set(a) | set(b)) if n in b and a.get(n) != b.get(n)]
         elif now[k].shape != before[k].shape or not np.array_equal(now[k], before[k]):
             diffs.append(f"{k}: differs")
     return diffs
@@ -94,7 +107,9 @@ def main() -> int:
     if args.against:
         before = dict(np.load(args.against))
         diffs = compare(now, before)
-        print("\n".join(diffs) if diffs else f"no difference from {args.against}")
+        new = [k for k in now if k not in before]
+        print("\n".join(diffs) if diffs else f"no difference from {args.against}"
+              + (f" (new since: {', '.join(new)})" if new else ""))
         return 1 if diffs else 0
     return 0
 

@@ -1,7 +1,8 @@
 """The main job: start a real headless ComfyUI with this package, run the text-to-image example workflow (or another,
-``--workflow``: e.g. example_workflows/api/sana_text_to_video.json), save the PNG (or MP4) and print its path. Real weights are used when present under $SANA_MODELS_DIR (ComfyUI's models layout, with
-the names the example uses); otherwise tiny random offline weights are built first (the image is then noise-like,
-but every step of the real pipeline runs)."""
+``--workflow``: e.g. example_workflows/api/sana_text_to_video.json), save the PNG (or MP4) and print its path. Real
+weights are used when present under $SANA_MODELS_DIR (ComfyUI's models layout, with the names the example uses);
+otherwise tiny random offline weights are built first (the image is then noise-like, but every step of the real
+pipeline runs)."""
 
 from __future__ import annotations
 

@@ -275,7 +275,7 @@ def _save_and_reload(page):
 
 def test_readout_after_reload_uses_the_loaders_model_table(page, server):
     assert server.get(f"/sana/model?loader=SanaLoadTransformer&name={MODEL}") == {
-        "known": True, "variant": "Sana (custom: 10 layers, hidden 16)", "resolution": 1024}
+        "known": True, "variant": "Sana (custom: 10 layers, hidden 16)", "resolution": 1024, "video": False}
     _fresh(page, "SanaLoadTransformer", "SanaEmptyLatent")
     _latent(page, width=2048, height=2048)
     _save_and_reload(page)  # no loader has run: what the server read off the files

@@ -40,7 +40,7 @@ def test_host_layers_equal_the_reference(report):
         assert report[key] <= 1e-6, (key, report[key])
 
 
-@pytest.mark.parametrize("case", ["partial", "partial_lora", "partial_fp8", "partial_fp8_lora"])
+@pytest.mark.parametrize("case", ["partial", "partial_lora", "partial_fp8", "partial_fp8_lora", "partial_video"])
 def test_partly_loaded_model_gives_the_fully_loaded_latent(report, case):
     """With a budget of 30 % of the model, the host loads it partly: some layers stay off the device and are cast
     per call (a LoRA's patches applied per call too; 8-bit layers widened per call) — the same latent."""

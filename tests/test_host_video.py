@@ -164,6 +164,37 @@ def test_lora_equals_diffusers_fused_lora(server, video_repo):
     _check(latents, frames, ref, "LoRA", decodes=("ds",))
 
 
+def test_conditioning_tools_act_alike_in_both_samplers(server):
+    """ComfyUI's conditioning tools on a video: SanaSample equals KSampler, and each changes the video."""
+    p = _graph({"class_type": "SanaEmptyVideoLatent", "inputs": {"width": W, "height": H, "length": FRAMES,
+                                                                  "batch_size": 1, "resolution_binning": False}})
+    p["5"] = {**p["2"], "inputs": {**p["2"]["inputs"], "text": "a snowy owl glides over a frozen lake"}}
+    p["ccombine"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["2", 0],
+                                                                     "conditioning_2": ["5", 0]}}
+    p["crange0"] = {"class_type": "ConditioningSetTimestepRange", "inputs": {"conditioning": ["5", 0], "start": 0.5,
+                                                                            "end": 1.0}}
+    p["crange"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["2", 0],
+                                                                   "conditioning_2": ["crange0", 0]}}
+    for tag in ("plain", "combine", "range"):
+        positive = ["2", 0] if tag == "plain" else [f"c{tag}", 0]
+        p[f"s{tag}"] = {"class_type": "SanaSample", "inputs": {
+            "model": ["1", 0], "positive": positive, "negative": ["3", 0], "latent": ["4", 0],
+            "sampler": "flow_dpm_solver", "flow_shift": 0.0, "pag_scale": 0.0, "pag_adaptive_scale": 0.0,
+            "pag_layers": "", "denoise": 1.0, **ARGS}}
+        p[f"k{tag}"] = {"class_type": "KSampler", "inputs": {
+            "model": ["10", 0], "sampler_name": "sana_flow_dpm_solver", "scheduler": "simple", "positive": positive,
+            "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0, **ARGS}}
+        for n in "sk":
+            p[f"{n}{tag}save"] = {"class_type": "SaveLatent", "inputs": {"samples": [f"{n}{tag}", 0],
+                                                                          "filename_prefix": f"video/{n}{tag}"}}
+    del p["11"]
+    latents, _ = _results(server, server.run(p, timeout=600))
+    for tag in ("plain", "combine", "range"):
+        assert (latents[f"s{tag}"] - latents[f"k{tag}"]).abs().max().item() <= 1e-4, tag
+        if tag != "plain":
+            assert (latents[f"s{tag}"] - latents["splain"]).abs().max().item() > 1e-3, tag
+
+
 @pytest.mark.parametrize("storage", ["int8", "fp8_e4m3fn"])
 def test_8_bit_storage_samples_close_to_full_precision(server, storage):
     """int8 / fp8 weight storage through Sana Load Transformer samples in the host. The tiny model's layers are too

@@ -48,13 +48,13 @@ def test_model_route_is_what_the_loader_builds(models, loader, name):
     assert peek_config(models / folder / name) == cfg
     assert cfg.resolution == 2048 and cfg.flow_shift == (4.0 if loader == "SanaLoadPipeline" else 3.0)
     assert _ask(models, loader, name) == (200, {
-        "known": True, "variant": variant_name(cfg), "resolution": 2048})
+        "known": True, "variant": variant_name(cfg), "resolution": 2048, "video": False})
 
 
 def test_model_route_reads_a_single_files_resolution_off_its_shapes(models):
     status, body = _ask(models, "SanaLoadTransformer", "nvlabs_single.safetensors")
     assert status == 200 and body == {"known": True, "variant": "Sana (custom: 1 layers, hidden 1152)",
-                                      "resolution": 2048}
+                                      "resolution": 2048, "video": False}
 
 
 @pytest.mark.parametrize("name,why", [
@@ -63,6 +63,17 @@ def test_model_route_reads_a_single_files_resolution_off_its_shapes(models):
 def test_model_route_says_when_the_files_cannot_tell(models, name, why):
     status, body = _ask(models, "SanaLoadTransformer", name)
     assert status == 200 and body["known"] is False and why in body["error"], body
+
+
+def test_model_route_tells_a_sana_video_model(video_repo, tmp_path):
+    from sana_comfy.sana_core.load import load_video_transformer
+
+    (tmp_path / "diffusers").mkdir()
+    (tmp_path / "diffusers" / "video").symlink_to(video_repo)
+    cfg = load_video_transformer(video_repo).cfg
+    assert _ask(tmp_path, "SanaLoadPipeline", "video") == (200, {
+        "known": True, "variant": "SANA-Video 3×24 480p", "resolution": 480, "video": True})
+    assert cfg.flow_shift == 8.0 and cfg.resolution == 480
 
 
 def test_model_route_refuses_other_loaders_and_missing_names():

@@ -27,7 +27,7 @@ export function binReadout(width, height, binning, resolution) {
   return ask("bin", { width, height, binning, resolution });
 }
 
-// A loader's model as its files say: {known: true, variant, resolution} or {known: false, error}.
+// A loader's model as its files say: {known: true, variant, resolution, video} or {known: false, error}.
 export function modelInfo(loader, name) {
   return ask("model", { loader, name });
 }
@@ -149,7 +149,7 @@ function setupLoader(node, type) {
     if (ran) return info.show(ran.lines.join("\n"));
     const pending = this.sanaModel(), files = await pending;
     if (this.sanaReported() || pending !== this.sanaFiles?.pending) return;  // it ran, or its model changed, meanwhile
-    info.show(files.known ? `${files.variant} · ${files.resolution} px` : "");
+    info.show(files.known ? (files.video ? files.variant : `${files.variant} · ${files.resolution} px`) : "");
   };
   const refresh = () => {
     node.sanaPending = node.sanaShow();

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 from ...sana_core import bins
 from ...sana_core.errors import SanaError
-from ...sana_core.load import peek_config, variant_name
+from ...sana_core.load import is_video_transformer, peek_config, variant_name, video_variant_name
+from ...sana_core.load.video_transformer import peek_video_config
 from .folders import resolve_model
 
 ROUTES = ("bin", "aspect", "model")  # GET /sana/<name> (also under /api/), each answered by route_answer
@@ -40,17 +41,22 @@ def route_answer(route: str, query: Mapping[str, str]) -> tuple[int, dict]:
 
 
 def model_answer(query: Mapping[str, str]) -> tuple[int, dict]:
-    """GET /sana/model?loader=<node class>&name=<its model widget>: {known: true, variant, resolution} as the loader
-    will report them, or {known: false, error} when the files cannot tell (missing, unreadable, not Sana)."""
+    """GET /sana/model?loader=<node class>&name=<its model widget>: {known: true, variant, resolution, video} as the
+    loader will report them, or {known: false, error} when the files cannot tell (missing, unreadable, not Sana)."""
     loader, name = query.get("loader"), query.get("name")
     if loader not in MODEL_LOADERS or name is None:
         return 400, {"error": f"bad /sana/model query {dict(query)}: expected loader= one of {sorted(MODEL_LOADERS)} "
                               "and name="}
     try:
-        cfg = peek_config(resolve_model(MODEL_LOADERS[loader], name))
+        path = resolve_model(MODEL_LOADERS[loader], name)
+        if is_video_transformer(path):
+            cfg = peek_video_config(path)
+            return 200, {"known": True, "variant": video_variant_name(cfg), "resolution": cfg.resolution,
+                         "video": True}
+        cfg = peek_config(path)
     except (SanaError, OSError) as e:
         return 200, {"known": False, "error": str(e)}
-    return 200, {"known": True, "variant": variant_name(cfg), "resolution": cfg.resolution}
+    return 200, {"known": True, "variant": variant_name(cfg), "resolution": cfg.resolution, "video": False}
 
 
 def register() -> None:

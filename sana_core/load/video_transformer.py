@@ -141,6 +141,19 @@ def is_video_transformer(path: str | Path) -> bool:
     return sniff(sd) in (Family.SANA_VIDEO, Family.SANA_VIDEO_NVLABS)
 
 
+def _config(ckpt, config: dict | None, flow_shift: float | None) -> SanaVideoConfig:
+    where = ckpt.where
+    file_config = read_json(where.config) if where.config else (_config_beside(where.path) if where.is_file else None)
+    cfg = detect_config(ckpt.state_dict, config or file_config, ckpt.source)
+    shift = flow_shift or read_scheduler_shift(where.repo)
+    return cfg.replace(flow_shift=float(shift)) if shift else cfg
+
+
+def peek_video_config(path: str | Path) -> SanaVideoConfig:
+    """The config ``load_video_transformer(path)`` builds, from config.json and the tensors' names and shapes only."""
+    return _config(read_checkpoint(VIDEO_TRANSFORMER, path), None, None)
+
+
 def load_video_transformer(path: str | Path, dtype: torch.dtype | str | None = None,
                            device: str | torch.device = "cpu", *, config: dict | None = None,
                            flow_shift: float | None = None, storage: str | None = None,
@@ -152,12 +165,7 @@ def load_video_transformer(path: str | Path, dtype: torch.dtype | str | None = N
     (``layers.py``; None: the reference)."""
     dtype = parse_dtype(dtype)
     ckpt = read_checkpoint(VIDEO_TRANSFORMER, path)
-    where = ckpt.where
-    file_config = read_json(where.config) if where.config else (_config_beside(where.path) if where.is_file else None)
-    cfg = detect_config(ckpt.state_dict, config or file_config, ckpt.source)
-    shift = flow_shift or read_scheduler_shift(where.repo)
-    if shift:
-        cfg = cfg.replace(flow_shift=float(shift))
+    cfg = _config(ckpt, config, flow_shift)
     dtype = dtype or dominant_dtype(ckpt.state_dict)
     operations = operations or Operations
     model, n = build(lambda: SanaVideoTransformer(cfg, dtype=dtype, operations=operations), ckpt, dtype, device,

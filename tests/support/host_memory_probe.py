@@ -4,7 +4,7 @@ imported as ComfyUI would, the tiny models loaded through the pack's nodes. It m
 - the host's layers (``operations``) against the reference layers: transformer, ControlNet, DC-AE, same weights;
 - KSampler on SanaToModel's MODEL fully loaded against partly loaded, with the memory budget forced small through
   the host's loading API (``LoadedModel.model_load``): plain, with ComfyUI's own LoRA loader (its patches applied per
-  call to the layers left off the device), and with fp8 storage;
+  call to the layers left off the device), with fp8 storage, and the SANA-Video model;
 - VAEDecode through SanaToVAE fully against partly loaded.
 
     python tests/support/host_memory_probe.py MODELS_DIR OUT.json
@@ -29,7 +29,7 @@ import folder_paths  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
-NAME, WIDE = "Sana_600M_1024px_diffusers", "Sana_wide_diffusers"
+NAME, WIDE, VIDEO = "Sana_600M_1024px_diffusers", "Sana_wide_diffusers", "SANA-Video_2B_480p_diffusers"
 CONTROLNET = "Sana_600M_1024px_ControlNet_HED_diffusers"
 TEXT, SEED, STEPS, SIZE = "a lighthouse on a cliff at dusk", 3, 3, 256
 
@@ -146,6 +146,17 @@ def main(models: Path, out_path: Path) -> None:
         report[name + "_latent"] = a.flatten()[:4].tolist()
     report["fp8_lora_effect"] = (ksample(wlora, pos, neg, latent, False)[0]
                                  - ksample(wmodel, pos, neg, latent, False)[0]).abs().max().item()
+
+    # the SANA-Video model (host layers too), fully and partly loaded
+    video, vte, _, _ = N["SanaLoadPipeline"].execute(VIDEO, "fp32").result
+    vpos = N["SanaEncodePrompt"].execute(vte, TEXT, True, 300, "", False, "video", 30)[0]
+    vneg = N["SanaEncodePrompt"].execute(vte, "", False, 300)[0]
+    vlatent = N["SanaEmptyVideoLatent"].execute(96, 64, 9, 1, False)[0]["samples"]
+    vmodel = N["SanaToModel"].execute(video)[0]
+    a, _, _ = ksample(vmodel, vpos, vneg, vlatent, False)
+    b, n, lowvram = ksample(vmodel, vpos, vneg, vlatent, True)
+    report["partial_video"] = {"diff": (a - b).abs().max().item(), "scale": a.abs().max().item(), "cast_partial": n,
+                               "lowvram": lowvram}
 
     # 3. VAEDecode through SanaToVAE, fully and partly loaded
     (vae_native,) = N["SanaToVAE"].execute(vae)
