@@ -4,6 +4,7 @@ SanaImageToVideoPipeline per frame; the Comfy-format wan_2.1_vae through Load VA
 
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from sana_comfy.sana_core.video import DEFAULT_NEGATIVE
-from support.comfy_server import ComfyServer
+from support.comfy_server import ComfyServer, WsListener
 from support.video import VIDEO_REPO, WAN_VAE_FILE, install_video_folders
 
 pytestmark = pytest.mark.host
@@ -40,7 +41,7 @@ def server(host_base, video_repo):
     g = torch.Generator().manual_seed(0)
     smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 6, generator=g), size=(H, W), mode="bilinear")
     Image.fromarray((smooth[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(base / "input" / START)
-    with ComfyServer(base) as srv:
+    with ComfyServer(base, ("--preview-method", "latent2rgb")) as srv:
         yield srv
 
 
@@ -193,6 +194,41 @@ def test_conditioning_tools_act_alike_in_both_samplers(server):
         assert (latents[f"s{tag}"] - latents[f"k{tag}"]).abs().max().item() <= 1e-4, tag
         if tag != "plain":
             assert (latents[f"s{tag}"] - latents["splain"]).abs().max().item() > 1e-3, tag
+
+
+def test_previews_progress_and_interrupt(server):
+    """Both samplers send a latent→RGB preview of the first frame per step (the host's Wan 2.1 factors); an
+    interrupt ends SanaSample at its next step, and the server keeps serving."""
+    p = _graph({"class_type": "SanaEmptyVideoLatent", "inputs": {"width": W, "height": H, "length": FRAMES,
+                                                                  "batch_size": 1, "resolution_binning": False}})
+    _samplers(p)
+    for n in ("ds", "dk", "vk", "dssave", "dksave", "vksave", "11"):
+        del p[n]
+    p["s"]["inputs"].update(seed=21, steps=3)
+    p["k"]["inputs"].update(seed=21, steps=3)
+    ws = WsListener(server)
+    try:
+        hist = server.wait(server.queue(p, ws.client_id))
+        frames = ws.preview_images()
+    finally:
+        ws.close()
+    assert hist["status"]["status_str"] == "success"
+    # the host scales a preview to 512 px on its long side: the first frame's 12 × 8 cells at 3:2
+    assert len(frames) == 6 and all(f.shape == (341, 512, 3) and f.std() > 1 for f in frames), [f.shape for f in frames]
+    p["s"]["inputs"].update(seed=22, steps=400)
+    del p["k"], p["ksave"]
+    ws = WsListener(server)
+    try:
+        pid = server.queue(p, ws.client_id)
+        end = time.time() + 120
+        while time.time() < end and not [e for e in ws.of_type("progress") if e["node"] == "s" and e["value"] >= 3]:
+            time.sleep(0.05)
+        assert server.post("/interrupt", {})[0] == 200
+        hist = server.wait(pid, 120)
+    finally:
+        ws.close()
+    assert hist["status"]["status_str"] == "error"
+    assert max(e["value"] for e in ws.of_type("progress") if e["node"] == "s") < 400
 
 
 @pytest.mark.parametrize("storage", ["int8", "fp8_e4m3fn"])
