@@ -138,14 +138,16 @@ class SanaVideoBlock(nn.Module):
         table = self.scale_shift_table.to(t.device)
         return (table[None, None] + t.unflatten(2, (6, -1))).unbind(dim=2)
 
-    def forward(self, h: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None, t: torch.Tensor,
-                grid: tuple[int, int, int], rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """h (B, N, D) tokens of an (F, H, W) grid; y (B, L, D) caption features; t (B, T, 6D)."""
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None, bias: torch.Tensor | None, t: torch.Tensor,
+                grid: tuple[int, int, int], rope: tuple[torch.Tensor, torch.Tensor],
+                keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """h (B, N, D) tokens of an (F, H, W) grid; y (B, L, D) caption features, or this block's cross-attention
+        ``keys_values`` computed before; t (B, T, 6D)."""
         d = h.shape[-1]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(t)
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_msa) + shift_msa
         h = h + gate_msa * self.attn1(n.to(h.dtype), rope)
-        h = self.attn2(h, y, bias) + h
+        h = self.attn2(h, y, bias, keys_values) + h
         n = F.layer_norm(h, (d,), eps=self.eps) * (1 + scale_mlp) + shift_mlp
         return h + gate_mlp * self.ff(n.unflatten(1, grid))  # the FFN takes (B, F, H, W, D)
 
@@ -195,6 +197,15 @@ class SanaVideoTransformer(nn.Module):
             kept[key] = rope_tables(self.cfg.head_dim, grid, device=device)
         return kept[key]
 
+    def caption_features(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, L, Cc) caption-encoder features → (B, L, D), the cross-attention's input in every block."""
+        return self.caption_norm(self.caption_projection(context).view(context.shape[0], -1, self.cfg.dim))
+
+    def caption(self, context: torch.Tensor) -> tuple[torch.Tensor | None, list | None]:
+        """What the blocks attend to: (the caption features, None). The speed layer may instead give (None, each
+        block's cross-attention keys and values computed before)."""
+        return self.caption_features(context), None
+
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor | None = None, guidance: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, F, H, W) in the model dtype; context (B, L, Cc) with context_mask (B, L) of 0/1; guidance (B,)
@@ -218,10 +229,10 @@ class SanaVideoTransformer(nn.Module):
         h = self.patch_embedding(x).flatten(2).transpose(1, 2)  # (B, N, D), tokens in (frame, row, column) order
         t, e = self.time_embed(timestep.flatten(), guidance, h.dtype)  # (B·T, 6D), (B·T, D)
         t, e = t.view(b, -1, t.shape[-1]), e.view(b, -1, e.shape[-1])  # (B, T, ·), T = 1 or N
-        y = self.caption_norm(self.caption_projection(context).view(b, -1, cfg.dim))  # (B, L, D)
+        y, keys_values = self.caption(context)  # (B, L, D) features, or each block's keys and values
 
-        for block in self.transformer_blocks:
-            h = block(h, y, bias, t, grid, rope)
+        for i, block in enumerate(self.transformer_blocks):
+            h = block(h, y, bias, t, grid, rope, keys_values[i] if keys_values else None)
 
         shift, scale = (self.scale_shift_table.to(e.device)[None, None] + e[:, :, None]).unbind(dim=2)  # (B, T, D)
         h = F.layer_norm(h, (h.shape[-1],), eps=1e-6) * (1 + scale) + shift

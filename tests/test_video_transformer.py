@@ -202,3 +202,24 @@ def test_8_bit_storage_stays_close(tmp_path, storage, tol):
         want = full(x, t, y, mask)
         got = quant(x.to(quant.dtype), t, y.to(quant.dtype), mask).float()
     assert (got - want).norm() / want.norm() < tol
+
+
+@pytest.mark.parity
+def test_kept_caption_keys_and_values_are_bit_identical(tmp_path):
+    """The speed layer keeps the caption's cross-attention keys and values from a context's second sighting (ComfyUI
+    passes the same caption in a new tensor each step); every step equals the reference form's bit for bit, and an
+    edited weight is seen."""
+    from sana_comfy.sana_core import caches, speed
+
+    folder = save_video_layouts(tiny_video(), tmp_path)["folder"]
+    ours, plain = load_video_transformer(folder, "fp32"), speed.apply(load_video_transformer(folder, "fp32"), False)
+    assert type(ours).__name__ == "FastSanaVideoTransformer" and type(plain).__name__ == "SanaVideoTransformer"
+    x, y, mask, t = video_inputs()
+    with torch.no_grad():
+        for step in range(3):
+            assert torch.equal(ours(x * (1 + step), t - 100 * step, y.clone(), mask),
+                               plain(x * (1 + step), t - 100 * step, y, mask))
+        assert caches.peek(ours, "captions")[0].value is not None
+        ours.transformer_blocks[0].attn2.to_v.weight.mul_(2)
+        plain.transformer_blocks[0].attn2.to_v.weight.mul_(2)
+        assert torch.equal(ours(x, t, y, mask), plain(x, t, y, mask))

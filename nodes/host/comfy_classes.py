@@ -106,6 +106,9 @@ class SanaVideoNet(_Around):
                             "[B, 16, frames, H/8, W/8] (Sana Empty Video Latent, EmptyHunyuanLatentVideo)")
         if control:
             raise SanaError("ControlNet is not available for SANA-Video models (no SANA-Video ControlNet exists)")
+        if self.net.cfg.guidance_embeds:
+            raise SanaError("this SANA-Video model embeds its guidance scale (a distilled model); no such model is "
+                            "published and its sampler is not implemented")
         if (transformer_options or {}).get(PAG_KEY):
             raise SanaError("PAG is not available for SANA-Video models (their reference pipeline has none)")
         if sana_start is not None:

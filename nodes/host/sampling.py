@@ -100,9 +100,9 @@ def native_model(handle: Handle, shift: float | None = None, truncate_timesteps:
 
 
 def native_sampling(cfg) -> bool:
-    """Whether SanaSample rides the host's sampling for this model config: every flow model; Sana-Sprint (its own
-    SCM sampler, guidance as a model input) takes the core's sampler."""
-    return not cfg.guidance_embeds
+    """Whether SanaSample rides the host's sampling for this model config: every flow model and every SANA-Video
+    model; Sana-Sprint (its own SCM sampler, guidance as a model input) takes the core's sampler."""
+    return is_video(cfg) or not cfg.guidance_embeds
 
 
 def _sampling_model(base, opts: SampleOptions, num_layers: int):

@@ -1,4 +1,5 @@
-"""Faster forms of the Sana transformer (the reference is ``sana_core/transformer.py``); ``speed.apply`` installs them.
+"""Faster forms of the Sana transformer (the reference is ``sana_core/transformer.py``) and, for its kept caption only,
+of the SANA-Video transformer; ``speed.apply`` installs them.
 
 Same function as the reference, fewer and contiguous kernels (docs/architecture.md, "The speed layer"):
 - fused-layout blocks (``policy.fused_blocks``): the linear attention in the token layout with no transposed copies,
@@ -23,6 +24,7 @@ from .. import caches
 from ..controlnet import SanaControlNet
 from ..layers import casts_per_call
 from ..transformer import LinearAttention, MixFFN, SanaBlock, SanaTransformer
+from ..video_transformer import SanaVideoTransformer
 from . import policy
 from .cudagraph import GraphCache
 from .stamp import stamp, tensors_of
@@ -186,5 +188,10 @@ class FastSanaControlNet(KeptCaption, SanaControlNet):
     """The ControlNet with the caption's keys and values kept across steps."""
 
 
+class FastSanaVideoTransformer(KeptCaption, SanaVideoTransformer):
+    """The caption's keys and values kept per remembered context (no fused blocks or graphs for video yet)."""
+
+
 FORMS = {LinearAttention: FastLinearAttention, SanaBlock: FastSanaBlock,
-         SanaTransformer: FastSanaTransformer, SanaControlNet: FastSanaControlNet}
+         SanaTransformer: FastSanaTransformer, SanaControlNet: FastSanaControlNet,
+         SanaVideoTransformer: FastSanaVideoTransformer}
