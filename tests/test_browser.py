@@ -120,13 +120,16 @@ def server(page):
     return page.server
 
 
-def _fresh(page, *types):
-    """A new graph holding one node of each type (the first two linked when both take/give a SANA_MODEL)."""
-    return page.evaluate("""async (types) => {
+def _fresh(page, *types, model=MODEL):
+    """A new graph holding one node of each type (the first two linked when both take/give a SANA_MODEL); a loader
+    picks ``model`` (the first in its list, which a fresh node shows, may be the SANA-Video repo)."""
+    return page.evaluate("""async ([types, model]) => {
         app.graph.clear();
         await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 50)));  // as a user: drawn empty first
         const nodes = types.map((t, i) => {
             const n = LiteGraph.createNode(t);
+            const pick = n.widgets?.find((w) => w.name === "model_name" || w.name === "pipeline");
+            if (pick) pick.value = model;
             n.pos = [80 + 380 * i, 120];
             app.graph.add(n);
             return n;
@@ -137,7 +140,7 @@ def _fresh(page, *types):
         while (!drawn()) await new Promise((r) => setTimeout(r, 50));
         await Promise.all(nodes.map((n) => n.sanaPending));
         return nodes.map((n) => n.id);
-    }""", list(types))
+    }""", [list(types), model])
 
 
 def _latent(page, **values):
@@ -271,6 +274,14 @@ def _save_and_reload(page):
     page.evaluate("() => app.extensionManager.workflow.activeWorkflow.changeTracker.checkState()")
     page.reload()
     _ready(page)
+
+
+def test_readout_names_a_sana_video_model(page):
+    """A SANA-Video loader connected to Sana Empty Latent: the readout says where its latents come from, read off
+    the files before any run, instead of a bin table."""
+    _fresh(page, "SanaLoadTransformer", "SanaEmptyLatent", model="SANA-Video_2B_480p_diffusers")
+    state = _latent(page, width=832, height=480)
+    assert state["readout"] == "a SANA-Video model: its latents come from Sana Empty Video Latent", state
 
 
 def test_readout_after_reload_uses_the_loaders_model_table(page, server):

@@ -9,6 +9,7 @@ import { app } from "../../scripts/app.js";
 
 export const ASPECT_PRESETS = ["custom", "1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"];
 export const UNKNOWN_TABLE = "model table unknown until the loader runs";
+export const VIDEO_MODEL = "a SANA-Video model: its latents come from Sana Empty Video Latent";
 const MODEL_WIDGET = { SanaLoadTransformer: "model_name", SanaLoadPipeline: "pipeline" };  // GET /sana/model knows these
 const LOADERS = [...Object.keys(MODEL_WIDGET), "SanaLoadTextEncoder", "SanaLoadDCAE", "SanaLoadControlNet"];
 
@@ -179,14 +180,16 @@ function modelSource(node) {
   return { linked: true, loader: null };
 }
 
-// The training resolution whose bin table the node will use: null without a model; undefined when unknown.
+// The training resolution whose bin table the node will use: null without a model; undefined when unknown;
+// "video" for a SANA-Video model (it takes no image latent).
 async function modelResolution(node) {
   const source = modelSource(node);
   if (!source.linked) return null;
   const loader = source.loader;
   if (!loader) return undefined;
   const files = await loader.sanaModel();
-  return files.known ? files.resolution : (loader.sanaReported()?.resolution ?? undefined);
+  const model = files.known ? files : loader.sanaReported();
+  return model?.video ? "video" : (model?.resolution ?? undefined);
 }
 
 function allNodes() {
@@ -207,7 +210,7 @@ function setupEmptyLatent(node) {
     let text;
     try {
       const resolution = await modelResolution(node);
-      text = resolution === undefined && binning ? UNKNOWN_TABLE
+      text = resolution === "video" ? VIDEO_MODEL : resolution === undefined && binning ? UNKNOWN_TABLE
         : readoutText(await binReadout(w, h, binning, resolution ?? null));
     } catch (e) {
       text = `⚠ ${e.message}`;
@@ -231,7 +234,7 @@ function setupEmptyLatent(node) {
     node.sanaPending = (async () => {
       const w = widget(node, "width"), h = widget(node, "height");
       const resolution = await modelResolution(node);
-      const size = await presetSize(value, w.value, h.value, resolution ?? null);
+      const size = await presetSize(value, w.value, h.value, resolution === "video" ? null : resolution ?? null);
       if (preset.value !== value) return;  // changed meanwhile
       presetting = true;
       try {
@@ -261,7 +264,8 @@ app.registerExtension({
     if (setup === setupLoader) {
       chain(nodeType.prototype, "onExecuted", function (message) {
         const model = message?.sana_model?.[0];  // {variant, resolution, dtype, params} from the transformer loaders
-        this.sanaRan = { key: loaderKey(this), lines: message?.text ?? [], resolution: model?.resolution ?? null };
+        this.sanaRan = { key: loaderKey(this), lines: message?.text ?? [], resolution: model?.resolution ?? null,
+                         video: model?.video ?? false };
         this.sanaFiles = null;  // read the files again when next asked
         this.sanaRefresh();
       });
