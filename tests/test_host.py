@@ -193,10 +193,7 @@ def test_progress_events_and_interrupt(server):
     ws = WsListener(server)
     try:
         pid = server.queue(prompt, ws.client_id)
-        end = time.time() + 120
-        while time.time() < end and not [e for e in ws.of_type("progress") if e["node"] == "7" and e["value"] >= 3]:
-            time.sleep(0.05)
-        progress = [e for e in ws.of_type("progress") if e["node"] == "7"]
+        progress = ws.wait_progress("7", 3)
         assert progress and progress[0]["max"] == 400
         assert server.post("/interrupt", {})[0] == 200
         hist = server.wait(pid, 120)

@@ -4,7 +4,6 @@ SanaImageToVideoPipeline per frame; the Comfy-format wan_2.1_vae through Load VA
 
 import json
 import re
-import time
 
 import numpy as np
 import pytest
@@ -220,9 +219,7 @@ def test_previews_progress_and_interrupt(server):
     ws = WsListener(server)
     try:
         pid = server.queue(p, ws.client_id)
-        end = time.time() + 120
-        while time.time() < end and not [e for e in ws.of_type("progress") if e["node"] == "s" and e["value"] >= 3]:
-            time.sleep(0.05)
+        assert ws.wait_progress("s", 3)[0]["max"] == 400
         assert server.post("/interrupt", {})[0] == 200
         hist = server.wait(pid, 120)
     finally:

@@ -245,6 +245,14 @@ class WsListener:
     def of_type(self, kind: str) -> list[dict]:
         return [e["data"] for e in list(self.events) if e.get("type") == kind]
 
+    def wait_progress(self, node: str, value: int, timeout: float = 120) -> list[dict]:
+        """Wait until ``node`` reports progress ``value`` (or the timeout); its progress events so far."""
+        end = time.time() + timeout
+        while time.time() < end and not [e for e in self.of_type("progress") if e["node"] == node
+                                          and e["value"] >= value]:
+            time.sleep(0.05)
+        return [e for e in self.of_type("progress") if e["node"] == node]
+
     def preview_images(self) -> list:
         """Every JPEG/PNG preview frame received, as (H, W, 3) uint8 arrays."""
         import io
