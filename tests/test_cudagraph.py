@@ -250,3 +250,52 @@ def test_graphs_see_edited_weights(edit):
     assert not torch.allclose(before, want, atol=1e-3)
     torch.testing.assert_close(got[-1], want, rtol=1e-5, atol=1e-6)
     assert captures() == (2 if edit == "parameter replaced" else 1)
+
+
+def _video(device: str):
+    from sana_comfy.sana_core.video_transformer import SanaVideoConfig, SanaVideoTransformer
+
+    cfg = SanaVideoConfig(num_layers=2, num_heads=2, head_dim=12, cross_heads=2, cross_head_dim=12,
+                          caption_channels=48, in_channels=4, out_channels=4, mlp_ratio=2.5, patch_size=(1, 2, 2),
+                          attention_bias=False, qk_norm=True, guidance_embeds=False, norm_eps=1e-6,
+                          rope_max_seq_len=64, sample_size=30, guidance_embeds_scale=0.1)
+    torch.manual_seed(0)
+    m = SanaVideoTransformer(cfg, device=device, dtype=torch.float32)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape) * 0.05 + (1.0 if p.ndim == 1 and p.shape[0] == cfg.dim else 0.0))
+    return speed.apply(m.eval().requires_grad_(False), True)
+
+
+def _video_inputs(device: str, seed: int, per_token: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, 3, 6, 8, generator=g)
+    t = torch.rand(2, generator=g) * 1000
+    if per_token:  # image-to-video: the first latent frame's tokens at timestep 0
+        t = t.reshape(2, 1, 1, 1).expand(2, 3, 3, 4).clone()
+        t[:, 0] = 0
+    y = torch.randn(2, 10, 48, generator=g)
+    mask = torch.ones(2, 10, dtype=torch.int64)
+    mask[0, 4:] = 0
+    return [v.to(device) for v in (x, t, y, mask)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("per_token", [False, True], ids=["text_to_video", "image_to_video"])
+def test_video_replay_equals_eager(per_token):
+    m = _video("cuda")
+    with torch.no_grad():
+        for seed in (1, 2, 3, 4):  # eager, capture, then replays with other values
+            a = _video_inputs("cuda", seed, per_token)
+            torch.testing.assert_close(m(*a), _eager(m, *a), rtol=1e-5, atol=1e-6)
+        assert captures() == 1
+    m.to(torch.float64)
+    assert caches.peek(m, "graphs") is None  # moved weights: the graphs go
+
+
+def test_video_on_the_cpu_never_captures():
+    m = _video("cpu")
+    with torch.no_grad():
+        for seed in (1, 2):
+            m(*_video_inputs("cpu", seed))
+    assert captures() == 0 and caches.peek(m, "graphs") is None

@@ -1,5 +1,5 @@
-"""Faster forms of the Sana transformer (the reference is ``sana_core/transformer.py``) and, for its kept caption only,
-of the SANA-Video transformer; ``speed.apply`` installs them.
+"""Faster forms of the Sana transformer (the reference is ``sana_core/transformer.py``) and of the SANA-Video
+transformer (its kept caption and graph replay only); ``speed.apply`` installs them.
 
 Same function as the reference, fewer and contiguous kernels (docs/architecture.md, "The speed layer"):
 - fused-layout blocks (``policy.fused_blocks``): the linear attention in the token layout with no transposed copies,
@@ -189,7 +189,22 @@ class FastSanaControlNet(KeptCaption, SanaControlNet):
 
 
 class FastSanaVideoTransformer(KeptCaption, SanaVideoTransformer):
-    """The caption's keys and values kept per remembered context (no fused blocks or graphs for video yet)."""
+    """Graph replay on CUDA; the caption's keys and values kept per remembered context (its blocks keep diffusers'
+    op order: no fused forms for video yet)."""
+
+    def forward(self, x, timestep, context, context_mask=None, guidance=None):
+        if policy.cuda_graphs(x) and not casts_per_call(self):
+            def eager(*inputs):
+                return super(FastSanaVideoTransformer, self).forward(*inputs)
+            return self._graphs().run(self, eager, (x, timestep, context, context_mask, guidance), ())
+        return super().forward(x, timestep, context, context_mask, guidance)
+
+    def _graphs(self) -> GraphCache:
+        return caches.kept(self, "graphs", GraphCache)
+
+    def _apply(self, fn, *args, **kwargs):  # moved weights: captured graphs are stale
+        caches.drop(self, "graphs")
+        return super()._apply(fn, *args, **kwargs)
 
 
 FORMS = {LinearAttention: FastLinearAttention, SanaBlock: FastSanaBlock,
