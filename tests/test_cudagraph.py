@@ -16,13 +16,17 @@ CFG = SanaConfig(num_layers=4, num_heads=2, head_dim=16, cross_heads=2, cross_he
                  sample_size=8)
 
 
-def _model(device: str, cfg: SanaConfig = CFG) -> SanaTransformer:
-    torch.manual_seed(0)
-    m = SanaTransformer(cfg, device=device, dtype=torch.float32)
+def _random(m: torch.nn.Module, dim: int) -> torch.nn.Module:
+    """Random weights (norm scales of the hidden size near 1), the speed forms on."""
     with torch.no_grad():
         for p in m.parameters():
-            p.copy_(torch.randn(p.shape) * 0.05 + (1.0 if p.ndim == 1 and p.shape[0] == cfg.dim else 0.0))
+            p.copy_(torch.randn(p.shape) * 0.05 + (1.0 if p.ndim == 1 and p.shape[0] == dim else 0.0))
     return speed.apply(m.eval().requires_grad_(False), True)
+
+
+def _model(device: str, cfg: SanaConfig = CFG) -> SanaTransformer:
+    torch.manual_seed(0)
+    return _random(SanaTransformer(cfg, device=device, dtype=torch.float32), cfg.dim)
 
 
 def _inputs(device: str, batch: int = 2, hw=(8, 6), seed: int = 1, length: int = 10):
@@ -260,11 +264,7 @@ def _video(device: str):
                           attention_bias=False, qk_norm=True, guidance_embeds=False, norm_eps=1e-6,
                           rope_max_seq_len=64, sample_size=30, guidance_embeds_scale=0.1)
     torch.manual_seed(0)
-    m = SanaVideoTransformer(cfg, device=device, dtype=torch.float32)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape) * 0.05 + (1.0 if p.ndim == 1 and p.shape[0] == cfg.dim else 0.0))
-    return speed.apply(m.eval().requires_grad_(False), True)
+    return _random(SanaVideoTransformer(cfg, device=device, dtype=torch.float32), cfg.dim)
 
 
 def _video_inputs(device: str, seed: int, per_token: bool = False):
