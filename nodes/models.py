@@ -81,6 +81,10 @@ class SanaVAE(_Handle):
     def check_dcae(self, node: str, instead: str) -> None:
         """Nothing for the DC-AE; for a SANA-Video repo's Wan VAE, the error naming the nodes to use."""
 
+    def native(self):
+        """This autoencoder as ComfyUI's VAE (the same weights)."""
+        return host.vae_adapter(self.handle)
+
 
 class SanaWanVAE(SanaVAE):
     """A SANA-Video repo's Wan 2.1 VAE on Sana Load Pipeline's SANA_VAE output; ``handle`` is ComfyUI's VAE (the
@@ -89,6 +93,9 @@ class SanaWanVAE(SanaVAE):
     @property
     def info(self) -> str:
         return f"Wan 2.1 VAE · {str(self.handle.vae_dtype).removeprefix('torch.')}"
+
+    def native(self):
+        return self.handle
 
     def check_dcae(self, node: str, instead: str) -> None:
         raise SanaError(f"{node} takes the DC-AE of a Sana image repo; this is a SANA-Video repo's Wan 2.1 VAE: "

@@ -11,7 +11,7 @@ from ..sana_core.sampling import SAMPLERS, partial_schedule
 from ..sana_core.video import is_video
 from . import host
 from . import widgets as w
-from .models import SanaModel, SanaVAE, SanaWanVAE
+from .models import SanaModel, SanaVAE
 
 CATEGORY = "Sana/native"
 
@@ -42,9 +42,7 @@ class SanaToVAE(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae: SanaVAE) -> io.NodeOutput:
-        if isinstance(vae, SanaWanVAE):  # a SANA-Video repo's: already ComfyUI's VAE
-            return io.NodeOutput(vae.handle)
-        return io.NodeOutput(host.vae_adapter(vae.handle))
+        return io.NodeOutput(vae.native())
 
 
 class SanaFlowDPMSolverSampler(io.ComfyNode):

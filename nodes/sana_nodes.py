@@ -27,6 +27,25 @@ from .models import SanaModel, SanaTextEncoderHandle, SanaVAE, SanaWanVAE
 CATEGORY = "Sana"
 BINNING_KEY = "sana_binning"  # LATENT extra: {"target": [H, W], "latent": [h, w]} recorded at binning time
 
+def binned_latent(samples: torch.Tensor, plan: dict) -> dict:
+    """A LATENT of ``samples``; when binning changed the size (``plan``'s crop, from ``bins``), it records the size
+    asked for against the latent's height and width."""
+    out = {"samples": samples}
+    if plan["crop"]:
+        out[BINNING_KEY] = {"target": plan["crop"], "latent": list(samples.shape[-2:])}
+    return out
+
+
+def requested_size(latent: dict) -> tuple[int, int] | None:
+    """The size asked for when the latent was binned, scaled with any resize since (e.g. LatentUpscaleBy); None
+    when it was not binned."""
+    record = latent.get(BINNING_KEY)
+    if not record:
+        return None
+    (th, tw), (lh, lw), raw = record["target"], record["latent"], latent["samples"]
+    return round(th * raw.shape[-2] / lh), round(tw * raw.shape[-1] / lw)
+
+
 WEIGHT_DTYPES = ["auto", "bf16", "fp16", "fp32", "int8", "fp8_e4m3fn", "fp8_e5m2"]
 
 
@@ -152,10 +171,7 @@ class SanaEmptyLatent(io.ComfyNode):
                             "Video Latent (or Sana Image to Video) instead of Sana Empty Latent")
         plan = bins.plan(width, height, resolution_binning, model.cfg.resolution if model is not None else None)
         samples = torch.zeros(batch_size, SANA.channels, *plan["latent"], device=host.intermediate_device())
-        out = {"samples": samples}
-        if plan["crop"]:
-            out[BINNING_KEY] = {"target": plan["crop"], "latent": plan["latent"]}
-        return io.NodeOutput(out)
+        return io.NodeOutput(binned_latent(samples, plan))
 
 
 class SanaSample(io.ComfyNode):
@@ -227,12 +243,8 @@ class SanaDecode(io.ComfyNode):
     def execute(cls, vae: SanaVAE, samples, tiling) -> io.NodeOutput:
         vae.check_dcae("Sana Decode", "Sana Decode Video or VAE Decode")
         raw = samples["samples"]
-        size = None
-        record = samples.get(BINNING_KEY)
-        if record:  # the target scales with any resize since binning (e.g. LatentUpscaleBy)
-            (th, tw), (lh, lw) = record["target"], record["latent"]
-            size = (round(th * raw.shape[-2] / lh), round(tw * raw.shape[-1] / lw))
-        img = pipeline.decode_images(vae.get(vae.module.decode_memory(raw.shape, tiling)), raw, size, tiling, SANA)
+        img = pipeline.decode_images(vae.get(vae.module.decode_memory(raw.shape, tiling)), raw, requested_size(samples),
+                                     tiling, SANA)
         return io.NodeOutput(img.to(host.intermediate_device()))
 
 
@@ -311,13 +323,8 @@ class SanaLoadPipeline(io.ComfyNode):
         side = "fp32" if weight_dtype == "fp32" else "auto"
         m = _transformer(root, weight_dtype)
         te = _text_encoder(root, "int8" if weight_dtype == "int8" else side)
-        if is_video(m.cfg):
-            v = SanaWanVAE(host.wan_vae(read_wan_vae(root)), str(root / "vae"))
-            native = v.handle
-        else:
-            v = _vae(root, side)
-            native = host.vae_adapter(v.handle)
-        return io.NodeOutput(m, te, v, native, ui={"text": [m.info, te.info, v.info], "sana_model": [m.summary]})
+        v = SanaWanVAE(host.wan_vae(read_wan_vae(root)), str(root / "vae")) if is_video(m.cfg) else _vae(root, side)
+        return io.NodeOutput(m, te, v, v.native(), ui={"text": [m.info, te.info, v.info], "sana_model": [m.summary]})
 
 
 class SanaLoadControlNet(io.ComfyNode):

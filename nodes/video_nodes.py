@@ -9,11 +9,12 @@ from comfy_api.latest import io
 
 from ..sana_core import bins
 from ..sana_core.errors import SanaError
-from ..sana_core.video import LATENT_CHANNELS, is_video
+from ..sana_core.latent import WAN21
+from ..sana_core.video import is_video
 from . import conditioning, host
 from . import widgets as w
 from .models import SanaModel
-from .sana_nodes import BINNING_KEY  # the same LATENT extra as Sana Empty Latent's
+from .sana_nodes import binned_latent, requested_size  # the same binning record as Sana Empty Latent's
 
 CATEGORY = "Sana/video"
 
@@ -30,7 +31,7 @@ def _video_model(model: SanaModel | None, node: str) -> int | None:
 
 def _check_vae(vae) -> None:
     """The host VAE must be the Wan 2.1 VAE (16 channels, 3-D latents)."""
-    if getattr(vae, "latent_dim", None) != 3 or getattr(vae, "latent_channels", None) != LATENT_CHANNELS:
+    if getattr(vae, "latent_dim", None) != 3 or getattr(vae, "latent_channels", None) != WAN21.channels:
         raise SanaError(f"this VAE makes {getattr(vae, 'latent_channels', '?')}-channel "
                         f"{getattr(vae, 'latent_dim', '?')}-D latents; SANA-Video takes the Wan 2.1 VAE (16-channel "
                         "video latents): load wan_2.1_vae.safetensors with Load VAE, or a SANA-Video repo with Sana "
@@ -53,11 +54,8 @@ def _size_inputs(width=832, height=480) -> list:
 
 
 def _latent(plan: dict, batch_size: int) -> dict:
-    samples = torch.zeros(batch_size, LATENT_CHANNELS, *plan["latent"], device=host.intermediate_device())
-    out = {"samples": samples}
-    if plan["crop"]:
-        out[BINNING_KEY] = {"target": plan["crop"], "latent": plan["latent"][1:]}
-    return out
+    return binned_latent(torch.zeros(batch_size, WAN21.channels, *plan["latent"], device=host.intermediate_device()),
+                         plan)
 
 
 class SanaEmptyVideoLatent(io.ComfyNode):
@@ -127,10 +125,8 @@ class SanaDecodeVideo(io.ComfyNode):
         if raw.ndim != 5:
             raise SanaError(f"samples has shape {tuple(raw.shape)}: not a video latent [B, 16, frames, H/8, W/8]")
         frames = host.decode_video(vae, raw, tiled)  # (B·F, H, W, 3)
-        record = samples.get(BINNING_KEY)
-        if record:  # the target scales with any resize since binning
-            (th, tw), (lh, lw) = record["target"], record["latent"]
-            size = (round(th * raw.shape[-2] / lh), round(tw * raw.shape[-1] / lw))
+        size = requested_size(samples)
+        if size:
             frames = bins.resize_and_crop(frames.movedim(-1, 1), *size).movedim(1, -1)
         return io.NodeOutput(frames.to(host.intermediate_device()))
 

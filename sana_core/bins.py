@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SanaError
-from .latent import SANA
+from .latent import SANA, WAN21
 
 # ratio → (height, width) at 512 px; 1024 is exactly 2× (same keys).
 _BIN_512 = {
@@ -121,24 +121,14 @@ VIDEO_BIN_TABLES: dict[int, dict[str, tuple[int, int]]] = {
           "1.13": (1024, 896), "1.29": (1088, 832), "1.46": (1152, 800), "1.67": (1248, 736), "1.75": (1280, 704),
           "2.0": (1344, 672)},
 }
-VIDEO_SPATIAL, VIDEO_TEMPORAL, VIDEO_PATCH = 8, 4, 2  # the Wan 2.1 VAE's compression; the transformer's patch
-
-
-def video_frames(length: int) -> int:
-    """Latent frames for ``length`` video frames: the Wan VAE keeps the first frame and packs each next 4 into one
-    latent frame, so it represents 1, 5, 9, … frames only."""
-    if length < 1 or (length - 1) % VIDEO_TEMPORAL:
-        lo = max(1, (length - 1) // VIDEO_TEMPORAL * VIDEO_TEMPORAL + 1)
-        raise SanaError(f"{length} frames: the Wan VAE represents 4k+1 frames (1, 5, 9, …, 81); use {lo} or "
-                        f"{lo + VIDEO_TEMPORAL}")
-    return (length - 1) // VIDEO_TEMPORAL + 1
+VIDEO_PATCH = 2  # the SANA-Video transformer's patch, in latent cells a side
 
 
 def video_plan(width: int, height: int, length: int, binning: bool, resolution: int | None = None) -> dict:
     """What a SANA-Video latent for a request is, as ``plan`` gives it for images: ``latent`` is
     [frames, H/8, W/8]; ``table`` is the model's (``resolution`` 480 or 720) or the one nearest the requested area."""
-    frames = video_frames(length)
-    step = VIDEO_SPATIAL * VIDEO_PATCH
+    frames = WAN21.frames(length)
+    step = WAN21.compression * VIDEO_PATCH
     if binning:
         table = resolution or min(VIDEO_BIN_TABLES, key=lambda r: abs(r * r * 16 / 9 - height * width))
         bh, bw = nearest_bin(height, width, VIDEO_BIN_TABLES[table])
@@ -148,5 +138,5 @@ def video_plan(width: int, height: int, length: int, binning: bool, resolution: 
                             f"and the transformer's 2× patch); e.g. {max(step, round(width / step) * step)}x"
                             f"{max(step, round(height / step) * step)}")
         table, bh, bw = None, height, width
-    return {"table": table, "bin": [bh, bw], "latent": [frames, bh // VIDEO_SPATIAL, bw // VIDEO_SPATIAL],
+    return {"table": table, "bin": [bh, bw], "latent": [frames, bh // WAN21.compression, bw // WAN21.compression],
             "crop": None if (bh, bw) == (height, width) else [height, width]}

@@ -44,3 +44,34 @@ class LatentSpace:
 
 
 SANA = LatentSpace(channels=32, compression=32, scaling_factor=0.41407)
+
+
+@dataclass(frozen=True)
+class VideoLatentSpace:
+    """A video autoencoder's latents: channels, pixels per latent cell on each side, video frames per latent frame
+    after the first (which is kept whole), and the per-channel statistics raw latents are normalised with for
+    sampling, ``(z - mean) / std``."""
+
+    channels: int
+    compression: int
+    temporal: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def frames(self, length: int) -> int:
+        """Latent frames for ``length`` video frames; a SanaError for a count the VAE cannot represent."""
+        t = self.temporal
+        if length < 1 or (length - 1) % t:
+            lo = max(1, (length - 1) // t * t + 1)
+            raise SanaError(f"{length} frames: the Wan VAE represents 4k+1 frames (1, 5, 9, …, 81); use {lo} or "
+                            f"{lo + t}")
+        return (length - 1) // t + 1
+
+
+# The Wan 2.1 VAE's (SANA-Video 480p), with its published statistics (ComfyUI's Wan 2.1 latent format holds the same)
+WAN21 = VideoLatentSpace(
+    channels=16, compression=8, temporal=4,
+    mean=(-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517, -0.3632,
+          -0.1922, -0.9497, 0.2503, -0.2921),
+    std=(2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579, 1.6382,
+         1.1253, 2.8251, 1.9160))

@@ -33,9 +33,6 @@ DEFAULT_NEGATIVE = ("A chaotic sequence with misshapen, deformed limbs in heavy 
                     "cuts, jerky movements, rapid shot changes, frames out of sync, inconsistent character shapes, "
                     "temporal artifacts, jitter, and ghosting effects, creating a disorienting visual experience.")
 
-LATENT_CHANNELS = 16  # the Wan 2.1 VAE's
-
-
 def with_motion_score(prompt: str, score: int | None) -> str:
     """The prompt with the published examples' " motion score: N." appended (None or a negative score: as is)."""
     return prompt if score is None or score < 0 else f"{prompt} motion score: {score}."

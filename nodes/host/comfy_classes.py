@@ -178,7 +178,6 @@ class SanaBaseModel(comfy.model_base.BaseModel):
 
 class SanaVideoSupported(SanaSupported):
     latent_format = comfy.latent_formats.Wan21  # the Wan 2.1 VAE's normalisation, previews and TAEHV name
-    sampling_settings = {"shift": 8.0}
 
 
 class SanaVideoBaseModel(SanaBaseModel):

@@ -19,7 +19,7 @@ from ...sana_core.pipeline import SampleOptions, check_cond, check_latent
 from ...sana_core.sampling import flow_dpm_solver, partial_schedule
 from ...sana_core.video import check_video_latent, is_video
 from .. import conditioning
-from .comfy_classes import SanaModelSampling
+from .comfy_classes import SanaModelSampling, SanaVideoSupported
 from .constants import LATENT_RGB_BIAS, LATENT_RGB_FACTORS, PAG_KEY, SAMPLER_NAME
 from .memory import Handle, unwrap
 
@@ -79,10 +79,9 @@ def previewer():
 def video_previewer():
     """SANA-Video's previews are the host's own for Wan 2.1 latents (its latent→RGB factors, or TAEHV when asked
     for TAESD and models/vae_approx has it); None when previews are off."""
-    import comfy.latent_formats
     import latent_preview
 
-    return latent_preview.get_previewer(mm.get_torch_device(), comfy.latent_formats.Wan21())
+    return latent_preview.get_previewer(mm.get_torch_device(), SanaVideoSupported.latent_format())
 
 
 # --- Sana as a MODEL, SanaSample on the host's path ------------------------------------------------------------------

@@ -22,18 +22,12 @@ from pathlib import Path
 import torch
 
 from ..errors import SanaError
+from ..latent import WAN21
 from .families import Family, key_summary, sniff
 from .files import locate, read_json
 from .tensors import read_weights
 
 CLASS_NAME = "AutoencoderKLWan"
-LATENT_CHANNELS = 16  # Wan 2.1; Wan 2.2's VAE has 48
-# The published Wan 2.1 latent statistics: the SANA-Video model was trained on latents normalised with these
-# (ComfyUI's Wan 2.1 latent format holds the same numbers).
-LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517,
-                -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
-LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579,
-               1.6382, 1.1253, 2.8251, 1.9160)
 
 _RESIDUAL = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3", "conv2": "residual.6",
              "conv_shortcut": "shortcut"}
@@ -90,10 +84,10 @@ def read_wan_vae(path: str | Path) -> dict[str, torch.Tensor]:
     if "decoder.mid_block.resnets.0.norm1.gamma" in sd:
         sd = diffusers_to_wan(sd)
     channels = sd["conv2.weight"].shape[0]
-    if channels != LATENT_CHANNELS:
+    if channels != WAN21.channels:
         raise SanaError(f"{weights}: a VAE with {channels} latent channels (Wan 2.2's has 48); SANA-Video takes the "
-                        f"Wan 2.1 VAE ({LATENT_CHANNELS} channels)")
-    for name, want in (("latents_mean", LATENTS_MEAN), ("latents_std", LATENTS_STD)):
+                        f"Wan 2.1 VAE ({WAN21.channels} channels)")
+    for name, want in (("latents_mean", WAN21.mean), ("latents_std", WAN21.std)):  # what SANA-Video was trained on
         got = config.get(name)
         if got is not None and torch.tensor(got).sub(torch.tensor(want)).abs().max() > 1e-4:
             raise SanaError(f"{where.config}: {name} differs from Wan 2.1's; this VAE's latents are not the ones "
